@@ -1,0 +1,173 @@
+/* The blocking facade: a private loop and a store on it. Each call submits
+ * the async operation and runs the loop until that request is delivered —
+ * one implementation of every operation, not two. */
+#include <string.h>
+
+#include "internal.h"
+
+struct kv_sync_s {
+  uv_loop_t loop;
+  kv_store_t *store;
+};
+
+int kv_sync_open(const char *url, kv_sync_t **out, char *errbuf,
+                 size_t errbuf_len) {
+  kv_sync_t *s;
+  int err;
+  *out = NULL;
+  s = kv_calloc(1, sizeof *s);
+  if (s == NULL)
+    return kv__errbuf(errbuf, errbuf_len, KV_ENOMEM, "out of memory");
+  err = uv_loop_init(&s->loop);
+  if (err) {
+    kv_free(s);
+    return kv__errbuf(errbuf, errbuf_len, err, "uv_loop_init: %s",
+                      uv_strerror(err));
+  }
+  err = kv_open_ex(&s->loop, url, &s->store, errbuf, errbuf_len);
+  if (err) {
+    uv_loop_close(&s->loop);
+    kv_free(s);
+    return err;
+  }
+  *out = s;
+  return 0;
+}
+
+int kv_sync_close(kv_sync_t *s) {
+  int err;
+  if (s == NULL)
+    return 0;
+  kv_store_close(s->store, NULL);
+  uv_run(&s->loop, UV_RUN_DEFAULT);
+  err = uv_loop_close(&s->loop);
+  kv_free(s);
+  return err;
+}
+
+kv_store_t *kv_sync_store(kv_sync_t *s) {
+  return s->store;
+}
+
+uv_loop_t *kv_sync_loop(kv_sync_t *s) {
+  return &s->loop;
+}
+
+static void sync_done(kv_req_t *req) {
+  (void)req; /* the state change is the signal */
+}
+
+/* A request is delivered when its callback has run: cb is sync_done and
+ * the core marks the request before calling it. */
+static int delivered(const kv_req_t *req) {
+  return req->priv.state == KV__REQ_DELIVERED;
+}
+
+int kv_sync_wait(kv_sync_t *s, kv_req_t *req) {
+  while (!delivered(req)) {
+    /* Completions already queued on the top store are delivered at once;
+     * anything else needs the loop (threadpool, inner stores, I/O). */
+    if (kv__store_deliver_now(s->store))
+      continue;
+    if (uv_run(&s->loop, UV_RUN_ONCE) == 0 && !delivered(req) &&
+        s->store->core.done_head == NULL) {
+      /* Nothing can complete it any more (a store bug). */
+      return kv_req_set_error(req, KV_EBACKEND,
+                              "request can never complete");
+    }
+  }
+  return req->status;
+}
+
+#define SYNC_CALL(call)                                                      \
+  do {                                                                       \
+    int err_ = (call);                                                       \
+    if (err_ < 0) {                                                          \
+      req->status = err_;                                                    \
+      return err_;                                                           \
+    }                                                                        \
+    return kv_sync_wait(s, req);                                             \
+  } while (0)
+
+int kv_sync_get(kv_sync_t *s, kv_req_t *req, const char *c, const char *k) {
+  SYNC_CALL(kv_get(s->store, req, c, k, sync_done));
+}
+
+int kv_sync_ttl(kv_sync_t *s, kv_req_t *req, const char *c, const char *k) {
+  SYNC_CALL(kv_ttl(s->store, req, c, k, sync_done));
+}
+
+int kv_sync_put(kv_sync_t *s, kv_req_t *req, const char *c, const char *k,
+                const void *v, size_t len, double ttl) {
+  SYNC_CALL(kv_put(s->store, req, c, k, v, len, ttl, sync_done));
+}
+
+int kv_sync_delete(kv_sync_t *s, kv_req_t *req, const char *c,
+                   const char *k) {
+  SYNC_CALL(kv_delete(s->store, req, c, k, sync_done));
+}
+
+int kv_sync_get_many(kv_sync_t *s, kv_req_t *req, const char *c,
+                     const char *const *keys, size_t n) {
+  SYNC_CALL(kv_get_many(s->store, req, c, keys, n, sync_done));
+}
+
+int kv_sync_ttl_many(kv_sync_t *s, kv_req_t *req, const char *c,
+                     const char *const *keys, size_t n) {
+  SYNC_CALL(kv_ttl_many(s->store, req, c, keys, n, sync_done));
+}
+
+int kv_sync_put_many(kv_sync_t *s, kv_req_t *req, const char *c,
+                     const char *const *keys, const kv_buf_t *values,
+                     size_t n, double ttl) {
+  SYNC_CALL(kv_put_many(s->store, req, c, keys, values, n, ttl, sync_done));
+}
+
+int kv_sync_delete_many(kv_sync_t *s, kv_req_t *req, const char *c,
+                        const char *const *keys, size_t n) {
+  SYNC_CALL(kv_delete_many(s->store, req, c, keys, n, sync_done));
+}
+
+int kv_sync_keys(kv_sync_t *s, kv_req_t *req, const char *c,
+                 const char *cursor, size_t limit) {
+  SYNC_CALL(kv_keys(s->store, req, c, cursor, limit, sync_done));
+}
+
+int kv_sync_collections(kv_sync_t *s, kv_req_t *req, const char *cursor,
+                        size_t limit) {
+  SYNC_CALL(kv_collections(s->store, req, cursor, limit, sync_done));
+}
+
+int kv_sync_destroy(kv_sync_t *s, kv_req_t *req) {
+  SYNC_CALL(kv_destroy(s->store, req, sync_done));
+}
+
+int kv_sync_destroy_collection(kv_sync_t *s, kv_req_t *req, const char *c) {
+  SYNC_CALL(kv_destroy_collection(s->store, req, c, sync_done));
+}
+
+int kv_sync_cull(kv_sync_t *s, kv_req_t *req) {
+  SYNC_CALL(kv_cull(s->store, req, sync_done));
+}
+
+int kv_sync_put_if_absent(kv_sync_t *s, kv_req_t *req, const char *c,
+                          const char *k, const void *v, size_t len,
+                          double ttl) {
+  SYNC_CALL(kv_put_if_absent(s->store, req, c, k, v, len, ttl, sync_done));
+}
+
+int kv_sync_cas(kv_sync_t *s, kv_req_t *req, const char *c, const char *k,
+                const void *expected, size_t expected_len, const void *v,
+                size_t len, double ttl) {
+  SYNC_CALL(kv_cas(s->store, req, c, k, expected, expected_len, v, len, ttl,
+                   sync_done));
+}
+
+int kv_sync_incr(kv_sync_t *s, kv_req_t *req, const char *c, const char *k,
+                 int64_t delta, double ttl) {
+  SYNC_CALL(kv_incr(s->store, req, c, k, delta, ttl, sync_done));
+}
+
+int kv_sync_take(kv_sync_t *s, kv_req_t *req, const char *c, const char *k) {
+  SYNC_CALL(kv_take(s->store, req, c, k, sync_done));
+}
