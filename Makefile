@@ -1,0 +1,57 @@
+# kvio — the two commands are `make demo` and `make check`.
+#
+#   make demo    install what is missing, build, run the quickstart on
+#                memory:// and disk://, then a short CLI session
+#   make check   install what is missing, build with -Werror, run every test,
+#                then build with ASan + UBSan and run every test again
+#   make         build (build/)
+#   make bench   run the benchmarks recorded in BENCHMARKS.md
+#   make install PREFIX=/usr/local
+
+BUILD      ?= build
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+PREFIX     ?= /usr/local
+CTEST_ARGS ?= --output-on-failure -j$(JOBS)
+
+.PHONY: all deps demo check check-release check-asan bench install clean format
+
+all: deps
+	cmake -S . -B $(BUILD) -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
+	cmake --build $(BUILD) -j$(JOBS)
+
+deps:
+	@scripts/deps.sh build
+
+demo:
+	@scripts/deps.sh demo
+	cmake -S . -B $(BUILD) >/dev/null
+	cmake --build $(BUILD) -j$(JOBS)
+	@scripts/demo.sh $(BUILD)
+
+check:
+	@scripts/deps.sh check
+	$(MAKE) --no-print-directory check-release check-asan
+
+check-release:
+	cmake -S . -B build-check -DKV_WERROR=ON >/dev/null
+	cmake --build build-check -j$(JOBS)
+	cd build-check && ctest $(CTEST_ARGS)
+
+check-asan:
+	cmake -S . -B build-asan -DKV_WERROR=ON -DKV_ASAN=ON -DKV_UBSAN=ON \
+	  -DCMAKE_BUILD_TYPE=Debug >/dev/null
+	cmake --build build-asan -j$(JOBS)
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest $(CTEST_ARGS)
+
+bench: all
+	@scripts/bench.sh $(BUILD)
+
+install: all
+	cmake --install $(BUILD)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) build-check build-asan

@@ -1,0 +1,434 @@
+/* Unit tests of the core: errors, URL parsing, validation, the registry,
+ * the bulk fallbacks, the blocking facade and the async contract details
+ * that the conformance suite does not reach (a misbehaving store). */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "internal.h"
+
+/* ---- Errors ---------------------------------------------------------------- */
+
+static void errors_have_names_messages_categories(void **state) {
+  (void)state;
+  assert_string_equal(kv_err_name(KV_EINVAL), "KV_EINVAL");
+  assert_string_equal(kv_err_name(KV_ECONFLICT), "KV_ECONFLICT");
+  assert_string_equal(kv_strerror(KV_ETIMEDOUT), "operation timed out");
+  assert_string_equal(kv_err_name(UV_ENOENT), "ENOENT");
+  assert_int_equal(kv_err_category(KV_ETIMEDOUT), KV_CAT_TRANSIENT);
+  assert_int_equal(kv_err_category(KV_ECONN), KV_CAT_TRANSIENT);
+  assert_int_equal(kv_err_category(KV_EINVAL), KV_CAT_USAGE);
+  assert_int_equal(kv_err_category(KV_EDECRYPT), KV_CAT_PERMANENT);
+  assert_int_equal(kv_err_category(KV_ENOTFOUND), KV_CAT_NOTFOUND);
+  assert_int_equal(kv_err_category(0), KV_CAT_OK);
+  /* The frozen numbers. */
+  assert_int_equal(KV_EINVAL, -5001);
+  assert_int_equal(KV_EBUSY, -5019);
+}
+
+/* ---- URLs ------------------------------------------------------------------- */
+
+static void url_parses_network_form(void **state) {
+  kv_url_t u;
+  char err[256];
+  (void)state;
+  assert_int_equal(kv__url_parse("Redis://us%40er:p%3Ass@example.org:6380/2"
+                                 "?timeout=1.5&tls",
+                                 &u, err, sizeof err),
+                   0);
+  assert_string_equal(u.scheme, "redis");
+  assert_string_equal(u.user, "us@er");
+  assert_string_equal(u.password, "p:ss");
+  assert_string_equal(u.host, "example.org");
+  assert_int_equal(u.port, 6380);
+  assert_string_equal(u.path, "/2");
+  assert_string_equal(kv_url_param(&u, "timeout"), "1.5");
+  assert_string_equal(kv_url_param(&u, "tls"), "");
+  assert_null(kv_url_param(&u, "nope"));
+  kv__url_free(&u);
+
+  assert_int_equal(kv__url_parse("x://[::1]:7/", &u, err, sizeof err), 0);
+  assert_string_equal(u.host, "::1");
+  assert_int_equal(u.port, 7);
+  kv__url_free(&u);
+}
+
+static void url_parses_path_form(void **state) {
+  kv_url_t u;
+  char err[256];
+  (void)state;
+  assert_int_equal(kv__url_parse("disk://./kvio-data", &u, err, sizeof err),
+                   0);
+  assert_string_equal(u.target, "./kvio-data");
+  kv__url_free(&u);
+  assert_int_equal(
+      kv__url_parse("disk:///tmp/a%20b?sync=none", &u, err, sizeof err), 0);
+  assert_string_equal(u.target, "/tmp/a b");
+  assert_string_equal(kv_url_param(&u, "sync"), "none");
+  kv__url_free(&u);
+}
+
+static void url_rejects_garbage(void **state) {
+  kv_url_t u;
+  char err[256];
+  (void)state;
+  assert_int_equal(kv__url_parse("no-scheme", &u, err, sizeof err),
+                   KV_EINVAL);
+  assert_non_null(strstr(err, "not a store URL"));
+  assert_int_equal(kv__url_parse("x://h:99999", &u, err, sizeof err),
+                   KV_EINVAL);
+  assert_int_equal(kv__url_parse("x://h:", &u, err, sizeof err), KV_EINVAL);
+  assert_int_equal(kv__url_parse("x://h/%zz", &u, err, sizeof err),
+                   KV_EINVAL);
+  assert_int_equal(kv__url_parse("x://h/%00", &u, err, sizeof err),
+                   KV_EINVAL);
+  assert_int_equal(kv__url_parse("x://h?a=1&a=2", &u, err, sizeof err),
+                   KV_EINVAL);
+  assert_int_equal(kv__url_parse("x://[::1", &u, err, sizeof err),
+                   KV_EINVAL);
+}
+
+static void open_reports_unknown_scheme_and_option(void **state) {
+  uv_loop_t loop;
+  kv_store_t *s = (kv_store_t *)1;
+  char err[256];
+  (void)state;
+  uv_loop_init(&loop);
+  assert_int_equal(kv_open_ex(&loop, "nosuch://x", &s, err, sizeof err),
+                   KV_EINVAL);
+  assert_null(s);
+  assert_non_null(strstr(err, "unknown store scheme 'nosuch'"));
+  assert_non_null(strstr(err, "memory"));
+  assert_non_null(strstr(err, "disk"));
+  assert_int_equal(
+      kv_open_ex(&loop, "memory://?max_entrie=3", &s, err, sizeof err),
+      KV_EINVAL);
+  assert_non_null(strstr(err, "max_entrie"));
+  assert_int_equal(
+      kv_open_ex(&loop, "memory://?max_entries=-3", &s, err, sizeof err),
+      KV_EINVAL);
+  assert_int_equal(kv_open_ex(&loop, "memory://?default_collection=%ff", &s,
+                              err, sizeof err),
+                   KV_EINVAL);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* ---- Validation ----------------------------------------------------------------- */
+
+static void names_and_ttls_are_validated(void **state) {
+  char err[256], big[KV_NAME_MAX + 2];
+  (void)state;
+  assert_int_equal(kv__check_name("key", "", 0, err, sizeof err), KV_EINVAL);
+  assert_int_equal(kv__check_name("key", "\xff", 1, err, sizeof err),
+                   KV_EINVAL);
+  assert_non_null(strstr(err, "\\xff"));
+  assert_int_equal(kv__check_name("key", "\xc0\x80", 2, err, sizeof err),
+                   KV_EINVAL); /* overlong NUL */
+  assert_int_equal(kv__check_name("key", "\xed\xa0\x80", 3, err, sizeof err),
+                   KV_EINVAL); /* surrogate */
+  assert_int_equal(kv__check_name("key", "h\xc3\xa9llo \xf0\x9f\x98\x80", 11,
+                                  err, sizeof err),
+                   0);
+  memset(big, 'k', sizeof big);
+  assert_int_equal(kv__check_name("key", big, KV_NAME_MAX, err, sizeof err),
+                   0);
+  assert_int_equal(
+      kv__check_name("key", big, KV_NAME_MAX + 1, err, sizeof err),
+      KV_EINVAL);
+  assert_non_null(strstr(err, "4097 bytes"));
+  assert_int_equal(kv__check_ttl(-1, err, sizeof err), KV_EINVAL);
+  assert_int_equal(kv__check_ttl(NAN, err, sizeof err), KV_EINVAL);
+  assert_int_equal(kv__check_ttl(INFINITY, err, sizeof err), KV_EINVAL);
+  assert_int_equal(kv__check_ttl(-INFINITY, err, sizeof err), KV_EINVAL);
+  assert_int_equal(kv__check_ttl(1e11, err, sizeof err), KV_EINVAL);
+  assert_int_equal(kv__check_ttl(1e10, err, sizeof err), 0);
+  assert_int_equal(kv__check_ttl(0, err, sizeof err), 0);
+}
+
+static void int64_parse_and_format(void **state) {
+  int64_t v;
+  char buf[24];
+  (void)state;
+  assert_int_equal(kv_parse_int64("42", 2, &v), 0);
+  assert_int_equal(v, 42);
+  assert_int_equal(kv_parse_int64("-9223372036854775808", 20, &v), 0);
+  assert_true(v == INT64_MIN);
+  assert_int_equal(kv_parse_int64("9223372036854775808", 19, &v), KV_EINVAL);
+  assert_int_equal(kv_parse_int64("1.0", 3, &v), KV_EINVAL);
+  assert_int_equal(kv_parse_int64("", 0, &v), KV_EINVAL);
+  assert_int_equal(kv_parse_int64("-", 1, &v), KV_EINVAL);
+  assert_int_equal(kv_format_int64(-17, buf), 3);
+  assert_string_equal(buf, "-17");
+}
+
+/* ---- A minimal store: only the required single ops -------------------------- */
+
+typedef struct {
+  kv_store_t base;
+  char key[64];
+  char value[64];
+  size_t vlen;
+  int have;
+  int misbehave; /* 1: complete twice; 2: refuse after completing */
+} tiny_store_t;
+
+static int tiny_open(kv_store_t *s, const kv_url_t *url, char *e, size_t n) {
+  return 0;
+}
+
+static int tiny_op(kv_store_t *s, kv_req_t *req) {
+  tiny_store_t *t = (tiny_store_t *)s;
+  int match = t->have && strcmp(t->key, req->in.key) == 0;
+  switch (req->op) {
+  case KV_OP_GET:
+  case KV_OP_TTL:
+    if (match)
+      kv_req_set_value(req, t->value, t->vlen);
+    break;
+  case KV_OP_PUT:
+    snprintf(t->key, sizeof t->key, "%s", req->in.key);
+    memcpy(t->value, req->in.value.base, req->in.value.len);
+    t->vlen = req->in.value.len;
+    t->have = 1;
+    break;
+  case KV_OP_DELETE:
+    req->found = match;
+    t->have &= !match;
+    break;
+  default:
+    return KV_ENOTSUP;
+  }
+  kv_req_complete(req, 0);
+  if (t->misbehave == 1)
+    kv_req_complete(req, 0); /* a buggy store: the core must ignore it */
+  return 0;
+}
+
+static const kv_store_methods_t tiny_methods = {
+    .version = KV_STORE_METHODS_VERSION,
+    .name = "tiny",
+    .store_size = sizeof(tiny_store_t),
+    .open = tiny_open,
+    .get = tiny_op,
+    .ttl = tiny_op,
+    .put = tiny_op,
+    .del = tiny_op,
+};
+
+static int calls;
+static void count_cb(kv_req_t *req) {
+  calls++;
+}
+
+static void run_until(uv_loop_t *loop, int *counter, int target) {
+  while (*counter < target)
+    assert_true(uv_run(loop, UV_RUN_ONCE) || *counter >= target);
+}
+
+static void registry_and_bulk_fallbacks(void **state) {
+  uv_loop_t loop;
+  kv_store_t *s;
+  kv_req_t req;
+  const char *keys[] = {"a", "b", "a"};
+  kv_buf_t vals[] = {{(char *)"1", 1}, {(char *)"2", 1}, {(char *)"3", 1}};
+  (void)state;
+  assert_int_equal(kv_register("tiny", &tiny_methods), 0);
+  assert_int_equal(kv_register("TINY", &tiny_methods), KV_EEXISTS);
+  assert_non_null(strstr(kv_schemes(), "tiny"));
+  uv_loop_init(&loop);
+  assert_int_equal(kv_open(&loop, "tiny://", &s), 0);
+  assert_int_equal(kv_store_caps(s), 0);
+
+  /* No segment announced: KV_ENOTSUP at submit, never a callback. */
+  calls = 0;
+  assert_int_equal(kv_keys(s, &req, NULL, NULL, 0, count_cb), KV_ENOTSUP);
+  assert_non_null(strstr(kv_req_errmsg(&req), "enumeration"));
+  kv_req_cleanup(&req);
+  assert_int_equal(kv_incr(s, &req, NULL, "k", 1, 0, count_cb), KV_ENOTSUP);
+  kv_req_cleanup(&req);
+
+  /* put_many through the core's fallback: the last write wins. */
+  assert_int_equal(kv_put_many(s, &req, "c", keys, vals, 1, 0, count_cb), 0);
+  assert_int_equal(calls, 0);
+  run_until(&loop, &calls, 1);
+  assert_int_equal(req.status, 0);
+  kv_req_cleanup(&req);
+
+  /* get_many fallback: results in order, duplicates answered. */
+  assert_int_equal(kv_get_many(s, &req, "c", keys, 3, count_cb), 0);
+  run_until(&loop, &calls, 2);
+  assert_int_equal(req.status, 0);
+  assert_int_equal(req.nresults, 3);
+  assert_true(req.results[0].found && req.results[2].found);
+  assert_false(req.results[1].found);
+  assert_memory_equal(req.results[2].value.base, "1", 1);
+  kv_req_cleanup(&req);
+
+  assert_int_equal(kv_delete_many(s, &req, "c", keys, 2, count_cb), 0);
+  run_until(&loop, &calls, 3);
+  assert_int_equal(req.count, 1);
+  kv_req_cleanup(&req);
+
+  assert_int_equal(kv_get_many(s, &req, "c", keys, 0, count_cb), 0);
+  run_until(&loop, &calls, 4);
+  assert_int_equal(req.nresults, 0);
+  kv_req_cleanup(&req);
+
+  /* A store that completes twice: the callback still runs once. */
+  ((tiny_store_t *)s)->misbehave = 1;
+  assert_int_equal(kv_get(s, &req, "c", "a", count_cb), 0);
+  uv_run(&loop, UV_RUN_NOWAIT);
+  uv_run(&loop, UV_RUN_NOWAIT);
+  assert_int_equal(calls, 5);
+  kv_req_cleanup(&req);
+
+  kv_store_close(s, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* ---- Submit validation never calls back; inputs are copied --------------------- */
+
+static void submits_validate_and_copy(void **state) {
+  uv_loop_t loop;
+  kv_store_t *s;
+  kv_req_t req, req2;
+  char key[8] = "k1", val[8] = "v1";
+  const char *bad_keys[] = {"ok", ""};
+  kv_buf_t vals[] = {{(char *)"1", 1}, {(char *)"2", 1}};
+  (void)state;
+  uv_loop_init(&loop);
+  assert_int_equal(kv_open(&loop, "memory://", &s), 0);
+  calls = 0;
+  assert_int_equal(kv_put(s, &req, NULL, "", "x", 1, 0, count_cb), KV_EINVAL);
+  kv_req_cleanup(&req);
+  assert_int_equal(kv_put(s, &req, NULL, "k", "x", 1, -1, count_cb),
+                   KV_EINVAL);
+  assert_non_null(strstr(kv_req_errmsg(&req), "-1"));
+  kv_req_cleanup(&req);
+  assert_int_equal(kv_put(s, &req, NULL, "k", NULL, 3, 0, count_cb),
+                   KV_EINVAL);
+  kv_req_cleanup(&req);
+  assert_int_equal(kv_put(s, &req, NULL, "k", "x", 1, 0, NULL), KV_EINVAL);
+  kv_req_cleanup(&req);
+  assert_int_equal(kv_put_many(s, &req, NULL, bad_keys, vals, 2, 0, count_cb),
+                   KV_EINVAL);
+  kv_req_cleanup(&req);
+  uv_run(&loop, UV_RUN_NOWAIT);
+  assert_int_equal(calls, 0);
+
+  /* The caller's buffers may change right after the submit. */
+  assert_int_equal(kv_put(s, &req, "", key, val, 2, 0, count_cb), 0);
+  strcpy(key, "zz");
+  strcpy(val, "zz");
+  /* A request still in flight cannot be reused. */
+  assert_int_equal(kv_get(s, &req, NULL, "k1", count_cb), KV_EBUSY);
+  run_until(&loop, &calls, 1);
+  kv_req_cleanup(&req);
+  assert_int_equal(kv_get(s, &req2, "default_collection", "k1", count_cb), 0);
+  run_until(&loop, &calls, 2);
+  assert_true(req2.found);
+  assert_string_equal(req2.value.base, "v1");
+  kv_req_cleanup(&req2);
+
+  assert_int_equal(kv_store_close(s, NULL), 0);
+  assert_int_equal(kv_store_close(s, NULL), KV_ECLOSED);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* ---- The blocking facade ------------------------------------------------------------ */
+
+static void sync_facade_round_trip(void **state) {
+  kv_sync_t *s;
+  kv_req_t req;
+  char err[256];
+  size_t len;
+  char *kept;
+  (void)state;
+  assert_int_equal(kv_sync_open("nope://", &s, err, sizeof err), KV_EINVAL);
+  assert_null(s);
+  assert_int_equal(kv_sync_open("memory://", &s, err, sizeof err), 0);
+  assert_int_equal(kv_sync_put(s, &req, "users", "user:123", "{}", 2, 3600),
+                   0);
+  kv_req_cleanup(&req);
+  assert_int_equal(kv_sync_ttl(s, &req, "users", "user:123"), 0);
+  assert_true(req.found);
+  assert_true(req.ttl > 3599 && req.ttl <= 3600);
+  kept = kv_req_take_value(&req, &len);
+  kv_req_cleanup(&req);
+  assert_int_equal(len, 2);
+  assert_string_equal(kept, "{}");
+  kv_free(kept);
+  assert_int_equal(kv_sync_incr(s, &req, "n", "c", 5, 0), 0);
+  assert_int_equal(req.number, 5);
+  kv_req_cleanup(&req);
+  assert_int_equal(kv_sync_cas(s, &req, "n", "c", "4", 1, "9", 1, 0),
+                   KV_ECONFLICT);
+  kv_req_cleanup(&req);
+  assert_int_equal(kv_sync_put(s, &req, "users", "", "x", 1, 0), KV_EINVAL);
+  kv_req_cleanup(&req);
+  assert_int_equal(kv_sync_close(s), 0);
+}
+
+/* ---- The memory store's sweep and per-collection LRU -------------------------------- */
+
+static void stop_timer(uv_timer_t *t) {
+  uv_timer_stop(t);
+}
+
+static void memory_sweep_purges_without_reads(void **state) {
+  kv_sync_t *s;
+  kv_req_t req;
+  char err[256];
+  (void)state;
+  assert_int_equal(kv_sync_open("memory://", &s, err, sizeof err), 0);
+  assert_int_equal(kv_sync_put(s, &req, "a", "short", "x", 1, 0.05), 0);
+  kv_req_cleanup(&req);
+  assert_int_equal(kv_sync_put(s, &req, "b", "long", "x", 1, 0), 0);
+  kv_req_cleanup(&req);
+  /* The sweep timer is unref'd: run the loop with a ref'd timer of our own
+   * for 1.5 s so that the sweep (every second) gets to run. */
+  {
+    uv_timer_t t;
+    uv_timer_init(kv_sync_loop(s), &t);
+    uv_timer_start(&t, stop_timer, 1500, 0);
+    uv_run(kv_sync_loop(s), UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(kv_sync_loop(s), UV_RUN_DEFAULT);
+  }
+  /* Collection "a" is gone without anyone reading it: the sweep removed the
+   * expired entry and then the empty collection. */
+  assert_int_equal(kv_sync_collections(s, &req, NULL, 0), 0);
+  assert_int_equal(req.nnames, 1);
+  assert_string_equal(req.names[0].base, "b");
+  kv_req_cleanup(&req);
+  assert_int_equal(kv_sync_cull(s, &req), 0);
+  assert_int_equal(req.count, 0);
+  kv_req_cleanup(&req);
+  assert_int_equal(kv_sync_close(s), 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(errors_have_names_messages_categories),
+      cmocka_unit_test(url_parses_network_form),
+      cmocka_unit_test(url_parses_path_form),
+      cmocka_unit_test(url_rejects_garbage),
+      cmocka_unit_test(open_reports_unknown_scheme_and_option),
+      cmocka_unit_test(names_and_ttls_are_validated),
+      cmocka_unit_test(int64_parse_and_format),
+      cmocka_unit_test(registry_and_bulk_fallbacks),
+      cmocka_unit_test(submits_validate_and_copy),
+      cmocka_unit_test(sync_facade_round_trip),
+      cmocka_unit_test(memory_sweep_purges_without_reads),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
