@@ -212,6 +212,9 @@ KV_EXTERN unsigned kv_store_caps(const kv_store_t *store);
 KV_EXTERN const char *kv_store_name(const kv_store_t *store);
 /* The loop the store was opened on. */
 KV_EXTERN uv_loop_t *kv_store_loop(const kv_store_t *store);
+/* A store-specific control (see the store's header, e.g. kvio/disk.h).
+ * Returns the store's answer, or KV_ENOTSUP for an op it does not know. */
+KV_EXTERN int kv_store_ctl(kv_store_t *store, int op, void *arg);
 /* The comma-separated list of registered URL schemes. Static storage until
  * the next kv_register(). */
 KV_EXTERN const char *kv_schemes(void);

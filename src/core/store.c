@@ -155,6 +155,14 @@ unsigned kv_store_caps(const kv_store_t *s) {
   return s->caps;
 }
 
+int kv_store_ctl(kv_store_t *s, int op, void *arg) {
+  if (s == NULL)
+    return KV_EINVAL;
+  if (s->methods->ctl == NULL)
+    return KV_ENOTSUP;
+  return s->methods->ctl(s, op, arg);
+}
+
 const char *kv_store_name(const kv_store_t *s) {
   return s->methods->name;
 }

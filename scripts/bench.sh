@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# `make bench`: the figures in BENCHMARKS.md. Each line runs RUNS times
+# (default 5) and reports the median; kvio and its reference run side by
+# side in the same invocation. One core: everything is pinned with taskset.
+#
+#   scripts/bench.sh [BUILD_DIR]        RUNS=5 REQ=200000 scripts/bench.sh
+set -euo pipefail
+build=${1:-build}
+kvio=$build/kvio
+bare=$build/bench-lmdb-bare
+runs=${RUNS:-5}
+req=${REQ:-200000}
+tmp=$(mktemp -d "${TMPDIR:-/var/tmp}/kvio-bench.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+pin=(taskset -c 0)
+command -v taskset >/dev/null || pin=()
+
+field() { grep -o "\"$1\": *[0-9.e+]*" | head -1 | sed 's/.*: *//'; }
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# run LABEL CMD... : runs CMD $runs times, prints the median ops/s and p99
+run() {
+  local label=$1; shift
+  local ops=() p99=() out
+  for _ in $(seq "$runs"); do
+    rm -rf "$tmp/db"
+    out=$("${pin[@]}" "$@")
+    ops+=("$(echo "$out" | field ops_per_sec)")
+    p99+=("$(echo "$out" | field p99_us || true)")
+  done
+  local mo mp
+  mo=$(printf '%s\n' "${ops[@]}" | median)
+  mp=$(printf '%s\n' "${p99[@]}" | grep . | median || true)
+  printf '| %-48s | %12.0f | %8s |\n' "$label" "$mo" "${mp:--}"
+  eval "R_$(echo "$label" | tr -c 'a-zA-Z0-9' _)=$mo"
+}
+
+echo "kvio bench: $runs runs each, median; $(nproc) cores, pinned to core 0"
+echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%F)"
+echo
+printf '| %-48s | %12s | %8s |\n' "what" "ops/s" "p99 µs"
+printf '|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..50})" "--------------" "----------"
+common=(--clients 64 --requests "$req" --size 100 --keys 10000 --json)
+run "memory:// get" "$kvio" bench --store memory:// --op get "${common[@]}"
+run "memory:// put" "$kvio" bench --store memory:// --op put "${common[@]}"
+run "memory:// get, blocking facade" "$kvio" bench --store memory:// --op get --sync "${common[@]}"
+run "memory:// get, async depth 1" "$kvio" bench --store memory:// --op get --clients 1 --requests "$req" --size 100 --keys 10000 --json
+run "disk:// get" "$kvio" bench --store "disk://$tmp/db" --op get "${common[@]}"
+run "disk:// put (sync=full)" "$kvio" bench --store "disk://$tmp/db" --op put "${common[@]}"
+run "bare LMDB put, one synced txn per put" "$bare" "$tmp/db" put-sync 2000 100
+run "bare LMDB put, 64 per synced txn" "$bare" "$tmp/db" put-batch "$req" 100 64
+run "bare LMDB get" "$bare" "$tmp/db" get "$req" 100
+echo
+awk -v a="$R_disk____put__sync_full_" -v b="$R_bare_LMDB_put__one_synced_txn_per_put" \
+  'BEGIN { printf "disk:// put / bare synced put: %.1fx\n", a / b }'
+awk -v a="$R_memory____get_" -v b="$R_memory____get__blocking_facade" \
+  'BEGIN { printf "blocking facade cost vs async (memory get): %.2fx per op\n", a / b }'
+
+# Memory footprint: 1,000,000 entries of 16-byte keys and 100-byte values.
+if [ -x "$build/bench-memory-rss" ]; then
+  "$build/bench-memory-rss" 1000000 100
+fi
