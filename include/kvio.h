@@ -151,10 +151,11 @@ struct kv_req_s {
     kv_cb cb;
     kv_req_t *next;       /* pending list / completion queue */
     kv_req_t *prev;
-    void *block;          /* the copied inputs */
+    void *block;          /* the copied inputs (inline or allocated) */
     char *errmsg;         /* detail text */
     unsigned state;
     void *store_data[4];  /* scratch space for the store executing it */
+    uint64_t inline_buf[12]; /* small inputs are copied here: no malloc */
   } priv;
 };
 

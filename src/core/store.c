@@ -322,7 +322,8 @@ void kv_req_cleanup(kv_req_t *req) {
   kv_free(req->names);
   kv_free(req->cursor);
   kv_free(req->priv.errmsg);
-  kv_free(req->priv.block);
+  if (req->priv.block != req->priv.inline_buf)
+    kv_free(req->priv.block);
   void *data = req->data;
   memset(req, 0, sizeof *req);
   req->data = data;
@@ -447,29 +448,42 @@ static int dispatch(kv_store_t *s, kv_req_t *req) {
  * one block owned by the request. */
 typedef struct {
   const char *collection;
+  size_t collection_len;
   const char *key;
+  size_t key_len;
   const void *value;
   size_t value_len;
   const void *expected;
   size_t expected_len;
 } inputs_t;
 
-static int check_collection(kv_req_t *req, const char **coll) {
+static int check_collection(kv_req_t *req, inputs_t *in,
+                            const char *coll) {
   char err[512];
-  if (*coll == NULL || (*coll)[0] == '\0') {
-    *coll = req->store->default_collection;
-    return 0;
-  }
-  if (kv__check_name("collection", *coll, strlen(*coll), err, sizeof err))
+  if (coll == NULL || coll[0] == '\0')
+    coll = req->store->default_collection;
+  in->collection = coll;
+  in->collection_len = strlen(coll);
+  if (kv__check_name("collection", coll, in->collection_len, err,
+                     sizeof err))
     return kv_req_set_error(req, KV_EINVAL, "%s", err);
   return 0;
 }
 
-static int check_key(kv_req_t *req, const char *key) {
+static int check_key(kv_req_t *req, const char *key, size_t *len) {
   char err[512];
-  if (kv__check_name("key", key, key ? strlen(key) : 0, err, sizeof err))
+  *len = key ? strlen(key) : 0;
+  if (kv__check_name("key", key, *len, err, sizeof err))
     return kv_req_set_error(req, KV_EINVAL, "%s", err);
   return 0;
+}
+
+/* Memory for the copied inputs: inside the request when they fit. */
+static void *input_block(kv_req_t *req, size_t total) {
+  void *p = total <= sizeof req->priv.inline_buf ? (void *)req->priv.inline_buf
+                                                  : kv_malloc(total);
+  req->priv.block = p;
+  return p;
 }
 
 static int check_ttl(kv_req_t *req, double ttl) {
@@ -486,13 +500,12 @@ static int check_ttl(kv_req_t *req, double ttl) {
 }
 
 static int copy_inputs(kv_req_t *req, const inputs_t *in) {
-  size_t cl = strlen(in->collection);
-  size_t kl = in->key ? strlen(in->key) : 0;
+  size_t cl = in->collection_len;
+  size_t kl = in->key_len;
   size_t total = cl + 1 + kl + 1 + in->value_len + 1 + in->expected_len + 1;
-  char *p = kv_malloc(total);
+  char *p = input_block(req, total);
   if (p == NULL)
     return kv_req_set_error(req, KV_ENOMEM, "out of memory");
-  req->priv.block = p;
   memcpy(p, in->collection, cl + 1);
   req->in.collection = p;
   req->in.collection_len = cl;
@@ -526,9 +539,9 @@ static int submit_one(kv_store_t *s, kv_req_t *req, kv_op_t op,
   int err = begin(s, req, op, cb);
   if (err)
     return err;
-  if ((err = check_collection(req, &collection)) != 0)
+  if ((err = check_collection(req, &in, collection)) != 0)
     return err;
-  if ((err = check_key(req, key)) != 0)
+  if ((err = check_key(req, key, &in.key_len)) != 0)
     return err;
   if (value == NULL && len > 0)
     return kv_req_set_error(req, KV_EINVAL, "value is NULL with length %zu",
@@ -537,7 +550,6 @@ static int submit_one(kv_store_t *s, kv_req_t *req, kv_op_t op,
     return err;
   if (!has_ttl)
     req->in.now_ms = kv_now_ms();
-  in.collection = collection;
   in.key = key;
   in.value = value;
   in.value_len = len;
@@ -586,13 +598,12 @@ int kv_incr(kv_store_t *s, kv_req_t *req, const char *collection,
   int err = begin(s, req, KV_OP_INCR, cb);
   if (err)
     return err;
-  if ((err = check_collection(req, &collection)) != 0)
+  if ((err = check_collection(req, &in, collection)) != 0)
     return err;
-  if ((err = check_key(req, key)) != 0)
+  if ((err = check_key(req, key, &in.key_len)) != 0)
     return err;
   if ((err = check_ttl(req, ttl)) != 0)
     return err;
-  in.collection = collection;
   in.key = key;
   if ((err = copy_inputs(req, &in)) != 0)
     return err;
@@ -607,16 +618,15 @@ int kv_cas(kv_store_t *s, kv_req_t *req, const char *collection,
   int err = begin(s, req, KV_OP_CAS, cb);
   if (err)
     return err;
-  if ((err = check_collection(req, &collection)) != 0)
+  if ((err = check_collection(req, &in, collection)) != 0)
     return err;
-  if ((err = check_key(req, key)) != 0)
+  if ((err = check_key(req, key, &in.key_len)) != 0)
     return err;
   if ((value == NULL && len > 0))
     return kv_req_set_error(req, KV_EINVAL, "value is NULL with length %zu",
                             len);
   if ((err = check_ttl(req, ttl)) != 0)
     return err;
-  in.collection = collection;
   in.key = key;
   in.value = value;
   in.value_len = len;
@@ -634,14 +644,16 @@ static int submit_many(kv_store_t *s, kv_req_t *req, kv_op_t op,
                        const char *collection, const char *const *keys,
                        const kv_buf_t *values, size_t n, int has_ttl,
                        double ttl, kv_cb cb) {
-  size_t total, cl;
+  size_t total, cl, kl;
+  inputs_t in = {0};
   char *p;
   kv_buf_t *kb, *vb = NULL;
   int err = begin(s, req, op, cb);
   if (err)
     return err;
-  if ((err = check_collection(req, &collection)) != 0)
+  if ((err = check_collection(req, &in, collection)) != 0)
     return err;
+  collection = in.collection;
   if (n > 0 && keys == NULL)
     return kv_req_set_error(req, KV_EINVAL, "keys is NULL with n = %zu", n);
   if (n > 0 && op == KV_OP_PUT_MANY && values == NULL)
@@ -649,7 +661,7 @@ static int submit_many(kv_store_t *s, kv_req_t *req, kv_op_t op,
   if (n > SIZE_MAX / (4 * sizeof(kv_buf_t)))
     return kv_req_set_error(req, KV_EINVAL, "too many keys: %zu", n);
   for (size_t i = 0; i < n; i++) {
-    if ((err = check_key(req, keys[i])) != 0)
+    if ((err = check_key(req, keys[i], &kl)) != 0)
       return err;
     if (op == KV_OP_PUT_MANY && values[i].base == NULL && values[i].len > 0)
       return kv_req_set_error(req, KV_EINVAL,
@@ -662,15 +674,14 @@ static int submit_many(kv_store_t *s, kv_req_t *req, kv_op_t op,
     req->in.now_ms = kv_now_ms();
   if (op != KV_OP_PUT_MANY)
     values = NULL;
-  cl = strlen(collection);
+  cl = in.collection_len;
   total = cl + 1 + n * sizeof(kv_buf_t) * (values ? 2 : 1);
   for (size_t i = 0; i < n; i++)
     total += strlen(keys[i]) + 1 + (values ? values[i].len + 1 : 0);
   /* Arrays first, for alignment. */
-  p = kv_malloc(total);
+  p = input_block(req, total);
   if (p == NULL)
     return kv_req_set_error(req, KV_ENOMEM, "out of memory");
-  req->priv.block = p;
   kb = (kv_buf_t *)p;
   p += n * sizeof(kv_buf_t);
   if (values) {
@@ -682,7 +693,7 @@ static int submit_many(kv_store_t *s, kv_req_t *req, kv_op_t op,
   req->in.collection_len = cl;
   p += cl + 1;
   for (size_t i = 0; i < n; i++) {
-    size_t kl = strlen(keys[i]);
+    kl = strlen(keys[i]);
     memcpy(p, keys[i], kl + 1);
     kb[i].base = p;
     kb[i].len = kl;
@@ -734,12 +745,12 @@ static int submit_listing(kv_store_t *s, kv_req_t *req, kv_op_t op,
   int err = begin(s, req, op, cb);
   if (err)
     return err;
-  if ((err = check_collection(req, &collection)) != 0)
+  if ((err = check_collection(req, &in, collection)) != 0)
     return err;
-  in.collection = collection;
   /* The cursor travels in the key slot; it is opaque, so it is not
    * validated as a name (the store rejects a cursor it did not make). */
   in.key = cursor;
+  in.key_len = cursor ? strlen(cursor) : 0;
   if ((err = copy_inputs(req, &in)) != 0)
     return err;
   req->in.cursor = cursor ? req->in.key : NULL;

@@ -15,6 +15,14 @@ int kv__utf8_valid(const char *str, size_t len) {
   size_t i = 0;
   while (i < len) {
     unsigned c = s[i];
+    if (c < 0x80 && i + 8 <= len) { /* ASCII runs: 8 bytes at a time */
+      uint64_t w;
+      memcpy(&w, s + i, 8);
+      if ((w & 0x8080808080808080ull) == 0) {
+        i += 8;
+        continue;
+      }
+    }
     size_t n;
     unsigned min;
     if (c < 0x80) {
