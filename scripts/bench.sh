@@ -32,8 +32,9 @@ run() {
   mo=$(printf '%s\n' "${ops[@]}" | median)
   mp=$(printf '%s\n' "${p99[@]}" | grep . | median || true)
   printf '| %-48s | %12.0f | %8s |\n' "$label" "$mo" "${mp:--}"
-  eval "R_$(echo "$label" | tr -c 'a-zA-Z0-9' _)=$mo"
+  R[$label]=$mo
 }
+declare -A R
 
 echo "kvio bench: $runs runs each, median; $(nproc) cores, pinned to core 0"
 echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%F)"
@@ -51,10 +52,14 @@ run "bare LMDB put, one synced txn per put" "$bare" "$tmp/db" put-sync 2000 100
 run "bare LMDB put, 64 per synced txn" "$bare" "$tmp/db" put-batch "$req" 100 64
 run "bare LMDB get" "$bare" "$tmp/db" get "$req" 100
 echo
-awk -v a="$R_disk____put__sync_full_" -v b="$R_bare_LMDB_put__one_synced_txn_per_put" \
-  'BEGIN { printf "disk:// put / bare synced put: %.1fx\n", a / b }'
-awk -v a="$R_memory____get_" -v b="$R_memory____get__blocking_facade" \
-  'BEGIN { printf "blocking facade cost vs async (memory get): %.2fx per op\n", a / b }'
+ratio() { awk -v a="$2" -v b="$3" -v t="$1" 'BEGIN { printf "%s: %.2fx\n", t, a / b }'; }
+ratio "disk:// put / bare LMDB put with one synced txn per put" \
+  "${R[disk:// put (sync=full)]}" "${R[bare LMDB put, one synced txn per put]}"
+ratio "disk:// put / bare LMDB put with 64 puts per synced txn" \
+  "${R[disk:// put (sync=full)]}" "${R[bare LMDB put, 64 per synced txn]}"
+ratio "disk:// get / bare LMDB get" "${R[disk:// get]}" "${R[bare LMDB get]}"
+ratio "cost per op, blocking facade / async (memory get)" \
+  "${R[memory:// get]}" "${R[memory:// get, blocking facade]}"
 
 # Memory footprint: 1,000,000 entries of 16-byte keys and 100-byte values.
 if [ -x "$build/bench-memory-rss" ]; then

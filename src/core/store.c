@@ -6,6 +6,7 @@
  * -> DELIVERED (its callback has been called). Completions are always
  * delivered from the store's idle handle, never from inside a submit. */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -325,7 +326,7 @@ void kv_req_cleanup(kv_req_t *req) {
   if (req->priv.block != req->priv.inline_buf)
     kv_free(req->priv.block);
   void *data = req->data;
-  memset(req, 0, sizeof *req);
+  memset(req, 0, offsetof(kv_req_t, priv.inline_buf));
   req->data = data;
 }
 
@@ -397,7 +398,8 @@ static int begin(kv_store_t *s, kv_req_t *req, kv_op_t op, kv_cb cb) {
   /* The request may be uninitialised memory: nothing in it is freed here
    * (results of an earlier use must be released with kv_req_cleanup). */
   data = req->data;
-  memset(req, 0, sizeof *req);
+  /* The inline input buffer is written before it is read: not cleared. */
+  memset(req, 0, offsetof(kv_req_t, priv.inline_buf));
   req->data = data;
   req->store = s;
   req->op = op;
