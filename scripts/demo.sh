@@ -17,9 +17,25 @@ echo "== framework example (any store) on disk://$tmp/framework"
 "$build/example-framework" "disk://$tmp/framework"
 echo
 echo "== CLI session on the default store (disk://./kvio-data)"
-run() { echo "\$ kvio $*"; "$kvio" "$@"; echo; }
+# Show each command as typed, its output, and its exit status when it is not
+# 0 (1 means "missing" or "nothing deleted": part of the contract).
+run() {
+  local rc=0
+  printf '$ kvio'
+  for a in "$@"; do
+    case $a in
+      *[!A-Za-z0-9_./:=-]*) printf " '%s'" "$a" ;;
+      *) printf ' %s' "$a" ;;
+    esac
+  done
+  echo
+  "$kvio" "$@" || rc=$?
+  [ "$rc" -eq 0 ] || echo "(exit status $rc)"
+  [ "$rc" -le 1 ] || exit "$rc"
+}
 run -c users put alice '{"name":"Alice"}' -t 3600
 run -c users get alice
+echo
 run -c users ttl alice
 run -c users put bob '{"name":"Bob"}'
 run -c users keys
@@ -28,5 +44,6 @@ run -c counters incr visits
 run -c counters incr visits 10
 run -c users delete bob
 run -c users get-many alice bob --json
-echo "\$ kvio -c users get bob   # missing: exit status 1"
-"$kvio" -c users get bob || echo "(exit $?)"
+run -c users get bob
+echo
+echo "(the default store is ./kvio-data; remove it with: rm -rf ./kvio-data)"
