@@ -14,11 +14,9 @@ static long rss_kib(void) {
   char line[256];
   long kib = -1;
   FILE *f = fopen("/proc/self/status", "r");
-  if (f == NULL)
-    return -1;
+  if (f == NULL) return -1;
   while (fgets(line, sizeof line, f))
-    if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-      break;
+    if (sscanf(line, "VmRSS: %ld kB", &kib) == 1) break;
   fclose(f);
   return kib;
 }

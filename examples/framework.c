@@ -30,8 +30,7 @@ static void on_incr(kv_req_t *req) {
  * Uses the atomic segment when the store has it. */
 static int rate_check(kv_store_t *store, rate_check_t *rc, const char *client,
                       int64_t limit, void (*done)(int, void *), void *arg) {
-  if (!(kv_store_caps(store) & KV_CAP_ATOMIC))
-    return KV_ENOTSUP;
+  if (!(kv_store_caps(store) & KV_CAP_ATOMIC)) return KV_ENOTSUP;
   rc->store = store;
   rc->limit = limit;
   rc->done = done;
@@ -40,7 +39,8 @@ static int rate_check(kv_store_t *store, rate_check_t *rc, const char *client,
   return kv_incr(store, &rc->req, "ratelimit", client, 1, 60.0, on_incr);
 }
 
-/* ---- The application ------------------------------------------------------ */
+/* ---- The application ------------------------------------------------------
+ */
 
 static kv_store_t *store;
 static rate_check_t checks[5];
@@ -54,8 +54,7 @@ static void on_rate(int allowed, void *arg) {
   printf("request %ld: %s\n", (long)(intptr_t)arg,
          allowed ? "allowed" : "rate limited");
   allowed_count += allowed;
-  if (++answered == 5)
-    kv_store_close(store, on_closed);
+  if (++answered == 5) kv_store_close(store, on_closed);
 }
 
 int main(int argc, char **argv) {

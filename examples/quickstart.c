@@ -40,16 +40,14 @@ static void on_get_again(kv_req_t *r) {
 }
 
 static void on_delete(kv_req_t *r) {
-  if (check(r, "delete") != 0)
-    return;
+  if (check(r, "delete") != 0) return;
   printf("delete user:123 -> %s\n", r->found ? "removed" : "not found");
   kv_req_cleanup(r);
   kv_get(store, r, "users", "user:123", on_get_again);
 }
 
 static void on_get(kv_req_t *r) {
-  if (check(r, "get") != 0)
-    return;
+  if (check(r, "get") != 0) return;
   /* r->value is owned by the request until kv_req_cleanup(). */
   printf("get user:123 -> %.*s\n", (int)r->value.len, r->value.base);
   kv_req_cleanup(r);
@@ -57,8 +55,7 @@ static void on_get(kv_req_t *r) {
 }
 
 static void on_put(kv_req_t *r) {
-  if (check(r, "put") != 0)
-    return;
+  if (check(r, "put") != 0) return;
   printf("put user:123 (ttl 3600 s)\n");
   kv_req_cleanup(r);
   kv_get(store, r, "users", "user:123", on_get);

@@ -40,9 +40,9 @@ extern "C" {
 
 /* ---- Limits and constants --------------------------------------------- */
 
-#define KV_TTL_NONE 0.0     /* "never expires" (put) / "no expiry" (ttl) */
-#define KV_TTL_MAX 1e10     /* largest accepted TTL, in seconds */
-#define KV_NAME_MAX 4096    /* longest key or collection, in bytes */
+#define KV_TTL_NONE 0.0  /* "never expires" (put) / "no expiry" (ttl) */
+#define KV_TTL_MAX 1e10  /* largest accepted TTL, in seconds */
+#define KV_NAME_MAX 4096 /* longest key or collection, in bytes */
 #define KV_DEFAULT_COLLECTION "default_collection"
 
 /* Capability bits (kv_store_caps). A submit to a segment the store does not
@@ -111,26 +111,26 @@ struct kv_req_s {
   kv_op_t op;
 
   /* read-only: the result, valid from the callback until kv_req_cleanup() */
-  int status;          /* 0 or a negative KV_E* / UV_E* code */
-  int found;           /* get/ttl/take: value present; delete: removed;
-                          put_if_absent: stored; cas: swapped */
-  kv_buf_t value;      /* get, ttl, take: the value */
-  double ttl;          /* ttl: remaining seconds, or KV_TTL_NONE */
-  int64_t number;      /* incr: the new value */
-  size_t count;        /* delete_many: how many were removed */
+  int status;           /* 0 or a negative KV_E* / UV_E* code */
+  int found;            /* get/ttl/take: value present; delete: removed;
+                           put_if_absent: stored; cas: swapped */
+  kv_buf_t value;       /* get, ttl, take: the value */
+  double ttl;           /* ttl: remaining seconds, or KV_TTL_NONE */
+  int64_t number;       /* incr: the new value */
+  size_t count;         /* delete_many: how many were removed */
   kv_result_t *results; /* get_many, ttl_many: one slot per input key */
   size_t nresults;
-  kv_buf_t *names;     /* keys, collections: the names of this page */
+  kv_buf_t *names; /* keys, collections: the names of this page */
   size_t nnames;
-  char *cursor;        /* keys, collections: the cursor of the next page,
-                          or NULL when the listing is complete */
+  char *cursor; /* keys, collections: the cursor of the next page,
+                   or NULL when the listing is complete */
 
   /* private: the inputs, copied at submit; stores read them through the
    * rules in kvio/backend.h */
   struct {
     const char *collection; /* never NULL: the default is resolved */
     size_t collection_len;
-    const char *key;        /* NUL-terminated */
+    const char *key; /* NUL-terminated */
     size_t key_len;
     kv_buf_t value;         /* put, put_if_absent, cas (new value) */
     kv_buf_t expected;      /* cas: expected value */
@@ -142,19 +142,19 @@ struct kv_req_s {
     const kv_buf_t *keys;   /* *_many: n keys (NUL-terminated) */
     const kv_buf_t *values; /* put_many: n values */
     size_t n;
-    const char *cursor;     /* keys, collections: NULL for the first page */
-    size_t limit;           /* keys, collections: page size, 0 = default */
+    const char *cursor; /* keys, collections: NULL for the first page */
+    size_t limit;       /* keys, collections: page size, 0 = default */
   } in;
 
   /* private: bookkeeping of the core */
   struct {
     kv_cb cb;
-    kv_req_t *next;       /* pending list / completion queue */
+    kv_req_t *next; /* pending list / completion queue */
     kv_req_t *prev;
-    void *block;          /* the copied inputs (inline or allocated) */
-    char *errmsg;         /* detail text */
+    void *block;  /* the copied inputs (inline or allocated) */
+    char *errmsg; /* detail text */
     unsigned state;
-    void *store_data[4];  /* scratch space for the store executing it */
+    void *store_data[4];     /* scratch space for the store executing it */
     uint64_t inline_buf[12]; /* small inputs are copied here: no malloc */
   } priv;
 };
@@ -237,8 +237,8 @@ KV_EXTERN int kv_get(kv_store_t *s, kv_req_t *req, const char *collection,
 KV_EXTERN int kv_ttl(kv_store_t *s, kv_req_t *req, const char *collection,
                      const char *key, kv_cb cb);
 KV_EXTERN int kv_put(kv_store_t *s, kv_req_t *req, const char *collection,
-                     const char *key, const void *value, size_t len,
-                     double ttl, kv_cb cb);
+                     const char *key, const void *value, size_t len, double ttl,
+                     kv_cb cb);
 KV_EXTERN int kv_delete(kv_store_t *s, kv_req_t *req, const char *collection,
                         const char *key, kv_cb cb);
 
@@ -369,10 +369,11 @@ KV_EXTERN int kv_sync_incr(kv_sync_t *s, kv_req_t *req, const char *collection,
 KV_EXTERN int kv_sync_take(kv_sync_t *s, kv_req_t *req, const char *collection,
                            const char *key);
 
-/* ---- Version ---------------------------------------------------------------- */
+/* ---- Version ----------------------------------------------------------------
+ */
 
-KV_EXTERN unsigned kv_version(void);            /* KV_VERSION_HEX */
-KV_EXTERN const char *kv_version_string(void);  /* "0.1.0" */
+KV_EXTERN unsigned kv_version(void);           /* KV_VERSION_HEX */
+KV_EXTERN const char *kv_version_string(void); /* "0.1.0" */
 
 #ifdef __cplusplus
 }

@@ -20,8 +20,8 @@ enum {
 };
 
 /* src/core/store.c */
-int kv__store_init(kv_store_t *s);     /* default collection; 0 or ENOMEM */
-void kv__store_start(kv_store_t *s);   /* the delivery handle */
+int kv__store_init(kv_store_t *s);        /* default collection; 0 or ENOMEM */
+void kv__store_start(kv_store_t *s);      /* the delivery handle */
 int kv__store_deliver_now(kv_store_t *s); /* deliver queued completions */
 
 /* src/core/url.c */
@@ -30,8 +30,8 @@ int kv__url_parse(const char *raw, kv_url_t *url, char *errbuf,
 void kv__url_free(kv_url_t *url);
 
 /* src/core/validate.c: 0 or KV_EINVAL with a detail in errbuf. */
-int kv__check_name(const char *what, const char *name, size_t len,
-                   char *errbuf, size_t errbuf_len);
+int kv__check_name(const char *what, const char *name, size_t len, char *errbuf,
+                   size_t errbuf_len);
 int kv__check_ttl(double ttl, char *errbuf, size_t errbuf_len);
 int kv__utf8_valid(const char *s, size_t len);
 

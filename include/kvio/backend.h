@@ -64,14 +64,14 @@ typedef struct kv_url_param_s {
 } kv_url_param_t;
 
 typedef struct kv_url_s {
-  const char *raw;   /* the URL as given */
-  char *scheme;      /* lower case */
-  char *target;      /* between "://" and "?", decoded */
-  char *user;        /* NULL when absent */
-  char *password;    /* NULL when absent */
-  char *host;        /* NULL when absent; [v6] brackets removed */
-  int port;          /* -1 when absent */
-  char *path;        /* after the authority, starting with '/'; or NULL */
+  const char *raw; /* the URL as given */
+  char *scheme;    /* lower case */
+  char *target;    /* between "://" and "?", decoded */
+  char *user;      /* NULL when absent */
+  char *password;  /* NULL when absent */
+  char *host;      /* NULL when absent; [v6] brackets removed */
+  int port;        /* -1 when absent */
+  char *path;      /* after the authority, starting with '/'; or NULL */
   kv_url_param_t *params;
   size_t nparams;
 } kv_url_t;
@@ -86,23 +86,21 @@ KV_EXTERN int kv_url_param_int(const kv_url_t *url, const char *name,
 /* Parse option `name` as a number of seconds (>= 0, finite). */
 KV_EXTERN int kv_url_param_double(const kv_url_t *url, const char *name,
                                   double min, double max, double dflt,
-                                  double *out, char *errbuf,
-                                  size_t errbuf_len);
+                                  double *out, char *errbuf, size_t errbuf_len);
 /* Parse option `name` as a boolean: 1/0, true/false, yes/no, on/off. */
-KV_EXTERN int kv_url_param_bool(const kv_url_t *url, const char *name,
-                                int dflt, int *out, char *errbuf,
-                                size_t errbuf_len);
+KV_EXTERN int kv_url_param_bool(const kv_url_t *url, const char *name, int dflt,
+                                int *out, char *errbuf, size_t errbuf_len);
 
 typedef struct kv_store_methods_s kv_store_methods_t;
 
 typedef int (*kv_op_fn)(kv_store_t *s, kv_req_t *req);
 
 struct kv_store_methods_s {
-  int version;             /* KV_STORE_METHODS_VERSION when written */
-  const char *name;        /* "memory", "disk", ... */
-  size_t store_size;       /* sizeof the store's struct (>= sizeof base) */
-  unsigned caps;           /* KV_CAP_* announced by default; open() may
-                              change s->caps */
+  int version;                /* KV_STORE_METHODS_VERSION when written */
+  const char *name;           /* "memory", "disk", ... */
+  size_t store_size;          /* sizeof the store's struct (>= sizeof base) */
+  unsigned caps;              /* KV_CAP_* announced by default; open() may
+                                 change s->caps */
   const char *const *options; /* NULL-terminated list of accepted query
                                  options; the core rejects any other */
 
@@ -149,7 +147,7 @@ struct kv_store_s {
     kv_req_t *pending_head; /* requests accepted and not yet completed */
     kv_req_t *done_head;    /* completions waiting for delivery */
     kv_req_t *done_tail;
-    uv_idle_t idle;         /* delivers completions on the loop */
+    uv_idle_t idle; /* delivers completions on the loop */
     kv_close_cb close_cb;
     unsigned flags;
     int delivering;
@@ -202,7 +200,7 @@ KV_EXTERN int kv_store_is_closing(const kv_store_t *s);
  * (0 → KV_TTL_NONE). An entry is expired when expires_at_ms <= now_ms. */
 KV_EXTERN int64_t kv_now_ms(void);
 KV_EXTERN double kv_remaining_ttl(int64_t expires_at_ms, int64_t now_ms);
-#define KV_EXPIRED(expires_at_ms, now_ms)                                    \
+#define KV_EXPIRED(expires_at_ms, now_ms) \
   ((expires_at_ms) != 0 && (expires_at_ms) <= (now_ms))
 
 /* Parse a decimal int64 value for incr (optional sign, digits, nothing

@@ -11,10 +11,9 @@ static struct {
   kv_free_func free_;
 } allocator = {malloc, realloc, calloc, free};
 
-int kv_replace_allocator(kv_malloc_func m, kv_realloc_func r,
-                         kv_calloc_func c, kv_free_func f) {
-  if (m == NULL || r == NULL || c == NULL || f == NULL)
-    return KV_EINVAL;
+int kv_replace_allocator(kv_malloc_func m, kv_realloc_func r, kv_calloc_func c,
+                         kv_free_func f) {
+  if (m == NULL || r == NULL || c == NULL || f == NULL) return KV_EINVAL;
   allocator.malloc_ = m;
   allocator.realloc_ = r;
   allocator.calloc_ = c;
@@ -35,14 +34,12 @@ void *kv_calloc(size_t count, size_t size) {
 }
 
 void kv_free(void *ptr) {
-  if (ptr != NULL)
-    allocator.free_(ptr);
+  if (ptr != NULL) allocator.free_(ptr);
 }
 
 char *kv_strndup(const char *s, size_t len) {
   char *p = kv_malloc(len + 1);
-  if (p == NULL)
-    return NULL;
+  if (p == NULL) return NULL;
   memcpy(p, s, len);
   p[len] = '\0';
   return p;

@@ -8,8 +8,8 @@ const char *kv_err_name(int err) {
   switch (err) {
   case 0:
     return "OK";
-#define KV__ERR_NAME(name, num, cat, msg)                                    \
-  case KV_##name:                                                            \
+#define KV__ERR_NAME(name, num, cat, msg) \
+  case KV_##name:                         \
     return "KV_" #name;
     KV_ERRNO_MAP(KV__ERR_NAME)
 #undef KV__ERR_NAME
@@ -22,8 +22,8 @@ const char *kv_strerror(int err) {
   switch (err) {
   case 0:
     return "success";
-#define KV__ERR_MSG(name, num, cat, msg)                                     \
-  case KV_##name:                                                            \
+#define KV__ERR_MSG(name, num, cat, msg) \
+  case KV_##name:                        \
     return msg;
     KV_ERRNO_MAP(KV__ERR_MSG)
 #undef KV__ERR_MSG
@@ -36,8 +36,8 @@ kv_err_category_t kv_err_category(int err) {
   switch (err) {
   case 0:
     return KV_CAT_OK;
-#define KV__ERR_CAT(name, num, cat, msg)                                     \
-  case KV_##name:                                                            \
+#define KV__ERR_CAT(name, num, cat, msg) \
+  case KV_##name:                        \
     return KV_CAT_##cat;
     KV_ERRNO_MAP(KV__ERR_CAT)
 #undef KV__ERR_CAT
@@ -62,11 +62,9 @@ kv_err_category_t kv_err_category(int err) {
   }
 }
 
-int kv__errbuf(char *errbuf, size_t errbuf_len, int err, const char *fmt,
-               ...) {
+int kv__errbuf(char *errbuf, size_t errbuf_len, int err, const char *fmt, ...) {
   va_list ap;
-  if (errbuf == NULL || errbuf_len == 0)
-    return err;
+  if (errbuf == NULL || errbuf_len == 0) return err;
   va_start(ap, fmt);
   vsnprintf(errbuf, errbuf_len, fmt, ap);
   va_end(ap);

@@ -5,7 +5,6 @@
 
 #include "internal.h"
 
-
 #define KV__MAX_SCHEMES 64
 
 static struct {
@@ -30,10 +29,8 @@ static int add(const char *scheme, const kv_store_methods_t *m) {
       m->store_size < sizeof(kv_store_t))
     return KV_EINVAL;
   for (size_t i = 0; i < nregistry; i++)
-    if (strcasecmp(registry[i].scheme, scheme) == 0)
-      return KV_EEXISTS;
-  if (nregistry == KV__MAX_SCHEMES)
-    return KV_ENOMEM;
+    if (strcasecmp(registry[i].scheme, scheme) == 0) return KV_EEXISTS;
+  if (nregistry == KV__MAX_SCHEMES) return KV_ENOMEM;
   registry[nregistry].scheme = scheme;
   registry[nregistry].methods = m;
   nregistry++;
@@ -42,8 +39,7 @@ static int add(const char *scheme, const kv_store_methods_t *m) {
 }
 
 static void register_builtins(void) {
-  if (builtins_done)
-    return;
+  if (builtins_done) return;
   builtins_done = 1;
   add("memory", &kv__memory_methods);
   add("null", &kv__null_methods);
@@ -62,8 +58,7 @@ const char *kv_schemes(void) {
 
 static const kv_store_methods_t *find(const char *scheme) {
   for (size_t i = 0; i < nregistry; i++)
-    if (strcasecmp(registry[i].scheme, scheme) == 0)
-      return registry[i].methods;
+    if (strcasecmp(registry[i].scheme, scheme) == 0) return registry[i].methods;
   return NULL;
 }
 
@@ -89,8 +84,8 @@ static int check_options(const kv_url_t *url, const kv_store_methods_t *m,
   return 0;
 }
 
-int kv_open_ex(uv_loop_t *loop, const char *raw, kv_store_t **out,
-               char *errbuf, size_t errbuf_len) {
+int kv_open_ex(uv_loop_t *loop, const char *raw, kv_store_t **out, char *errbuf,
+               size_t errbuf_len) {
   kv_url_t url;
   const kv_store_methods_t *m;
   const char *dc;
@@ -102,15 +97,13 @@ int kv_open_ex(uv_loop_t *loop, const char *raw, kv_store_t **out,
     errbuf_len = sizeof localbuf;
   }
   errbuf[0] = '\0';
-  if (out)
-    *out = NULL;
+  if (out) *out = NULL;
   if (loop == NULL || out == NULL)
     return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
                       "loop and out must not be NULL");
   register_builtins();
   err = kv__url_parse(raw, &url, errbuf, errbuf_len);
-  if (err)
-    return err;
+  if (err) return err;
   m = find(url.scheme);
   if (m == NULL) {
     err = kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
@@ -118,8 +111,7 @@ int kv_open_ex(uv_loop_t *loop, const char *raw, kv_store_t **out,
                      url.scheme, raw, scheme_list);
     goto done;
   }
-  if ((err = check_options(&url, m, errbuf, errbuf_len)) != 0)
-    goto done;
+  if ((err = check_options(&url, m, errbuf, errbuf_len)) != 0) goto done;
   s = kv_calloc(1, m->store_size);
   if (s == NULL) {
     err = kv__errbuf(errbuf, errbuf_len, KV_ENOMEM, "out of memory");
@@ -129,8 +121,7 @@ int kv_open_ex(uv_loop_t *loop, const char *raw, kv_store_t **out,
   if (dc != NULL) {
     err = kv__check_name("default_collection", dc, strlen(dc), errbuf,
                          errbuf_len);
-    if (err)
-      goto done;
+    if (err) goto done;
     s->default_collection = kv_strndup(dc, strlen(dc));
     if (s->default_collection == NULL) {
       err = kv__errbuf(errbuf, errbuf_len, KV_ENOMEM, "out of memory");

@@ -33,8 +33,7 @@ static void pending_add(kv_store_t *s, kv_req_t *req) {
   req->priv.state = REQ_PENDING;
   req->priv.prev = NULL;
   req->priv.next = s->core.pending_head;
-  if (s->core.pending_head)
-    s->core.pending_head->priv.prev = req;
+  if (s->core.pending_head) s->core.pending_head->priv.prev = req;
   s->core.pending_head = req;
 }
 
@@ -43,8 +42,7 @@ static void pending_remove(kv_store_t *s, kv_req_t *req) {
     req->priv.prev->priv.next = req->priv.next;
   else
     s->core.pending_head = req->priv.next;
-  if (req->priv.next)
-    req->priv.next->priv.prev = req->priv.prev;
+  if (req->priv.next) req->priv.next->priv.prev = req->priv.prev;
   req->priv.prev = req->priv.next = NULL;
 }
 
@@ -66,8 +64,7 @@ static void deliver(kv_store_t *s) {
     r->priv.cb(r); /* may free or reuse r, or close s */
   }
   s->core.delivering--;
-  if (s->core.done_head == NULL)
-    uv_idle_stop(&s->core.idle);
+  if (s->core.done_head == NULL) uv_idle_stop(&s->core.idle);
   finish_close_if_ready(s);
 }
 
@@ -76,8 +73,7 @@ static void on_idle(uv_idle_t *handle) {
 }
 
 int kv__store_deliver_now(kv_store_t *s) {
-  if (s->core.done_head == NULL || s->core.delivering)
-    return 0;
+  if (s->core.done_head == NULL || s->core.delivering) return 0;
   deliver(s);
   return 1;
 }
@@ -106,8 +102,7 @@ void kv_req_complete(kv_req_t *req, int status) {
 
 static void on_handle_closed(uv_handle_t *handle) {
   kv_store_t *s = handle->data;
-  if (s->core.close_cb)
-    s->core.close_cb(s);
+  if (s->core.close_cb) s->core.close_cb(s);
   kv_free(s->default_collection);
   kv_free(s);
 }
@@ -139,10 +134,8 @@ int kv_store_is_closing(const kv_store_t *s) {
 }
 
 int kv_store_close(kv_store_t *s, kv_close_cb close_cb) {
-  if (s == NULL)
-    return KV_EINVAL;
-  if (s->core.flags & STORE_CLOSING)
-    return KV_ECLOSED;
+  if (s == NULL) return KV_EINVAL;
+  if (s->core.flags & STORE_CLOSING) return KV_ECLOSED;
   s->core.flags |= STORE_CLOSING;
   s->core.close_cb = close_cb;
   if (s->methods->close)
@@ -157,10 +150,8 @@ unsigned kv_store_caps(const kv_store_t *s) {
 }
 
 int kv_store_ctl(kv_store_t *s, int op, void *arg) {
-  if (s == NULL)
-    return KV_EINVAL;
-  if (s->methods->ctl == NULL)
-    return KV_ENOTSUP;
+  if (s == NULL) return KV_EINVAL;
+  if (s->methods->ctl == NULL) return KV_ENOTSUP;
   return s->methods->ctl(s, op, arg);
 }
 
@@ -176,10 +167,9 @@ uv_loop_t *kv_store_loop(const kv_store_t *s) {
  * the default collection (unless already set) and the delivery handle. */
 int kv__store_init(kv_store_t *s) {
   if (s->default_collection == NULL) {
-    s->default_collection = kv_strndup(KV_DEFAULT_COLLECTION,
-                                       strlen(KV_DEFAULT_COLLECTION));
-    if (s->default_collection == NULL)
-      return KV_ENOMEM;
+    s->default_collection =
+        kv_strndup(KV_DEFAULT_COLLECTION, strlen(KV_DEFAULT_COLLECTION));
+    if (s->default_collection == NULL) return KV_ENOMEM;
   }
   return 0;
 }
@@ -196,8 +186,7 @@ int kv_store_create(uv_loop_t *loop, const kv_store_methods_t *m,
   if (loop == NULL || m == NULL || m->store_size < sizeof(kv_store_t))
     return KV_EINVAL;
   s = kv_calloc(1, m->store_size);
-  if (s == NULL)
-    return KV_ENOMEM;
+  if (s == NULL) return KV_ENOMEM;
   s->loop = loop;
   s->methods = m;
   s->caps = m->caps;
@@ -210,7 +199,8 @@ int kv_store_create(uv_loop_t *loop, const kv_store_methods_t *m,
   return 0;
 }
 
-/* ---- Request results ------------------------------------------------------ */
+/* ---- Request results ------------------------------------------------------
+ */
 
 int kv_req_set_error(kv_req_t *req, int err, const char *fmt, ...) {
   va_list ap;
@@ -224,17 +214,14 @@ int kv_req_set_error(kv_req_t *req, int err, const char *fmt, ...) {
 }
 
 const char *kv_req_errmsg(const kv_req_t *req) {
-  if (req->priv.errmsg != NULL)
-    return req->priv.errmsg;
+  if (req->priv.errmsg != NULL) return req->priv.errmsg;
   return kv_strerror(req->status);
 }
 
 int kv_req_set_value(kv_req_t *req, const void *data, size_t len) {
   char *p = kv_malloc(len + 1);
-  if (p == NULL)
-    return KV_ENOMEM;
-  if (len)
-    memcpy(p, data, len);
+  if (p == NULL) return KV_ENOMEM;
+  if (len) memcpy(p, data, len);
   p[len] = '\0';
   kv_req_give_value(req, p, len);
   return 0;
@@ -249,8 +236,7 @@ void kv_req_give_value(kv_req_t *req, char *data, size_t len) {
 
 char *kv_req_take_value(kv_req_t *req, size_t *len) {
   char *p = req->value.base;
-  if (len)
-    *len = req->value.len;
+  if (len) *len = req->value.len;
   req->value.base = NULL;
   req->value.len = 0;
   return p;
@@ -259,8 +245,7 @@ char *kv_req_take_value(kv_req_t *req, size_t *len) {
 int kv_req_alloc_results(kv_req_t *req) {
   if (req->results == NULL) {
     req->results = kv_calloc(req->in.n ? req->in.n : 1, sizeof(kv_result_t));
-    if (req->results == NULL)
-      return KV_ENOMEM;
+    if (req->results == NULL) return KV_ENOMEM;
   }
   req->nresults = req->in.n;
   return 0;
@@ -270,10 +255,8 @@ int kv_req_set_result(kv_req_t *req, size_t i, const void *data, size_t len,
                       double ttl) {
   kv_result_t *r = &req->results[i];
   char *p = kv_malloc(len + 1);
-  if (p == NULL)
-    return KV_ENOMEM;
-  if (len)
-    memcpy(p, data, len);
+  if (p == NULL) return KV_ENOMEM;
+  if (len) memcpy(p, data, len);
   p[len] = '\0';
   kv_free(r->value.base);
   r->value.base = p;
@@ -288,13 +271,11 @@ int kv_req_add_name(kv_req_t *req, const char *name, size_t len) {
   size_t n = req->nnames;
   if (n == 0 || (n & (n - 1)) == 0) {
     kv_buf_t *p = kv_realloc(req->names, (n ? n * 2 : 8) * sizeof *p);
-    if (p == NULL)
-      return KV_ENOMEM;
+    if (p == NULL) return KV_ENOMEM;
     req->names = p;
   }
   req->names[n].base = kv_strndup(name, len);
-  if (req->names[n].base == NULL)
-    return KV_ENOMEM;
+  if (req->names[n].base == NULL) return KV_ENOMEM;
   req->names[n].len = len;
   req->nnames = n + 1;
   return 0;
@@ -303,15 +284,13 @@ int kv_req_add_name(kv_req_t *req, const char *name, size_t len) {
 int kv_req_set_cursor(kv_req_t *req, const char *cursor) {
   kv_free(req->cursor);
   req->cursor = NULL;
-  if (cursor == NULL)
-    return 0;
+  if (cursor == NULL) return 0;
   req->cursor = kv_strndup(cursor, strlen(cursor));
   return req->cursor ? 0 : KV_ENOMEM;
 }
 
 void kv_req_cleanup(kv_req_t *req) {
-  if (req == NULL)
-    return;
+  if (req == NULL) return;
   if (req->priv.state == REQ_PENDING || req->priv.state == REQ_DONE)
     return; /* still in flight: cleaning it would break the store */
   kv_free(req->value.base);
@@ -323,14 +302,14 @@ void kv_req_cleanup(kv_req_t *req) {
   kv_free(req->names);
   kv_free(req->cursor);
   kv_free(req->priv.errmsg);
-  if (req->priv.block != req->priv.inline_buf)
-    kv_free(req->priv.block);
+  if (req->priv.block != req->priv.inline_buf) kv_free(req->priv.block);
   void *data = req->data;
   memset(req, 0, offsetof(kv_req_t, priv.inline_buf));
   req->data = data;
 }
 
-/* ---- Submitting ------------------------------------------------------------ */
+/* ---- Submitting ------------------------------------------------------------
+ */
 
 static const struct {
   unsigned cap;
@@ -391,8 +370,7 @@ static kv_op_fn method_for(const kv_store_methods_t *m, kv_op_t op) {
 /* Start a request: reset it, check the store's state and capabilities. */
 static int begin(kv_store_t *s, kv_req_t *req, kv_op_t op, kv_cb cb) {
   void *data;
-  if (req == NULL)
-    return KV_EINVAL;
+  if (req == NULL) return KV_EINVAL;
   if (req->priv.state == REQ_PENDING || req->priv.state == REQ_DONE)
     return KV_EBUSY; /* still in flight: reusing it would corrupt both */
   /* The request may be uninitialised memory: nothing in it is freed here
@@ -403,16 +381,13 @@ static int begin(kv_store_t *s, kv_req_t *req, kv_op_t op, kv_cb cb) {
   req->data = data;
   req->store = s;
   req->op = op;
-  if (s == NULL)
-    return KV_EINVAL;
-  if (cb == NULL)
-    return kv_req_set_error(req, KV_EINVAL, "callback is NULL");
+  if (s == NULL) return KV_EINVAL;
+  if (cb == NULL) return kv_req_set_error(req, KV_EINVAL, "callback is NULL");
   req->priv.cb = cb;
   if (s->core.flags & STORE_CLOSING)
     return kv_req_set_error(req, KV_ECLOSED, "the store is closing");
   if (op_caps[op].cap && !(s->caps & op_caps[op].cap))
-    return kv_req_set_error(req, KV_ENOTSUP,
-                            "store '%s' does not support %s",
+    return kv_req_set_error(req, KV_ENOTSUP, "store '%s' does not support %s",
                             s->methods->name, op_caps[op].segment);
   return 0;
 }
@@ -459,15 +434,12 @@ typedef struct {
   size_t expected_len;
 } inputs_t;
 
-static int check_collection(kv_req_t *req, inputs_t *in,
-                            const char *coll) {
+static int check_collection(kv_req_t *req, inputs_t *in, const char *coll) {
   char err[512];
-  if (coll == NULL || coll[0] == '\0')
-    coll = req->store->default_collection;
+  if (coll == NULL || coll[0] == '\0') coll = req->store->default_collection;
   in->collection = coll;
   in->collection_len = strlen(coll);
-  if (kv__check_name("collection", coll, in->collection_len, err,
-                     sizeof err))
+  if (kv__check_name("collection", coll, in->collection_len, err, sizeof err))
     return kv_req_set_error(req, KV_EINVAL, "%s", err);
   return 0;
 }
@@ -483,7 +455,7 @@ static int check_key(kv_req_t *req, const char *key, size_t *len) {
 /* Memory for the copied inputs: inside the request when they fit. */
 static void *input_block(kv_req_t *req, size_t total) {
   void *p = total <= sizeof req->priv.inline_buf ? (void *)req->priv.inline_buf
-                                                  : kv_malloc(total);
+                                                 : kv_malloc(total);
   req->priv.block = p;
   return p;
 }
@@ -506,8 +478,7 @@ static int copy_inputs(kv_req_t *req, const inputs_t *in) {
   size_t kl = in->key_len;
   size_t total = cl + 1 + kl + 1 + in->value_len + 1 + in->expected_len + 1;
   char *p = input_block(req, total);
-  if (p == NULL)
-    return kv_req_set_error(req, KV_ENOMEM, "out of memory");
+  if (p == NULL) return kv_req_set_error(req, KV_ENOMEM, "out of memory");
   memcpy(p, in->collection, cl + 1);
   req->in.collection = p;
   req->in.collection_len = cl;
@@ -518,14 +489,12 @@ static int copy_inputs(kv_req_t *req, const inputs_t *in) {
     req->in.key_len = kl;
   }
   p += kl + 1;
-  if (in->value_len)
-    memcpy(p, in->value, in->value_len);
+  if (in->value_len) memcpy(p, in->value, in->value_len);
   p[in->value_len] = '\0';
   req->in.value.base = p;
   req->in.value.len = in->value_len;
   p += in->value_len + 1;
-  if (in->expected_len)
-    memcpy(p, in->expected, in->expected_len);
+  if (in->expected_len) memcpy(p, in->expected, in->expected_len);
   p[in->expected_len] = '\0';
   req->in.expected.base = p;
   req->in.expected.len = in->expected_len;
@@ -539,24 +508,18 @@ static int submit_one(kv_store_t *s, kv_req_t *req, kv_op_t op,
                       kv_cb cb) {
   inputs_t in = {0};
   int err = begin(s, req, op, cb);
-  if (err)
-    return err;
-  if ((err = check_collection(req, &in, collection)) != 0)
-    return err;
-  if ((err = check_key(req, key, &in.key_len)) != 0)
-    return err;
+  if (err) return err;
+  if ((err = check_collection(req, &in, collection)) != 0) return err;
+  if ((err = check_key(req, key, &in.key_len)) != 0) return err;
   if (value == NULL && len > 0)
     return kv_req_set_error(req, KV_EINVAL, "value is NULL with length %zu",
                             len);
-  if (has_ttl && (err = check_ttl(req, ttl)) != 0)
-    return err;
-  if (!has_ttl)
-    req->in.now_ms = kv_now_ms();
+  if (has_ttl && (err = check_ttl(req, ttl)) != 0) return err;
+  if (!has_ttl) req->in.now_ms = kv_now_ms();
   in.key = key;
   in.value = value;
   in.value_len = len;
-  if ((err = copy_inputs(req, &in)) != 0)
-    return err;
+  if ((err = copy_inputs(req, &in)) != 0) return err;
   return dispatch(s, req);
 }
 
@@ -573,8 +536,7 @@ int kv_ttl(kv_store_t *s, kv_req_t *req, const char *collection,
 int kv_put(kv_store_t *s, kv_req_t *req, const char *collection,
            const char *key, const void *value, size_t len, double ttl,
            kv_cb cb) {
-  return submit_one(s, req, KV_OP_PUT, collection, key, value, len, 1, ttl,
-                    cb);
+  return submit_one(s, req, KV_OP_PUT, collection, key, value, len, 1, ttl, cb);
 }
 
 int kv_delete(kv_store_t *s, kv_req_t *req, const char *collection,
@@ -588,27 +550,22 @@ int kv_take(kv_store_t *s, kv_req_t *req, const char *collection,
 }
 
 int kv_put_if_absent(kv_store_t *s, kv_req_t *req, const char *collection,
-                     const char *key, const void *value, size_t len,
-                     double ttl, kv_cb cb) {
-  return submit_one(s, req, KV_OP_PUT_IF_ABSENT, collection, key, value, len,
-                    1, ttl, cb);
+                     const char *key, const void *value, size_t len, double ttl,
+                     kv_cb cb) {
+  return submit_one(s, req, KV_OP_PUT_IF_ABSENT, collection, key, value, len, 1,
+                    ttl, cb);
 }
 
 int kv_incr(kv_store_t *s, kv_req_t *req, const char *collection,
             const char *key, int64_t delta, double ttl, kv_cb cb) {
   inputs_t in = {0};
   int err = begin(s, req, KV_OP_INCR, cb);
-  if (err)
-    return err;
-  if ((err = check_collection(req, &in, collection)) != 0)
-    return err;
-  if ((err = check_key(req, key, &in.key_len)) != 0)
-    return err;
-  if ((err = check_ttl(req, ttl)) != 0)
-    return err;
+  if (err) return err;
+  if ((err = check_collection(req, &in, collection)) != 0) return err;
+  if ((err = check_key(req, key, &in.key_len)) != 0) return err;
+  if ((err = check_ttl(req, ttl)) != 0) return err;
   in.key = key;
-  if ((err = copy_inputs(req, &in)) != 0)
-    return err;
+  if ((err = copy_inputs(req, &in)) != 0) return err;
   req->in.delta = delta;
   return dispatch(s, req);
 }
@@ -618,24 +575,19 @@ int kv_cas(kv_store_t *s, kv_req_t *req, const char *collection,
            const void *value, size_t len, double ttl, kv_cb cb) {
   inputs_t in = {0};
   int err = begin(s, req, KV_OP_CAS, cb);
-  if (err)
-    return err;
-  if ((err = check_collection(req, &in, collection)) != 0)
-    return err;
-  if ((err = check_key(req, key, &in.key_len)) != 0)
-    return err;
+  if (err) return err;
+  if ((err = check_collection(req, &in, collection)) != 0) return err;
+  if ((err = check_key(req, key, &in.key_len)) != 0) return err;
   if ((value == NULL && len > 0))
     return kv_req_set_error(req, KV_EINVAL, "value is NULL with length %zu",
                             len);
-  if ((err = check_ttl(req, ttl)) != 0)
-    return err;
+  if ((err = check_ttl(req, ttl)) != 0) return err;
   in.key = key;
   in.value = value;
   in.value_len = len;
   in.expected = expected;
   in.expected_len = expected ? expected_len : 0;
-  if ((err = copy_inputs(req, &in)) != 0)
-    return err;
+  if ((err = copy_inputs(req, &in)) != 0) return err;
   req->in.expected_absent = expected == NULL;
   return dispatch(s, req);
 }
@@ -651,10 +603,8 @@ static int submit_many(kv_store_t *s, kv_req_t *req, kv_op_t op,
   char *p;
   kv_buf_t *kb, *vb = NULL;
   int err = begin(s, req, op, cb);
-  if (err)
-    return err;
-  if ((err = check_collection(req, &in, collection)) != 0)
-    return err;
+  if (err) return err;
+  if ((err = check_collection(req, &in, collection)) != 0) return err;
   collection = in.collection;
   if (n > 0 && keys == NULL)
     return kv_req_set_error(req, KV_EINVAL, "keys is NULL with n = %zu", n);
@@ -663,27 +613,22 @@ static int submit_many(kv_store_t *s, kv_req_t *req, kv_op_t op,
   if (n > SIZE_MAX / (4 * sizeof(kv_buf_t)))
     return kv_req_set_error(req, KV_EINVAL, "too many keys: %zu", n);
   for (size_t i = 0; i < n; i++) {
-    if ((err = check_key(req, keys[i], &kl)) != 0)
-      return err;
+    if ((err = check_key(req, keys[i], &kl)) != 0) return err;
     if (op == KV_OP_PUT_MANY && values[i].base == NULL && values[i].len > 0)
       return kv_req_set_error(req, KV_EINVAL,
                               "value %zu is NULL with length %zu", i,
                               values[i].len);
   }
-  if (has_ttl && (err = check_ttl(req, ttl)) != 0)
-    return err;
-  if (!has_ttl)
-    req->in.now_ms = kv_now_ms();
-  if (op != KV_OP_PUT_MANY)
-    values = NULL;
+  if (has_ttl && (err = check_ttl(req, ttl)) != 0) return err;
+  if (!has_ttl) req->in.now_ms = kv_now_ms();
+  if (op != KV_OP_PUT_MANY) values = NULL;
   cl = in.collection_len;
   total = cl + 1 + n * sizeof(kv_buf_t) * (values ? 2 : 1);
   for (size_t i = 0; i < n; i++)
     total += strlen(keys[i]) + 1 + (values ? values[i].len + 1 : 0);
   /* Arrays first, for alignment. */
   p = input_block(req, total);
-  if (p == NULL)
-    return kv_req_set_error(req, KV_ENOMEM, "out of memory");
+  if (p == NULL) return kv_req_set_error(req, KV_ENOMEM, "out of memory");
   kb = (kv_buf_t *)p;
   p += n * sizeof(kv_buf_t);
   if (values) {
@@ -701,8 +646,7 @@ static int submit_many(kv_store_t *s, kv_req_t *req, kv_op_t op,
     kb[i].len = kl;
     p += kl + 1;
     if (values) {
-      if (values[i].len)
-        memcpy(p, values[i].base, values[i].len);
+      if (values[i].len) memcpy(p, values[i].base, values[i].len);
       p[values[i].len] = '\0';
       vb[i].base = p;
       vb[i].len = values[i].len;
@@ -736,8 +680,8 @@ int kv_put_many(kv_store_t *s, kv_req_t *req, const char *collection,
 
 int kv_delete_many(kv_store_t *s, kv_req_t *req, const char *collection,
                    const char *const *keys, size_t n, kv_cb cb) {
-  return submit_many(s, req, KV_OP_DELETE_MANY, collection, keys, NULL, n, 0,
-                     0, cb);
+  return submit_many(s, req, KV_OP_DELETE_MANY, collection, keys, NULL, n, 0, 0,
+                     cb);
 }
 
 static int submit_listing(kv_store_t *s, kv_req_t *req, kv_op_t op,
@@ -745,16 +689,13 @@ static int submit_listing(kv_store_t *s, kv_req_t *req, kv_op_t op,
                           size_t limit, kv_cb cb) {
   inputs_t in = {0};
   int err = begin(s, req, op, cb);
-  if (err)
-    return err;
-  if ((err = check_collection(req, &in, collection)) != 0)
-    return err;
+  if (err) return err;
+  if ((err = check_collection(req, &in, collection)) != 0) return err;
   /* The cursor travels in the key slot; it is opaque, so it is not
    * validated as a name (the store rejects a cursor it did not make). */
   in.key = cursor;
   in.key_len = cursor ? strlen(cursor) : 0;
-  if ((err = copy_inputs(req, &in)) != 0)
-    return err;
+  if ((err = copy_inputs(req, &in)) != 0) return err;
   req->in.cursor = cursor ? req->in.key : NULL;
   req->in.key = NULL;
   req->in.key_len = 0;
@@ -777,8 +718,8 @@ int kv_destroy(kv_store_t *s, kv_req_t *req, kv_cb cb) {
   return submit_listing(s, req, KV_OP_DESTROY, NULL, NULL, 0, cb);
 }
 
-int kv_destroy_collection(kv_store_t *s, kv_req_t *req,
-                          const char *collection, kv_cb cb) {
+int kv_destroy_collection(kv_store_t *s, kv_req_t *req, const char *collection,
+                          kv_cb cb) {
   return submit_listing(s, req, KV_OP_DESTROY_COLLECTION, collection, NULL, 0,
                         cb);
 }
@@ -835,9 +776,10 @@ static void fanout_cb(kv_req_t *sub) {
 }
 
 static int fallback_many(kv_store_t *s, kv_req_t *req) {
-  static const kv_op_t single[] = {
-      [KV_OP_GET_MANY] = KV_OP_TTL, [KV_OP_TTL_MANY] = KV_OP_TTL,
-      [KV_OP_PUT_MANY] = KV_OP_PUT, [KV_OP_DELETE_MANY] = KV_OP_DELETE};
+  static const kv_op_t single[] = {[KV_OP_GET_MANY] = KV_OP_TTL,
+                                   [KV_OP_TTL_MANY] = KV_OP_TTL,
+                                   [KV_OP_PUT_MANY] = KV_OP_PUT,
+                                   [KV_OP_DELETE_MANY] = KV_OP_DELETE};
   size_t n = req->in.n;
   fanout_t *f;
   int err;
@@ -868,8 +810,7 @@ static int fallback_many(kv_store_t *s, kv_req_t *req) {
     sub->in = req->in;
     sub->in.key = req->in.keys[i].base;
     sub->in.key_len = req->in.keys[i].len;
-    if (req->op == KV_OP_PUT_MANY)
-      sub->in.value = req->in.values[i];
+    if (req->op == KV_OP_PUT_MANY) sub->in.value = req->in.values[i];
     sub->in.keys = NULL;
     sub->in.values = NULL;
     sub->in.n = 0;

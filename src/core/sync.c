@@ -36,8 +36,7 @@ int kv_sync_open(const char *url, kv_sync_t **out, char *errbuf,
 
 int kv_sync_close(kv_sync_t *s) {
   int err;
-  if (s == NULL)
-    return 0;
+  if (s == NULL) return 0;
   kv_store_close(s->store, NULL);
   uv_run(&s->loop, UV_RUN_DEFAULT);
   err = uv_loop_close(&s->loop);
@@ -67,26 +66,24 @@ int kv_sync_wait(kv_sync_t *s, kv_req_t *req) {
   while (!delivered(req)) {
     /* Completions already queued on the top store are delivered at once;
      * anything else needs the loop (threadpool, inner stores, I/O). */
-    if (kv__store_deliver_now(s->store))
-      continue;
+    if (kv__store_deliver_now(s->store)) continue;
     if (uv_run(&s->loop, UV_RUN_ONCE) == 0 && !delivered(req) &&
         s->store->core.done_head == NULL) {
       /* Nothing can complete it any more (a store bug). */
-      return kv_req_set_error(req, KV_EBACKEND,
-                              "request can never complete");
+      return kv_req_set_error(req, KV_EBACKEND, "request can never complete");
     }
   }
   return req->status;
 }
 
-#define SYNC_CALL(call)                                                      \
-  do {                                                                       \
-    int err_ = (call);                                                       \
-    if (err_ < 0) {                                                          \
-      req->status = err_;                                                    \
-      return err_;                                                           \
-    }                                                                        \
-    return kv_sync_wait(s, req);                                             \
+#define SYNC_CALL(call)          \
+  do {                           \
+    int err_ = (call);           \
+    if (err_ < 0) {              \
+      req->status = err_;        \
+      return err_;               \
+    }                            \
+    return kv_sync_wait(s, req); \
   } while (0)
 
 int kv_sync_get(kv_sync_t *s, kv_req_t *req, const char *c, const char *k) {
@@ -102,8 +99,7 @@ int kv_sync_put(kv_sync_t *s, kv_req_t *req, const char *c, const char *k,
   SYNC_CALL(kv_put(s->store, req, c, k, v, len, ttl, sync_done));
 }
 
-int kv_sync_delete(kv_sync_t *s, kv_req_t *req, const char *c,
-                   const char *k) {
+int kv_sync_delete(kv_sync_t *s, kv_req_t *req, const char *c, const char *k) {
   SYNC_CALL(kv_delete(s->store, req, c, k, sync_done));
 }
 
@@ -118,8 +114,8 @@ int kv_sync_ttl_many(kv_sync_t *s, kv_req_t *req, const char *c,
 }
 
 int kv_sync_put_many(kv_sync_t *s, kv_req_t *req, const char *c,
-                     const char *const *keys, const kv_buf_t *values,
-                     size_t n, double ttl) {
+                     const char *const *keys, const kv_buf_t *values, size_t n,
+                     double ttl) {
   SYNC_CALL(kv_put_many(s->store, req, c, keys, values, n, ttl, sync_done));
 }
 
@@ -128,8 +124,8 @@ int kv_sync_delete_many(kv_sync_t *s, kv_req_t *req, const char *c,
   SYNC_CALL(kv_delete_many(s->store, req, c, keys, n, sync_done));
 }
 
-int kv_sync_keys(kv_sync_t *s, kv_req_t *req, const char *c,
-                 const char *cursor, size_t limit) {
+int kv_sync_keys(kv_sync_t *s, kv_req_t *req, const char *c, const char *cursor,
+                 size_t limit) {
   SYNC_CALL(kv_keys(s->store, req, c, cursor, limit, sync_done));
 }
 

@@ -11,12 +11,9 @@
 #include "internal.h"
 
 static int hexval(int c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   return -1;
 }
 
@@ -26,8 +23,7 @@ static char *decode(const char *s, size_t len, int *oom) {
   char *out = kv_malloc(len + 1);
   size_t o = 0;
   *oom = out == NULL;
-  if (out == NULL)
-    return NULL;
+  if (out == NULL) return NULL;
   for (size_t i = 0; i < len; i++) {
     if (s[i] == '%') {
       int hi = i + 1 < len ? hexval((unsigned char)s[i + 1]) : -1;
@@ -61,16 +57,16 @@ void kv__url_free(kv_url_t *url) {
   memset(url, 0, sizeof *url);
 }
 
-#define DECODE_INTO(field, s, n)                                             \
-  do {                                                                       \
-    int oom_;                                                                \
-    (field) = decode((s), (n), &oom_);                                       \
-    if ((field) == NULL) {                                                   \
+#define DECODE_INTO(field, s, n)                                              \
+  do {                                                                        \
+    int oom_;                                                                 \
+    (field) = decode((s), (n), &oom_);                                        \
+    if ((field) == NULL) {                                                    \
       err = oom_ ? kv__errbuf(errbuf, errbuf_len, KV_ENOMEM, "out of memory") \
-                 : kv__errbuf(errbuf, errbuf_len, KV_EINVAL,                 \
-                              "invalid percent-escape in URL '%s'", raw);    \
-      goto fail;                                                             \
-    }                                                                        \
+                 : kv__errbuf(errbuf, errbuf_len, KV_EINVAL,                  \
+                              "invalid percent-escape in URL '%s'", raw);     \
+      goto fail;                                                              \
+    }                                                                         \
   } while (0)
 
 static int parse_query(const char *q, kv_url_t *url, const char *raw,
@@ -116,8 +112,7 @@ static int parse_authority(const char *a, size_t n, kv_url_t *url,
   int err = 0;
   const char *at = NULL, *hp, *end = a + n, *colon;
   for (const char *p = a; p < end; p++)
-    if (*p == '@')
-      at = p; /* the last '@' ends the userinfo */
+    if (*p == '@') at = p; /* the last '@' ends the userinfo */
   hp = a;
   if (at) {
     const char *c = memchr(a, ':', (size_t)(at - a));
@@ -142,18 +137,16 @@ static int parse_authority(const char *a, size_t n, kv_url_t *url,
   } else {
     colon = memchr(hp, ':', (size_t)(end - hp));
     size_t hl = colon ? (size_t)(colon - hp) : (size_t)(end - hp);
-    if (hl > 0)
-      DECODE_INTO(url->host, hp, hl);
+    if (hl > 0) DECODE_INTO(url->host, hp, hl);
   }
   if (colon) {
     long port = 0;
     const char *p = colon + 1;
     if (p == end)
-      return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
-                        "empty port in URL '%s'", raw);
+      return kv__errbuf(errbuf, errbuf_len, KV_EINVAL, "empty port in URL '%s'",
+                        raw);
     for (; p < end; p++) {
-      if (!isdigit((unsigned char)*p) || port > 65535)
-        break;
+      if (!isdigit((unsigned char)*p) || port > 65535) break;
       port = port * 10 + (*p - '0');
     }
     if (p != end || port < 1 || port > 65535)
@@ -192,20 +185,16 @@ int kv__url_parse(const char *raw, kv_url_t *url, char *errbuf,
     *p = (char)tolower((unsigned char)*p);
   rest = sep + 3;
   q = strchr(rest, '?');
-  if (q == NULL)
-    q = rest + strlen(rest);
+  if (q == NULL) q = rest + strlen(rest);
   DECODE_INTO(url->target, rest, (size_t)(q - rest));
   slash = memchr(rest, '/', (size_t)(q - rest));
   err = parse_authority(rest, (size_t)((slash ? slash : q) - rest), url, raw,
                         errbuf, errbuf_len);
-  if (err)
-    goto fail;
-  if (slash)
-    DECODE_INTO(url->path, slash, (size_t)(q - slash));
+  if (err) goto fail;
+  if (slash) DECODE_INTO(url->path, slash, (size_t)(q - slash));
   if (*q == '?') {
     err = parse_query(q + 1, url, raw, errbuf, errbuf_len);
-    if (err)
-      goto fail;
+    if (err) goto fail;
   }
   return 0;
 fail:
@@ -215,8 +204,7 @@ fail:
 
 const char *kv_url_param(const kv_url_t *url, const char *name) {
   for (size_t i = 0; i < url->nparams; i++)
-    if (strcmp(url->params[i].name, name) == 0)
-      return url->params[i].value;
+    if (strcmp(url->params[i].name, name) == 0) return url->params[i].value;
   return NULL;
 }
 
@@ -259,8 +247,8 @@ int kv_url_param_double(const kv_url_t *url, const char *name, double min,
   return 0;
 }
 
-int kv_url_param_bool(const kv_url_t *url, const char *name, int dflt,
-                      int *out, char *errbuf, size_t errbuf_len) {
+int kv_url_param_bool(const kv_url_t *url, const char *name, int dflt, int *out,
+                      char *errbuf, size_t errbuf_len) {
   static const char *const yes[] = {"1", "true", "yes", "on"};
   static const char *const no[] = {"0", "false", "no", "off"};
   const char *v = kv_url_param(url, name);

@@ -37,15 +37,12 @@ int kv__utf8_valid(const char *str, size_t len) {
     } else {
       return 0;
     }
-    if (len - i <= n)
-      return 0;
+    if (len - i <= n) return 0;
     for (size_t k = 1; k <= n; k++) {
-      if ((s[i + k] & 0xC0) != 0x80)
-        return 0;
+      if ((s[i + k] & 0xC0) != 0x80) return 0;
       c = (c << 6) | (s[i + k] & 0x3F);
     }
-    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
-      return 0;
+    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return 0;
     i += n + 1;
   }
   return 1;
@@ -62,16 +59,14 @@ static void describe(char *out, size_t outlen, const char *name, size_t len) {
       o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", c);
   }
   out[o] = '\0';
-  if (len > 40 && o + 4 < outlen)
-    strcat(out, "...");
+  if (len > 40 && o + 4 < outlen) strcat(out, "...");
 }
 
-int kv__check_name(const char *what, const char *name, size_t len,
-                   char *errbuf, size_t errbuf_len) {
+int kv__check_name(const char *what, const char *name, size_t len, char *errbuf,
+                   size_t errbuf_len) {
   char shown[200];
   if (name == NULL || len == 0)
-    return kv__errbuf(errbuf, errbuf_len, KV_EINVAL, "invalid %s: empty",
-                      what);
+    return kv__errbuf(errbuf, errbuf_len, KV_EINVAL, "invalid %s: empty", what);
   if (len > KV_NAME_MAX) {
     describe(shown, sizeof shown, name, len);
     return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
@@ -102,8 +97,7 @@ int64_t kv_now_ms(void) {
 }
 
 double kv_remaining_ttl(int64_t expires_at_ms, int64_t now_ms) {
-  if (expires_at_ms == 0)
-    return KV_TTL_NONE;
+  if (expires_at_ms == 0) return KV_TTL_NONE;
   if (expires_at_ms <= now_ms)
     return 0.001; /* about to expire; never report "no expiry" */
   return (double)(expires_at_ms - now_ms) / 1000.0;
@@ -113,21 +107,17 @@ int kv_parse_int64(const char *s, size_t len, int64_t *out) {
   size_t i = 0;
   int neg = 0;
   uint64_t v = 0, limit;
-  if (len == 0)
-    return KV_EINVAL;
+  if (len == 0) return KV_EINVAL;
   if (s[0] == '-' || s[0] == '+') {
     neg = s[0] == '-';
     i = 1;
   }
-  if (i == len)
-    return KV_EINVAL;
+  if (i == len) return KV_EINVAL;
   limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
   for (; i < len; i++) {
-    if (s[i] < '0' || s[i] > '9')
-      return KV_EINVAL;
+    if (s[i] < '0' || s[i] > '9') return KV_EINVAL;
     unsigned d = (unsigned)(s[i] - '0');
-    if (v > (limit - d) / 10)
-      return KV_EINVAL;
+    if (v > (limit - d) / 10) return KV_EINVAL;
     v = v * 10 + d;
   }
   if (neg)

@@ -115,7 +115,7 @@ typedef struct kv_disk_s {
   int scheduled; /* idle and check are active */
   int busy;      /* a batch is on the threadpool */
   int closing;
-  int nhandles; /* handles still to close */
+  int nhandles;     /* handles still to close */
   kv_req_t **queue; /* arrived, not started, in arrival order */
   size_t nqueue;
   size_t queue_cap;
@@ -226,7 +226,8 @@ static void disk_be64(unsigned char *p, int64_t v) {
 static int64_t disk_get_be64(const unsigned char *p) {
   uint64_t u = 0;
   int i;
-  for (i = 0; i < 8; i++) u = (u << 8) | p[i];
+  for (i = 0; i < 8; i++)
+    u = (u << 8) | p[i];
   return (int64_t)u;
 }
 
@@ -419,7 +420,8 @@ static void disk_slot_reset(disk_slot_t *slot) {
   req->value.base = NULL;
   req->value.len = 0;
   if (req->results != NULL) {
-    for (i = 0; i < req->nresults; i++) kv_free(req->results[i].value.base);
+    for (i = 0; i < req->nresults; i++)
+      kv_free(req->results[i].value.base);
     kv_free(req->results);
     req->results = NULL;
     req->nresults = 0;
@@ -431,13 +433,13 @@ static void disk_slot_reset(disk_slot_t *slot) {
 }
 
 /* Append a name to the slot's list. 0 or KV_ENOMEM. */
-static int disk_slot_add_name(disk_slot_t *slot, const char *name,
-                              size_t len) {
+static int disk_slot_add_name(disk_slot_t *slot, const char *name, size_t len) {
   size_t need = slot->names_len + 2 + len;
   if (need > slot->names_cap) {
     size_t cap = slot->names_cap ? slot->names_cap * 2 : 4096;
     char *p;
-    while (cap < need) cap *= 2;
+    while (cap < need)
+      cap *= 2;
     p = kv_realloc(slot->names, cap);
     if (p == NULL) return KV_ENOMEM;
     slot->names = p;
@@ -521,7 +523,8 @@ static int disk_do_get(disk_txn_t *t, disk_slot_t *slot, int take) {
   if (state == DISK_LIVE) {
     disk_give_value(slot, &rec);
     if (slot->status != 0) return 0;
-    if (req->op == KV_OP_TTL) req->ttl = kv_remaining_ttl(rec.expires_at, t->now);
+    if (req->op == KV_OP_TTL)
+      req->ttl = kv_remaining_ttl(rec.expires_at, t->now);
   }
   if (take && state != DISK_ABSENT) return disk_del_key(t, &k);
   return 0;
@@ -635,12 +638,11 @@ static int disk_do_atomic(disk_txn_t *t, disk_slot_t *slot) {
     req->found = 1;
     return disk_do_put(t, slot);
   case KV_OP_CAS:
-    if (req->in.expected_absent ? state == DISK_LIVE
-                                : (state != DISK_LIVE ||
-                                   rec.value_len != req->in.expected.len ||
-                                   (rec.value_len > 0 &&
-                                    memcmp(rec.value, req->in.expected.base,
-                                           rec.value_len) != 0))) {
+    if (req->in.expected_absent
+            ? state == DISK_LIVE
+            : (state != DISK_LIVE || rec.value_len != req->in.expected.len ||
+               (rec.value_len > 0 && memcmp(rec.value, req->in.expected.base,
+                                            rec.value_len) != 0))) {
       disk_slot_error(slot, KV_ECONFLICT,
                       req->in.expected_absent
                           ? "the key holds a value"
@@ -735,7 +737,8 @@ static int disk_do_keys(disk_txn_t *t, disk_slot_t *slot) {
 
 /* The smallest key after every key that starts with p[0..len): p + 1. */
 static size_t disk_successor(unsigned char *p, size_t len) {
-  while (len > 0 && p[len - 1] == 0xFF) len--;
+  while (len > 0 && p[len - 1] == 0xFF)
+    len--;
   if (len > 0) p[len - 1]++;
   return len;
 }
@@ -812,9 +815,9 @@ static int disk_do_collections(disk_txn_t *t, disk_slot_t *slot) {
 
 /* Delete entries from `from` on: all of them while they start with prefix
  * (destroy_collection), or the expired ones anywhere (prefix NULL: cull). */
-static int disk_sweep(disk_txn_t *t, const unsigned char *from,
-                      size_t from_len, const unsigned char *prefix,
-                      size_t prefix_len, size_t *removed) {
+static int disk_sweep(disk_txn_t *t, const unsigned char *from, size_t from_len,
+                      const unsigned char *prefix, size_t prefix_len,
+                      size_t *removed) {
   MDB_cursor *c;
   MDB_val mk, mv;
   disk_rec_t rec;
@@ -983,7 +986,8 @@ static void disk_work_cb(uv_work_t *w) {
       tries = 0;
       continue;
     }
-    for (i = lo; i < (at < hi ? at + 1 : hi); i++) disk_slot_reset(&d->batch[i]);
+    for (i = lo; i < (at < hi ? at + 1 : hi); i++)
+      disk_slot_reset(&d->batch[i]);
     if ((rc == MDB_MAP_FULL || rc == MDB_MAP_RESIZED) &&
         tries++ < DISK_MAX_RETRIES &&
         (rc == MDB_MAP_FULL ? disk_grow(d) : disk_adopt_size(d)) == 0)
@@ -996,7 +1000,8 @@ static void disk_work_cb(uv_work_t *w) {
       disk_slot_fail(&d->batch[at], rc); /* it fails alone */
       lo = at + 1;
     } else {
-      for (i = lo; i < hi; i++) disk_slot_fail(&d->batch[i], rc);
+      for (i = lo; i < hi; i++)
+        disk_slot_fail(&d->batch[i], rc);
       lo = hi;
     }
     hi = n;
@@ -1072,7 +1077,8 @@ static void disk_after_work_cb(uv_work_t *w, int status) {
   d->stats.read_txns = d->w_read_txns;
   d->stats.map_grows = d->w_grows;
   d->stats.map_size = d->w_map_size;
-  for (i = 0; i < d->nbatch; i++) disk_deliver(d, &d->batch[i]);
+  for (i = 0; i < d->nbatch; i++)
+    disk_deliver(d, &d->batch[i]);
   d->nbatch = 0;
   d->busy = 0;
   if (d->closing)
@@ -1089,9 +1095,8 @@ static void disk_launch(kv_disk_t *d) {
     disk_slot_t *b = kv_realloc(d->batch, d->queue_cap * sizeof(*b));
     if (b == NULL) {
       for (i = 0; i < d->nqueue; i++)
-        kv_req_complete(d->queue[i],
-                        kv_req_set_error(d->queue[i], KV_ENOMEM,
-                                         "out of memory"));
+        kv_req_complete(d->queue[i], kv_req_set_error(d->queue[i], KV_ENOMEM,
+                                                      "out of memory"));
       d->nqueue = 0;
       return;
     }
@@ -1109,8 +1114,7 @@ static void disk_launch(kv_disk_t *d) {
   d->nqueue = 0;
   d->busy = 1;
   d->stats.batches++;
-  rc = uv_queue_work(d->base.loop, &d->work, disk_work_cb,
-                     disk_after_work_cb);
+  rc = uv_queue_work(d->base.loop, &d->work, disk_work_cb, disk_after_work_cb);
   if (rc != 0) {
     d->busy = 0;
     for (i = 0; i < d->nbatch; i++)
@@ -1206,15 +1210,14 @@ static int disk_env_init(disk_env_t *e, const char *path, char *errbuf,
 fail:
   if (txn != NULL) mdb_txn_abort(txn);
 fail_nocommit:
-  return disk_errbuf(errbuf, errbuf_len, disk_map_err(rc), "disk: %s: %s",
-                     path, mdb_strerror(rc));
+  return disk_errbuf(errbuf, errbuf_len, disk_map_err(rc), "disk: %s: %s", path,
+                     mdb_strerror(rc));
 }
 
 /* Find or open the environment of directory `path`. */
 static int disk_env_acquire(const char *path, unsigned sync_flags,
                             int64_t map_size, int64_t max_readers,
-                            disk_env_t **out, char *errbuf,
-                            size_t errbuf_len) {
+                            disk_env_t **out, char *errbuf, size_t errbuf_len) {
   char buf[PATH_MAX];
   struct stat st;
   disk_env_t *e;
@@ -1267,8 +1270,7 @@ static int disk_env_acquire(const char *path, unsigned sync_flags,
   }
   if (mdb_env_get_maxkeysize(e->env) < DISK_KEY_MAX) {
     rc = disk_errbuf(errbuf, errbuf_len, KV_EBACKEND,
-                     "disk: LMDB's key limit is below %d bytes",
-                     DISK_KEY_MAX);
+                     "disk: LMDB's key limit is below %d bytes", DISK_KEY_MAX);
     goto fail;
   }
   rc = disk_env_init(e, path, errbuf, errbuf_len);
@@ -1333,8 +1335,8 @@ static int disk_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
   rc = kv_url_param_int(url, "map_size", DISK_MAP_MIN, DISK_MAP_MAX,
                         DISK_MAP_DEFAULT, &map_size, errbuf, errbuf_len);
   if (rc != 0) return rc;
-  rc = kv_url_param_int(url, "max_readers", 1, 32767, 126, &max_readers,
-                        errbuf, errbuf_len);
+  rc = kv_url_param_int(url, "max_readers", 1, 32767, 126, &max_readers, errbuf,
+                        errbuf_len);
   if (rc != 0) return rc;
   if (url->target == NULL || url->target[0] == '\0')
     return disk_errbuf(errbuf, errbuf_len, KV_EINVAL,

@@ -20,14 +20,14 @@
 
 typedef struct mem_entry_s mem_entry_t;
 struct mem_entry_s {
-  mem_entry_t *hnext;      /* hash chain */
-  mem_entry_t *lru_prev;   /* towards the most recently used */
-  mem_entry_t *lru_next;   /* towards the least recently used */
-  int64_t expires_at_ms;   /* 0 = never */
+  mem_entry_t *hnext;    /* hash chain */
+  mem_entry_t *lru_prev; /* towards the most recently used */
+  mem_entry_t *lru_next; /* towards the least recently used */
+  int64_t expires_at_ms; /* 0 = never */
   size_t vlen;
   uint32_t hash;
   uint32_t klen;
-  char data[];             /* key, NUL, value, NUL */
+  char data[]; /* key, NUL, value, NUL */
 };
 
 typedef struct {
@@ -73,8 +73,7 @@ static uint32_t hash_bytes(const char *p, size_t n) {
 
 static int name_cmp(const char *a, size_t al, const char *b, size_t bl) {
   int c = memcmp(a, b, al < bl ? al : bl);
-  if (c)
-    return c;
+  if (c) return c;
   return al < bl ? -1 : al > bl;
 }
 
@@ -84,8 +83,7 @@ static size_t coll_search(mem_store_t *st, const char *name, size_t len,
   size_t lo = 0, hi = st->ncolls;
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
-    int c = name_cmp(st->colls[mid]->name, st->colls[mid]->name_len, name,
-                     len);
+    int c = name_cmp(st->colls[mid]->name, st->colls[mid]->name_len, name, len);
     if (c < 0)
       lo = mid + 1;
     else
@@ -103,30 +101,25 @@ static mem_coll_t *coll_find(mem_store_t *st, const char *name, size_t len) {
       memcmp(st->last->name, name, len) == 0)
     return st->last;
   i = coll_search(st, name, len, &found);
-  if (!found)
-    return NULL;
+  if (!found) return NULL;
   st->last = st->colls[i];
   return st->last;
 }
 
-static mem_coll_t *coll_create(mem_store_t *st, const char *name,
-                               size_t len) {
+static mem_coll_t *coll_create(mem_store_t *st, const char *name, size_t len) {
   int found;
   size_t i = coll_search(st, name, len, &found);
   mem_coll_t *c;
-  if (found)
-    return st->colls[i];
+  if (found) return st->colls[i];
   if (st->ncolls == st->capcolls) {
     size_t cap = st->capcolls ? st->capcolls * 2 : 8;
     mem_coll_t **p = kv_realloc(st->colls, cap * sizeof *p);
-    if (p == NULL)
-      return NULL;
+    if (p == NULL) return NULL;
     st->colls = p;
     st->capcolls = cap;
   }
   c = kv_calloc(1, sizeof *c);
-  if (c == NULL)
-    return NULL;
+  if (c == NULL) return NULL;
   c->name = kv_strndup(name, len);
   c->buckets = kv_calloc(MIN_BUCKETS, sizeof *c->buckets);
   if (c->name == NULL || c->buckets == NULL) {
@@ -162,17 +155,16 @@ static void coll_free(mem_coll_t *c) {
 static void coll_remove(mem_store_t *st, mem_coll_t *c) {
   int found;
   size_t i = coll_search(st, c->name, c->name_len, &found);
-  if (!found)
-    return;
+  if (!found) return;
   memmove(&st->colls[i], &st->colls[i + 1],
           (st->ncolls - i - 1) * sizeof *st->colls);
   st->ncolls--;
-  if (st->last == c)
-    st->last = NULL;
+  if (st->last == c) st->last = NULL;
   coll_free(c);
 }
 
-/* ---- Entries -------------------------------------------------------------- */
+/* ---- Entries --------------------------------------------------------------
+ */
 
 static void lru_unlink(mem_coll_t *c, mem_entry_t *e) {
   if (e->lru_prev)
@@ -220,11 +212,9 @@ static void entry_remove(mem_coll_t *c, mem_entry_t **slot) {
 static mem_entry_t *entry_get(mem_store_t *st, mem_coll_t *c, const char *key,
                               size_t klen, int64_t now) {
   mem_entry_t **slot;
-  if (c == NULL)
-    return NULL;
+  if (c == NULL) return NULL;
   slot = entry_slot(c, key, klen, hash_bytes(key, klen));
-  if (*slot == NULL)
-    return NULL;
+  if (*slot == NULL) return NULL;
   if (KV_EXPIRED((*slot)->expires_at_ms, now)) {
     entry_remove(c, slot);
     return NULL;
@@ -239,8 +229,7 @@ static mem_entry_t *entry_get(mem_store_t *st, mem_coll_t *c, const char *key,
 static void table_grow(mem_coll_t *c) {
   size_t nb = (c->mask + 1) * 2;
   mem_entry_t **nbk = kv_calloc(nb, sizeof *nbk);
-  if (nbk == NULL)
-    return; /* longer chains, still correct */
+  if (nbk == NULL) return; /* longer chains, still correct */
   for (size_t b = 0; b <= c->mask; b++) {
     mem_entry_t *e = c->buckets[b];
     while (e) {
@@ -264,8 +253,7 @@ static int entry_put(mem_store_t *st, mem_coll_t *c, const char *key,
   mem_entry_t **slot = entry_slot(c, key, klen, h);
   mem_entry_t *old = *slot, *e;
   if (old && old->vlen == vlen) { /* same size: overwrite in place */
-    if (vlen)
-      memcpy(ENTRY_VALUE(old), val, vlen);
+    if (vlen) memcpy(ENTRY_VALUE(old), val, vlen);
     old->expires_at_ms = expires_at_ms;
     if (c->lru_head != old) {
       lru_unlink(c, old);
@@ -273,19 +261,16 @@ static int entry_put(mem_store_t *st, mem_coll_t *c, const char *key,
     }
     return 0;
   }
-  if (vlen > SIZE_MAX - sizeof *e - klen - 2)
-    return KV_ETOOBIG;
+  if (vlen > SIZE_MAX - sizeof *e - klen - 2) return KV_ETOOBIG;
   e = kv_malloc(sizeof *e + klen + 1 + vlen + 1);
-  if (e == NULL)
-    return KV_ENOMEM;
+  if (e == NULL) return KV_ENOMEM;
   e->hash = h;
   e->klen = (uint32_t)klen;
   e->vlen = vlen;
   e->expires_at_ms = expires_at_ms;
   memcpy(e->data, key, klen);
   e->data[klen] = '\0';
-  if (vlen)
-    memcpy(ENTRY_VALUE(e), val, vlen);
+  if (vlen) memcpy(ENTRY_VALUE(e), val, vlen);
   ENTRY_VALUE(e)[vlen] = '\0';
   if (old) {
     e->hnext = old->hnext;
@@ -304,8 +289,7 @@ static int entry_put(mem_store_t *st, mem_coll_t *c, const char *key,
       entry_remove(c, entry_slot(c, victim->data, victim->klen, victim->hash));
     }
   }
-  if (c->count > c->mask + 1)
-    table_grow(c);
+  if (c->count > c->mask + 1) table_grow(c);
   return 0;
 }
 
@@ -313,20 +297,20 @@ static int entry_delete(mem_coll_t *c, const char *key, size_t klen,
                         int64_t now) {
   mem_entry_t **slot;
   int live;
-  if (c == NULL)
-    return 0;
+  if (c == NULL) return 0;
   slot = entry_slot(c, key, klen, hash_bytes(key, klen));
-  if (*slot == NULL)
-    return 0;
+  if (*slot == NULL) return 0;
   live = !KV_EXPIRED((*slot)->expires_at_ms, now);
   entry_remove(c, slot);
   return live;
 }
 
-/* ---- Operations ------------------------------------------------------------ */
+/* ---- Operations ------------------------------------------------------------
+ */
 
 #define STORE(s) ((mem_store_t *)(s))
-#define COLL(st, req) coll_find((st), (req)->in.collection, (req)->in.collection_len)
+#define COLL(st, req) \
+  coll_find((st), (req)->in.collection, (req)->in.collection_len)
 
 static int finish(kv_req_t *req, int err) {
   if (err == KV_ENOMEM)
@@ -362,31 +346,29 @@ static mem_coll_t *coll_for_write(mem_store_t *st, kv_req_t *req) {
 static int mem_put(kv_store_t *s, kv_req_t *req) {
   mem_store_t *st = STORE(s);
   mem_coll_t *c = coll_for_write(st, req);
-  if (c == NULL)
-    return finish(req, KV_ENOMEM);
+  if (c == NULL) return finish(req, KV_ENOMEM);
   return finish(req, entry_put(st, c, req->in.key, req->in.key_len,
-                             req->in.value.base, req->in.value.len,
-                             req->in.expires_at_ms));
+                               req->in.value.base, req->in.value.len,
+                               req->in.expires_at_ms));
 }
 
 static int mem_delete(kv_store_t *s, kv_req_t *req) {
   mem_store_t *st = STORE(s);
-  req->found = entry_delete(COLL(st, req), req->in.key, req->in.key_len,
-                            req->in.now_ms);
+  req->found =
+      entry_delete(COLL(st, req), req->in.key, req->in.key_len, req->in.now_ms);
   return done(req);
 }
 
 static int mem_get_many(kv_store_t *s, kv_req_t *req) {
   mem_store_t *st = STORE(s);
   mem_coll_t *c = COLL(st, req);
-  if (kv_req_alloc_results(req) != 0)
-    return finish(req, KV_ENOMEM);
+  if (kv_req_alloc_results(req) != 0) return finish(req, KV_ENOMEM);
   for (size_t i = 0; i < req->in.n; i++) {
-    mem_entry_t *e = entry_get(st, c, req->in.keys[i].base,
-                               req->in.keys[i].len, req->in.now_ms);
-    if (e && kv_req_set_result(req, i, ENTRY_VALUE(e), e->vlen,
-                               kv_remaining_ttl(e->expires_at_ms,
-                                                req->in.now_ms)) != 0)
+    mem_entry_t *e = entry_get(st, c, req->in.keys[i].base, req->in.keys[i].len,
+                               req->in.now_ms);
+    if (e && kv_req_set_result(
+                 req, i, ENTRY_VALUE(e), e->vlen,
+                 kv_remaining_ttl(e->expires_at_ms, req->in.now_ms)) != 0)
       return finish(req, KV_ENOMEM);
   }
   return done(req);
@@ -395,16 +377,13 @@ static int mem_get_many(kv_store_t *s, kv_req_t *req) {
 static int mem_put_many(kv_store_t *s, kv_req_t *req) {
   mem_store_t *st = STORE(s);
   mem_coll_t *c;
-  if (req->in.n == 0)
-    return done(req);
-  if ((c = coll_for_write(st, req)) == NULL)
-    return finish(req, KV_ENOMEM);
+  if (req->in.n == 0) return done(req);
+  if ((c = coll_for_write(st, req)) == NULL) return finish(req, KV_ENOMEM);
   for (size_t i = 0; i < req->in.n; i++) {
     int err = entry_put(st, c, req->in.keys[i].base, req->in.keys[i].len,
                         req->in.values[i].base, req->in.values[i].len,
                         req->in.expires_at_ms);
-    if (err)
-      return finish(req, err);
+    if (err) return finish(req, err);
   }
   return done(req);
 }
@@ -442,14 +421,12 @@ static int mem_keys(kv_store_t *s, kv_req_t *req) {
       return kv_req_set_error(req, KV_EINVAL, "invalid cursor '%s'",
                               req->in.cursor);
   }
-  if (c == NULL)
-    return done(req);
+  if (c == NULL) return done(req);
   for (;;) {
     size_t idx = 0, m = c->mask;
     mem_entry_t *e = c->buckets[v & m];
     for (; e; e = e->hnext, idx++) {
-      if (idx < skip || KV_EXPIRED(e->expires_at_ms, req->in.now_ms))
-        continue;
+      if (idx < skip || KV_EXPIRED(e->expires_at_ms, req->in.now_ms)) continue;
       if (req->nnames == req->in.limit) {
         snprintf(cur, sizeof cur, "%llx.%zx", v, idx);
         return kv_req_set_cursor(req, cur) ? finish(req, KV_ENOMEM) : done(req);
@@ -462,15 +439,13 @@ static int mem_keys(kv_store_t *s, kv_req_t *req) {
     v = rev_bits((size_t)v);
     v++;
     v = rev_bits((size_t)v);
-    if (v == 0)
-      return done(req);
+    if (v == 0) return done(req);
   }
 }
 
 static int coll_has_live(mem_coll_t *c, int64_t now) {
   for (mem_entry_t *e = c->lru_head; e; e = e->lru_next)
-    if (!KV_EXPIRED(e->expires_at_ms, now))
-      return 1;
+    if (!KV_EXPIRED(e->expires_at_ms, now)) return 1;
   return 0;
 }
 
@@ -484,20 +459,17 @@ static int mem_collections(kv_store_t *s, kv_req_t *req) {
     if (req->in.cursor[0] != 'c')
       return kv_req_set_error(req, KV_EINVAL, "invalid cursor '%s'",
                               req->in.cursor);
-    i = coll_search(st, req->in.cursor + 1, strlen(req->in.cursor + 1),
-                    &found);
+    i = coll_search(st, req->in.cursor + 1, strlen(req->in.cursor + 1), &found);
     i += found;
   }
   for (; i < st->ncolls; i++) {
     mem_coll_t *c = st->colls[i];
-    if (!coll_has_live(c, req->in.now_ms))
-      continue;
+    if (!coll_has_live(c, req->in.now_ms)) continue;
     if (req->nnames == req->in.limit) {
       /* The cursor is the last listed name: resume after it. */
       const kv_buf_t *last = &req->names[req->nnames - 1];
       char *cur = kv_malloc(last->len + 2);
-      if (cur == NULL)
-        return finish(req, KV_ENOMEM);
+      if (cur == NULL) return finish(req, KV_ENOMEM);
       cur[0] = 'c';
       memcpy(cur + 1, last->base, last->len + 1);
       req->cursor = cur;
@@ -521,8 +493,7 @@ static int mem_destroy(kv_store_t *s, kv_req_t *req) {
 static int mem_destroy_collection(kv_store_t *s, kv_req_t *req) {
   mem_store_t *st = STORE(s);
   mem_coll_t *c = COLL(st, req);
-  if (c)
-    coll_remove(st, c);
+  if (c) coll_remove(st, c);
   return done(req);
 }
 
@@ -530,8 +501,7 @@ static int mem_destroy_collection(kv_store_t *s, kv_req_t *req) {
  * sweep position (budget SIZE_MAX: all). Returns how many were dropped. */
 static size_t coll_purge(mem_coll_t *c, int64_t now, size_t budget) {
   size_t removed = 0, nb = c->mask + 1;
-  if (budget > nb)
-    budget = nb;
+  if (budget > nb) budget = nb;
   for (size_t k = 0; k < budget; k++) {
     size_t b = (c->sweep_pos + k) & c->mask;
     mem_entry_t **pp = &c->buckets[b];
@@ -584,11 +554,11 @@ static int mem_cas(kv_store_t *s, kv_req_t *req) {
   mem_store_t *st = STORE(s);
   mem_entry_t *e = entry_get(st, COLL(st, req), req->in.key, req->in.key_len,
                              req->in.now_ms);
-  int match = req->in.expected_absent
-                  ? e == NULL
-                  : e != NULL && e->vlen == req->in.expected.len &&
-                        memcmp(ENTRY_VALUE(e), req->in.expected.base,
-                               e->vlen) == 0;
+  int match =
+      req->in.expected_absent
+          ? e == NULL
+          : e != NULL && e->vlen == req->in.expected.len &&
+                memcmp(ENTRY_VALUE(e), req->in.expected.base, e->vlen) == 0;
   if (!match) {
     kv_req_set_error(req, KV_ECONFLICT,
                      req->in.expected_absent
@@ -604,8 +574,8 @@ static int mem_cas(kv_store_t *s, kv_req_t *req) {
 static int mem_incr(kv_store_t *s, kv_req_t *req) {
   mem_store_t *st = STORE(s);
   mem_coll_t *c = COLL(st, req);
-  mem_entry_t *e = entry_get(st, c, req->in.key, req->in.key_len,
-                             req->in.now_ms);
+  mem_entry_t *e =
+      entry_get(st, c, req->in.key, req->in.key_len, req->in.now_ms);
   int64_t cur = 0, expires = req->in.expires_at_ms;
   char buf[24];
   size_t n;
@@ -620,41 +590,39 @@ static int mem_incr(kv_store_t *s, kv_req_t *req) {
   }
   if ((req->in.delta > 0 && cur > INT64_MAX - req->in.delta) ||
       (req->in.delta < 0 && cur < INT64_MIN - req->in.delta)) {
-    kv_req_set_error(req, KV_EINVAL, "incr of key '%s' overflows",
-                     req->in.key);
+    kv_req_set_error(req, KV_EINVAL, "incr of key '%s' overflows", req->in.key);
     return finish(req, KV_EINVAL);
   }
   req->number = cur + req->in.delta;
   n = kv_format_int64(req->number, buf);
   if (c == NULL && (c = coll_for_write(st, req)) == NULL)
     return finish(req, KV_ENOMEM);
-  return finish(req, entry_put(st, c, req->in.key, req->in.key_len, buf, n,
-                             expires));
+  return finish(
+      req, entry_put(st, c, req->in.key, req->in.key_len, buf, n, expires));
 }
 
 static int mem_take(kv_store_t *s, kv_req_t *req) {
   mem_store_t *st = STORE(s);
   mem_coll_t *c = COLL(st, req);
-  mem_entry_t *e = entry_get(st, c, req->in.key, req->in.key_len,
-                             req->in.now_ms);
-  if (e == NULL)
-    return done(req);
+  mem_entry_t *e =
+      entry_get(st, c, req->in.key, req->in.key_len, req->in.now_ms);
+  if (e == NULL) return done(req);
   if (kv_req_set_value(req, ENTRY_VALUE(e), e->vlen) != 0)
     return finish(req, KV_ENOMEM);
   entry_delete(c, req->in.key, req->in.key_len, req->in.now_ms);
   return done(req);
 }
 
-/* ---- Lifetime ----------------------------------------------------------------- */
+/* ---- Lifetime
+ * ----------------------------------------------------------------- */
 
 static int mem_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
                     size_t errbuf_len) {
   mem_store_t *st = STORE(s);
   int64_t max;
-  int err = kv_url_param_int(url, "max_entries", 0, INT64_MAX, 0, &max,
-                             errbuf, errbuf_len);
-  if (err)
-    return err;
+  int err = kv_url_param_int(url, "max_entries", 0, INT64_MAX, 0, &max, errbuf,
+                             errbuf_len);
+  if (err) return err;
   if (url->target[0] != '\0')
     return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
                       "memory:// takes no path (got '%s')", url->target);

@@ -14,7 +14,8 @@
 
 #include "internal.h"
 
-/* ---- Errors ---------------------------------------------------------------- */
+/* ---- Errors ----------------------------------------------------------------
+ */
 
 static void errors_have_names_messages_categories(void **state) {
   (void)state;
@@ -33,7 +34,8 @@ static void errors_have_names_messages_categories(void **state) {
   assert_int_equal(KV_EBUSY, -5019);
 }
 
-/* ---- URLs ------------------------------------------------------------------- */
+/* ---- URLs -------------------------------------------------------------------
+ */
 
 static void url_parses_network_form(void **state) {
   kv_url_t u;
@@ -64,8 +66,7 @@ static void url_parses_path_form(void **state) {
   kv_url_t u;
   char err[256];
   (void)state;
-  assert_int_equal(kv__url_parse("disk://./kvio-data", &u, err, sizeof err),
-                   0);
+  assert_int_equal(kv__url_parse("disk://./kvio-data", &u, err, sizeof err), 0);
   assert_string_equal(u.target, "./kvio-data");
   kv__url_free(&u);
   assert_int_equal(
@@ -79,20 +80,16 @@ static void url_rejects_garbage(void **state) {
   kv_url_t u;
   char err[256];
   (void)state;
-  assert_int_equal(kv__url_parse("no-scheme", &u, err, sizeof err),
-                   KV_EINVAL);
+  assert_int_equal(kv__url_parse("no-scheme", &u, err, sizeof err), KV_EINVAL);
   assert_non_null(strstr(err, "not a store URL"));
   assert_int_equal(kv__url_parse("x://h:99999", &u, err, sizeof err),
                    KV_EINVAL);
   assert_int_equal(kv__url_parse("x://h:", &u, err, sizeof err), KV_EINVAL);
-  assert_int_equal(kv__url_parse("x://h/%zz", &u, err, sizeof err),
-                   KV_EINVAL);
-  assert_int_equal(kv__url_parse("x://h/%00", &u, err, sizeof err),
-                   KV_EINVAL);
+  assert_int_equal(kv__url_parse("x://h/%zz", &u, err, sizeof err), KV_EINVAL);
+  assert_int_equal(kv__url_parse("x://h/%00", &u, err, sizeof err), KV_EINVAL);
   assert_int_equal(kv__url_parse("x://h?a=1&a=2", &u, err, sizeof err),
                    KV_EINVAL);
-  assert_int_equal(kv__url_parse("x://[::1", &u, err, sizeof err),
-                   KV_EINVAL);
+  assert_int_equal(kv__url_parse("x://[::1", &u, err, sizeof err), KV_EINVAL);
 }
 
 static void open_reports_unknown_scheme_and_option(void **state) {
@@ -120,7 +117,8 @@ static void open_reports_unknown_scheme_and_option(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
-/* ---- Validation ----------------------------------------------------------------- */
+/* ---- Validation
+ * ----------------------------------------------------------------- */
 
 static void names_and_ttls_are_validated(void **state) {
   char err[256], big[KV_NAME_MAX + 2];
@@ -137,11 +135,9 @@ static void names_and_ttls_are_validated(void **state) {
                                   err, sizeof err),
                    0);
   memset(big, 'k', sizeof big);
-  assert_int_equal(kv__check_name("key", big, KV_NAME_MAX, err, sizeof err),
-                   0);
-  assert_int_equal(
-      kv__check_name("key", big, KV_NAME_MAX + 1, err, sizeof err),
-      KV_EINVAL);
+  assert_int_equal(kv__check_name("key", big, KV_NAME_MAX, err, sizeof err), 0);
+  assert_int_equal(kv__check_name("key", big, KV_NAME_MAX + 1, err, sizeof err),
+                   KV_EINVAL);
   assert_non_null(strstr(err, "4097 bytes"));
   assert_int_equal(kv__check_ttl(-1, err, sizeof err), KV_EINVAL);
   assert_int_equal(kv__check_ttl(NAN, err, sizeof err), KV_EINVAL);
@@ -168,7 +164,8 @@ static void int64_parse_and_format(void **state) {
   assert_string_equal(buf, "-17");
 }
 
-/* ---- A minimal store: only the required single ops -------------------------- */
+/* ---- A minimal store: only the required single ops --------------------------
+ */
 
 typedef struct {
   kv_store_t base;
@@ -189,8 +186,7 @@ static int tiny_op(kv_store_t *s, kv_req_t *req) {
   switch (req->op) {
   case KV_OP_GET:
   case KV_OP_TTL:
-    if (match)
-      kv_req_set_value(req, t->value, t->vlen);
+    if (match) kv_req_set_value(req, t->value, t->vlen);
     break;
   case KV_OP_PUT:
     snprintf(t->key, sizeof t->key, "%s", req->in.key);
@@ -294,7 +290,8 @@ static void registry_and_bulk_fallbacks(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
-/* ---- Submit validation never calls back; inputs are copied --------------------- */
+/* ---- Submit validation never calls back; inputs are copied
+ * --------------------- */
 
 static void submits_validate_and_copy(void **state) {
   uv_loop_t loop;
@@ -309,12 +306,10 @@ static void submits_validate_and_copy(void **state) {
   calls = 0;
   assert_int_equal(kv_put(s, &req, NULL, "", "x", 1, 0, count_cb), KV_EINVAL);
   kv_req_cleanup(&req);
-  assert_int_equal(kv_put(s, &req, NULL, "k", "x", 1, -1, count_cb),
-                   KV_EINVAL);
+  assert_int_equal(kv_put(s, &req, NULL, "k", "x", 1, -1, count_cb), KV_EINVAL);
   assert_non_null(strstr(kv_req_errmsg(&req), "-1"));
   kv_req_cleanup(&req);
-  assert_int_equal(kv_put(s, &req, NULL, "k", NULL, 3, 0, count_cb),
-                   KV_EINVAL);
+  assert_int_equal(kv_put(s, &req, NULL, "k", NULL, 3, 0, count_cb), KV_EINVAL);
   kv_req_cleanup(&req);
   assert_int_equal(kv_put(s, &req, NULL, "k", "x", 1, 0, NULL), KV_EINVAL);
   kv_req_cleanup(&req);
@@ -344,7 +339,8 @@ static void submits_validate_and_copy(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
-/* ---- The blocking facade ------------------------------------------------------------ */
+/* ---- The blocking facade
+ * ------------------------------------------------------------ */
 
 static void sync_facade_round_trip(void **state) {
   kv_sync_t *s;
@@ -356,8 +352,7 @@ static void sync_facade_round_trip(void **state) {
   assert_int_equal(kv_sync_open("nope://", &s, err, sizeof err), KV_EINVAL);
   assert_null(s);
   assert_int_equal(kv_sync_open("memory://", &s, err, sizeof err), 0);
-  assert_int_equal(kv_sync_put(s, &req, "users", "user:123", "{}", 2, 3600),
-                   0);
+  assert_int_equal(kv_sync_put(s, &req, "users", "user:123", "{}", 2, 3600), 0);
   kv_req_cleanup(&req);
   assert_int_equal(kv_sync_ttl(s, &req, "users", "user:123"), 0);
   assert_true(req.found);
@@ -378,7 +373,8 @@ static void sync_facade_round_trip(void **state) {
   assert_int_equal(kv_sync_close(s), 0);
 }
 
-/* ---- The memory store's sweep and per-collection LRU -------------------------------- */
+/* ---- The memory store's sweep and per-collection LRU
+ * -------------------------------- */
 
 static void stop_timer(uv_timer_t *t) {
   uv_timer_stop(t);

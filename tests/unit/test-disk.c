@@ -47,7 +47,7 @@ static int sync_wait(fx_t *fx, kv_req_t *req, int rc) {
   return req->status;
 }
 
-#define SYNC(fx, req, call)                                                  \
+#define SYNC(fx, req, call) \
   (memset(&(req), 0, sizeof(req)), g_done = 0, sync_wait((fx), &(req), (call)))
 
 static void rm_rf(const char *dir) {
@@ -110,15 +110,14 @@ static void put(fx_t *fx, const char *coll, const char *key, const char *v,
                 double ttl) {
   kv_req_t req;
   assert_int_equal(
-      SYNC(fx, req, kv_put(fx->store, &req, coll, key, v, strlen(v), ttl,
-                           done_cb)),
+      SYNC(fx, req,
+           kv_put(fx->store, &req, coll, key, v, strlen(v), ttl, done_cb)),
       0);
   kv_req_cleanup(&req);
 }
 
 /* Expect `key` to hold `v` (NULL: missing). */
-static void expect(fx_t *fx, const char *coll, const char *key,
-                   const char *v) {
+static void expect(fx_t *fx, const char *coll, const char *key, const char *v) {
   kv_req_t req;
   assert_int_equal(SYNC(fx, req, kv_get(fx->store, &req, coll, key, done_cb)),
                    0);
@@ -164,8 +163,8 @@ static size_t list_all(fx_t *fx, const char *coll, int collections,
       rc = SYNC(fx, req,
                 kv_collections(fx->store, &req, cursor, limit, done_cb));
     else
-      rc = SYNC(fx, req,
-                kv_keys(fx->store, &req, coll, cursor, limit, done_cb));
+      rc =
+          SYNC(fx, req, kv_keys(fx->store, &req, coll, cursor, limit, done_cb));
     assert_int_equal(rc, 0);
     (*pages)++;
     if (limit) assert_true(req.nnames <= limit);
@@ -186,14 +185,16 @@ static size_t list_all(fx_t *fx, const char *coll, int collections,
 
 static void free_names(char **names, size_t n) {
   size_t i;
-  for (i = 0; i < n; i++) free(names[i]);
+  for (i = 0; i < n; i++)
+    free(names[i]);
   free(names);
 }
 
 static int has_name(char **names, size_t n, const char *name) {
   size_t i;
   int count = 0;
-  for (i = 0; i < n; i++) count += strcmp(names[i], name) == 0;
+  for (i = 0; i < n; i++)
+    count += strcmp(names[i], name) == 0;
   return count;
 }
 
@@ -230,7 +231,8 @@ static void persists_across_reopen_with_ttl(void **state) {
   assert_string_equal(kv_store_name(fx->store), "disk");
 }
 
-/* ---- Names ---------------------------------------------------------------- */
+/* ---- Names ----------------------------------------------------------------
+ */
 
 static void long_names_round_trip_and_enumerate(void **state) {
   fx_t *fx = *state;
@@ -341,9 +343,10 @@ static void keys_paging_lists_each_once(void **state) {
     values[i].base = keybuf[i];
     values[i].len = strlen(keybuf[i]);
   }
-  assert_int_equal(SYNC(fx, req, kv_put_many(fx->store, &req, "pages", keys,
-                                             values, N, 0, done_cb)),
-                   0);
+  assert_int_equal(
+      SYNC(fx, req,
+           kv_put_many(fx->store, &req, "pages", keys, values, N, 0, done_cb)),
+      0);
   kv_req_cleanup(&req);
   put(fx, "pages", "expired", "x", 0.001);
   put(fx, "other", "k0001", "x", 0); /* neighbours must not leak in */
@@ -359,7 +362,8 @@ static void keys_paging_lists_each_once(void **state) {
     assert_true(k >= 0 && k < N);
     seen[k]++;
   }
-  for (i = 0; i < N; i++) assert_int_equal(seen[i], 1);
+  for (i = 0; i < N; i++)
+    assert_int_equal(seen[i], 1);
   free_names(names, n);
   /* limit 0 is the default page of 1000: one page, complete. */
   n = list_all(fx, "pages", 0, 0, &names, &pages);
@@ -382,9 +386,9 @@ static void keys_paging_lists_each_once(void **state) {
         SYNC(fx, req, kv_keys(fx->store, &req, "other", cur, 1, done_cb)),
         KV_EINVAL);
     kv_req_cleanup(&req);
-    assert_int_equal(SYNC(fx, req, kv_keys(fx->store, &req, "other",
-                                           "garbage", 1, done_cb)),
-                     KV_EINVAL);
+    assert_int_equal(
+        SYNC(fx, req, kv_keys(fx->store, &req, "other", "garbage", 1, done_cb)),
+        KV_EINVAL);
     kv_req_cleanup(&req);
     free(cur);
   }
@@ -413,7 +417,8 @@ static void collections_paging_skips_expired(void **state) {
   free_names(names, n);
 }
 
-/* ---- Atomic segment, destroy, cull ---------------------------------------- */
+/* ---- Atomic segment, destroy, cull ----------------------------------------
+ */
 
 static void atomic_ops_and_cull(void **state) {
   fx_t *fx = *state;
@@ -423,46 +428,48 @@ static void atomic_ops_and_cull(void **state) {
   /* put_if_absent: an expired entry counts as absent. */
   put(fx, "a", "lease", "old", 0.001);
   usleep(10 * 1000);
-  assert_int_equal(SYNC(fx, req, kv_put_if_absent(fx->store, &req, "a",
-                                                  "lease", "me", 2, 0,
-                                                  done_cb)),
+  assert_int_equal(SYNC(fx, req,
+                        kv_put_if_absent(fx->store, &req, "a", "lease", "me", 2,
+                                         0, done_cb)),
                    0);
   assert_int_equal(req.found, 1);
   kv_req_cleanup(&req);
-  assert_int_equal(SYNC(fx, req, kv_put_if_absent(fx->store, &req, "a",
-                                                  "lease", "you", 3, 0,
-                                                  done_cb)),
+  assert_int_equal(SYNC(fx, req,
+                        kv_put_if_absent(fx->store, &req, "a", "lease", "you",
+                                         3, 0, done_cb)),
                    0);
   assert_int_equal(req.found, 0);
   kv_req_cleanup(&req);
   expect(fx, "a", "lease", "me");
   /* cas */
-  assert_int_equal(SYNC(fx, req, kv_cas(fx->store, &req, "a", "lease", "x",
-                                        1, "y", 1, 0, done_cb)),
-                   KV_ECONFLICT);
+  assert_int_equal(
+      SYNC(fx, req,
+           kv_cas(fx->store, &req, "a", "lease", "x", 1, "y", 1, 0, done_cb)),
+      KV_ECONFLICT);
   kv_req_cleanup(&req);
-  assert_int_equal(SYNC(fx, req, kv_cas(fx->store, &req, "a", "lease", "me",
-                                        2, "y", 1, 0, done_cb)),
-                   0);
+  assert_int_equal(
+      SYNC(fx, req,
+           kv_cas(fx->store, &req, "a", "lease", "me", 2, "y", 1, 0, done_cb)),
+      0);
   assert_int_equal(req.found, 1);
   kv_req_cleanup(&req);
-  assert_int_equal(SYNC(fx, req, kv_cas(fx->store, &req, "a", "new", NULL, 0,
-                                        "z", 1, 0, done_cb)),
-                   0);
+  assert_int_equal(
+      SYNC(fx, req,
+           kv_cas(fx->store, &req, "a", "new", NULL, 0, "z", 1, 0, done_cb)),
+      0);
   kv_req_cleanup(&req);
-  assert_int_equal(SYNC(fx, req, kv_cas(fx->store, &req, "a", "new", NULL, 0,
-                                        "z", 1, 0, done_cb)),
-                   KV_ECONFLICT);
+  assert_int_equal(
+      SYNC(fx, req,
+           kv_cas(fx->store, &req, "a", "new", NULL, 0, "z", 1, 0, done_cb)),
+      KV_ECONFLICT);
   kv_req_cleanup(&req);
   /* incr: created with the TTL, an existing entry keeps its TTL. */
-  assert_int_equal(SYNC(fx, req, kv_incr(fx->store, &req, "a", "n", 5, 100,
-                                         done_cb)),
-                   0);
+  assert_int_equal(
+      SYNC(fx, req, kv_incr(fx->store, &req, "a", "n", 5, 100, done_cb)), 0);
   assert_int_equal(req.number, 5);
   kv_req_cleanup(&req);
-  assert_int_equal(SYNC(fx, req, kv_incr(fx->store, &req, "a", "n", -7, 0,
-                                         done_cb)),
-                   0);
+  assert_int_equal(
+      SYNC(fx, req, kv_incr(fx->store, &req, "a", "n", -7, 0, done_cb)), 0);
   assert_int_equal(req.number, -2);
   kv_req_cleanup(&req);
   expect(fx, "a", "n", "-2");
@@ -470,26 +477,25 @@ static void atomic_ops_and_cull(void **state) {
                    0);
   assert_true(req.ttl > 98 && req.ttl <= 100);
   kv_req_cleanup(&req);
-  assert_int_equal(SYNC(fx, req, kv_incr(fx->store, &req, "a", "lease", 1, 0,
-                                         done_cb)),
-                   KV_EINVAL);
+  assert_int_equal(
+      SYNC(fx, req, kv_incr(fx->store, &req, "a", "lease", 1, 0, done_cb)),
+      KV_EINVAL);
   kv_req_cleanup(&req);
-  assert_int_equal(SYNC(fx, req, kv_incr(fx->store, &req, "a", "big", big, 0,
-                                         done_cb)),
-                   0);
+  assert_int_equal(
+      SYNC(fx, req, kv_incr(fx->store, &req, "a", "big", big, 0, done_cb)), 0);
   kv_req_cleanup(&req);
-  assert_int_equal(SYNC(fx, req, kv_incr(fx->store, &req, "a", "big", 1, 0,
-                                         done_cb)),
-                   KV_EINVAL);
+  assert_int_equal(
+      SYNC(fx, req, kv_incr(fx->store, &req, "a", "big", 1, 0, done_cb)),
+      KV_EINVAL);
   kv_req_cleanup(&req);
   /* take */
-  assert_int_equal(
-      SYNC(fx, req, kv_take(fx->store, &req, "a", "new", done_cb)), 0);
+  assert_int_equal(SYNC(fx, req, kv_take(fx->store, &req, "a", "new", done_cb)),
+                   0);
   assert_int_equal(req.found, 1);
   assert_string_equal(req.value.base, "z");
   kv_req_cleanup(&req);
-  assert_int_equal(
-      SYNC(fx, req, kv_take(fx->store, &req, "a", "new", done_cb)), 0);
+  assert_int_equal(SYNC(fx, req, kv_take(fx->store, &req, "a", "new", done_cb)),
+                   0);
   assert_int_equal(req.found, 0);
   kv_req_cleanup(&req);
   /* cull removes the expired entries and says how many. */
@@ -506,9 +512,8 @@ static void atomic_ops_and_cull(void **state) {
   kv_req_cleanup(&req);
   expect(fx, "b", "live", "x");
   /* destroy_collection and destroy; the store stays usable. */
-  assert_int_equal(SYNC(fx, req, kv_destroy_collection(fx->store, &req, "b",
-                                                       done_cb)),
-                   0);
+  assert_int_equal(
+      SYNC(fx, req, kv_destroy_collection(fx->store, &req, "b", done_cb)), 0);
   kv_req_cleanup(&req);
   expect(fx, "b", "live", NULL);
   expect(fx, "a", "n", "-2");
@@ -520,7 +525,8 @@ static void atomic_ops_and_cull(void **state) {
   expect(fx, "a", "n", "again");
 }
 
-/* ---- Several processes ---------------------------------------------------- */
+/* ---- Several processes ----------------------------------------------------
+ */
 
 /* In a child: open the store on a fresh loop, write `n` keys tagged `who`
  * (a few per loop turn, to interleave with the other process) and incr a
@@ -538,8 +544,8 @@ static int writer(const char *url, const char *who, int n) {
       memset(&reqs[j], 0, sizeof reqs[j]);
       snprintf(key, sizeof key, "%s-%04d", who, i + j);
       if (j % 2 == 0)
-        failed |= kv_put(s, &reqs[j], "shared", key, key, strlen(key), 0,
-                         done_cb);
+        failed |=
+            kv_put(s, &reqs[j], "shared", key, key, strlen(key), 0, done_cb);
       else
         failed |= kv_incr(s, &reqs[j], "shared", "counter", 1, 0, done_cb);
     }
@@ -608,11 +614,11 @@ static void map_resized_by_another_process(void **state) {
     if (uv_loop_init(&loop) != 0 || kv_open(&loop, url, &s) != 0) _exit(1);
     for (i = 0; i < 40; i++) {
       snprintf(key, sizeof key, "c%02d", i);
-      failed |= kv_put(s, &reqs[i], "r", key, value, sizeof value, 0,
-                       done_cb);
+      failed |= kv_put(s, &reqs[i], "r", key, value, sizeof value, 0, done_cb);
     }
     uv_run(&loop, UV_RUN_DEFAULT);
-    for (i = 0; i < 40; i++) failed |= reqs[i].status;
+    for (i = 0; i < 40; i++)
+      failed |= reqs[i].status;
     kv_store_close(s, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     _exit(failed != 0 || uv_loop_close(&loop) != 0);
@@ -647,8 +653,8 @@ static void crash_writer_cb(kv_req_t *req) {
   i = g_crash_next++;
   req->data = (void *)(intptr_t)i;
   snprintf(key, sizeof key, "w%06d", i);
-  if (kv_put(g_crash_store, req, "crash", key, key,
-             strlen(key), 0, crash_writer_cb) != 0)
+  if (kv_put(g_crash_store, req, "crash", key, key, strlen(key), 0,
+             crash_writer_cb) != 0)
     _exit(4);
 }
 
@@ -668,8 +674,7 @@ static void crash_loses_nothing_acknowledged(void **state) {
     static kv_req_t reqs[32];
     close(fds[0]);
     g_ack_fd = fds[1];
-    if (uv_loop_init(&loop) != 0 || kv_open(&loop, fx->url, &s) != 0)
-      _exit(1);
+    if (uv_loop_init(&loop) != 0 || kv_open(&loop, fx->url, &s) != 0) _exit(1);
     g_crash_store = s;
     for (i = 0; i < 32; i++) {
       reqs[i].data = (void *)(intptr_t)i;
@@ -701,7 +706,8 @@ static void crash_loses_nothing_acknowledged(void **state) {
   }
 }
 
-/* ---- Map growth and big values -------------------------------------------- */
+/* ---- Map growth and big values --------------------------------------------
+ */
 
 static void map_grows_by_itself(void **state) {
   fx_t *fx = *state;
@@ -717,7 +723,8 @@ static void map_grows_by_itself(void **state) {
   assert_non_null(vals);
   for (i = 0; i < (size_t)N * SIZE; i++)
     vals[i] = (char)((i * 2654435761u) >> 13);
-  for (i = 0; i < (16u << 20) + 1; i++) big[i] = (char)(i * 31 + 7);
+  for (i = 0; i < (16u << 20) + 1; i++)
+    big[i] = (char)(i * 31 + 7);
   snprintf(url, sizeof url, "%s?map_size=1048576", fx->url);
   open_url(fx, url);
   put(fx, "big", "small", "s", 0);
@@ -727,8 +734,8 @@ static void map_grows_by_itself(void **state) {
   for (i = 0; i < N; i++) {
     memset(&reqs[i], 0, sizeof reqs[i]);
     snprintf(key, sizeof key, "v%02zu", i);
-    assert_int_equal(kv_put(fx->store, &reqs[i], "big", key,
-                            vals + i * SIZE, SIZE, 0, done_cb),
+    assert_int_equal(kv_put(fx->store, &reqs[i], "big", key, vals + i * SIZE,
+                            SIZE, 0, done_cb),
                      0);
   }
   memset(extra, 0, sizeof extra);
@@ -754,12 +761,14 @@ static void map_grows_by_itself(void **state) {
   assert_int_equal(extra[2].status, 0);
   assert_int_equal(extra[2].nnames, 2);
   assert_non_null(extra[2].cursor);
-  for (i = 0; i < 3; i++) kv_req_cleanup(&extra[i]);
+  for (i = 0; i < 3; i++)
+    kv_req_cleanup(&extra[i]);
   st = stats(fx);
   assert_true(st.map_grows >= 5);
   assert_true(st.map_size >= (uint64_t)N * SIZE);
-  assert_int_equal(SYNC(fx, req, kv_put(fx->store, &req, "big", "16mib", big,
-                                        (16u << 20) + 1, 0, done_cb)),
+  assert_int_equal(SYNC(fx, req,
+                        kv_put(fx->store, &req, "big", "16mib", big,
+                               (16u << 20) + 1, 0, done_cb)),
                    0);
   kv_req_cleanup(&req);
   reopen(fx);
@@ -784,7 +793,8 @@ static void map_grows_by_itself(void **state) {
   free(vals);
 }
 
-/* ---- Bad paths -------------------------------------------------------------- */
+/* ---- Bad paths --------------------------------------------------------------
+ */
 
 static void corrupt_file_is_ecorrupt_and_untouched(void **state) {
   fx_t *fx = *state;
@@ -820,7 +830,8 @@ static void foreign_lmdb_database_is_ecorrupt(void **state) {
   MDB_env *env;
   MDB_txn *txn;
   MDB_dbi dbi;
-  MDB_val k = {3, (void *)(uintptr_t) "foo"}, v = {3, (void *)(uintptr_t) "bar"};
+  MDB_val k = {3, (void *)(uintptr_t) "foo"},
+          v = {3, (void *)(uintptr_t) "bar"};
   char err[512];
   kv_store_t *s = NULL;
   assert_int_equal(mkdir(fx->path, 0755), 0);
@@ -895,7 +906,8 @@ static void options_are_checked(void **state) {
   assert_int_equal(access(url, F_OK), 0);
 }
 
-/* ---- Group commit and the async contract ------------------------------------ */
+/* ---- Group commit and the async contract ------------------------------------
+ */
 
 static void group_commit_one_txn_per_turn(void **state) {
   fx_t *fx = *state;
@@ -910,9 +922,8 @@ static void group_commit_one_txn_per_turn(void **state) {
   for (i = 0; i < N; i++) {
     memset(&reqs[i], 0, sizeof reqs[i]);
     snprintf(key, sizeof key, "g%zu", i);
-    assert_int_equal(kv_put(fx->store, &reqs[i], "g", key, key, strlen(key),
-                            0, done_cb),
-                     0);
+    assert_int_equal(
+        kv_put(fx->store, &reqs[i], "g", key, key, strlen(key), 0, done_cb), 0);
   }
   uv_run(&fx->loop, UV_RUN_DEFAULT);
   assert_int_equal(g_done, N);
@@ -946,8 +957,7 @@ static void group_commit_one_txn_per_turn(void **state) {
   /* In one batch, reads see the writes that arrived before them. */
   g_done = 0;
   memset(reqs, 0, 4 * sizeof reqs[0]);
-  assert_int_equal(kv_put(fx->store, &reqs[0], "g", "seq", "1", 1, 0,
-                          done_cb),
+  assert_int_equal(kv_put(fx->store, &reqs[0], "g", "seq", "1", 1, 0, done_cb),
                    0);
   assert_int_equal(kv_get(fx->store, &reqs[1], "g", "seq", done_cb), 0);
   assert_int_equal(kv_delete(fx->store, &reqs[2], "g", "seq", done_cb), 0);
@@ -957,7 +967,8 @@ static void group_commit_one_txn_per_turn(void **state) {
   assert_int_equal(reqs[1].found, 1);
   assert_int_equal(reqs[2].found, 1);
   assert_int_equal(reqs[3].found, 0);
-  for (i = 0; i < 4; i++) kv_req_cleanup(&reqs[i]);
+  for (i = 0; i < 4; i++)
+    kv_req_cleanup(&reqs[i]);
 }
 
 static int g_calls[300];
@@ -987,9 +998,8 @@ static void close_with_requests_in_flight(void **state) {
     memset(&reqs[i], 0, sizeof reqs[i]);
     reqs[i].data = (void *)(intptr_t)i;
     snprintf(key, sizeof key, "f%d", i);
-    assert_int_equal(kv_put(fx->store, &reqs[i], "f", key, "v", 1, 0,
-                            counted_cb),
-                     0);
+    assert_int_equal(
+        kv_put(fx->store, &reqs[i], "f", key, "v", 1, 0, counted_cb), 0);
   }
   /* One turn: the first batch goes to the threadpool. */
   uv_run(&fx->loop, UV_RUN_NOWAIT);
@@ -997,9 +1007,8 @@ static void close_with_requests_in_flight(void **state) {
     memset(&reqs[i], 0, sizeof reqs[i]);
     reqs[i].data = (void *)(intptr_t)i;
     snprintf(key, sizeof key, "f%d", i);
-    assert_int_equal(kv_put(fx->store, &reqs[i], "f", key, "v", 1, 0,
-                            counted_cb),
-                     0);
+    assert_int_equal(
+        kv_put(fx->store, &reqs[i], "f", key, "v", 1, 0, counted_cb), 0);
   }
   assert_int_equal(kv_store_close(fx->store, close_seen_cb), 0);
   fx->store = NULL;
@@ -1036,8 +1045,7 @@ static void two_stores_share_one_path(void **state) {
   snprintf(url, sizeof url, "disk://%s/../db/?sync=none", fx->path);
   assert_int_equal(kv_open(&fx->loop, url, &other), 0);
   put(fx, "s", "k", "from-first", 0);
-  assert_int_equal(
-      SYNC(fx, req, kv_get(other, &req, "s", "k", done_cb)), 0);
+  assert_int_equal(SYNC(fx, req, kv_get(other, &req, "s", "k", done_cb)), 0);
   assert_int_equal(req.found, 1);
   assert_string_equal(req.value.base, "from-first");
   kv_req_cleanup(&req);
@@ -1067,10 +1075,9 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(corrupt_file_is_ecorrupt_and_untouched,
                                       setup, teardown),
-      cmocka_unit_test_setup_teardown(foreign_lmdb_database_is_ecorrupt,
-                                      setup, teardown),
-      cmocka_unit_test_setup_teardown(unwritable_path_is_eio, setup,
+      cmocka_unit_test_setup_teardown(foreign_lmdb_database_is_ecorrupt, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(unwritable_path_is_eio, setup, teardown),
       cmocka_unit_test_setup_teardown(options_are_checked, setup, teardown),
       cmocka_unit_test_setup_teardown(group_commit_one_txn_per_turn, setup,
                                       teardown),
