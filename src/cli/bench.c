@@ -169,7 +169,7 @@ static int submit(bench_t *b, slot_t *s) {
   const char *c = b->collection;
   int rc;
 
-  memset(req, 0, sizeof(*req));
+  /* kv_get & co. reset the request themselves. */
   if (b->batch > 1) pick_batch(b, s);
   s->start = uv_hrtime();
   if (b->op == OP_GET_MANY)
@@ -314,7 +314,7 @@ static void run_sync_one(bench_t *b, slot_t *s) {
             (b->op == OP_MIXED && next_rand(b) % BENCH_PUT_SHARE == 0);
   int rc;
 
-  memset(req, 0, sizeof(*req));
+  /* kv_get & co. reset the request themselves. */
   if (b->batch > 1) pick_batch(b, s);
   s->start = uv_hrtime();
   if (b->op == OP_GET_MANY)

@@ -290,7 +290,8 @@ int kv_req_set_cursor(kv_req_t *req, const char *cursor) {
 }
 
 void kv_req_cleanup(kv_req_t *req) {
-  if (req == NULL) return;
+  if (req == NULL)
+    return;
   if (req->priv.state == REQ_PENDING || req->priv.state == REQ_DONE)
     return; /* still in flight: cleaning it would break the store */
   kv_free(req->value.base);
@@ -302,10 +303,22 @@ void kv_req_cleanup(kv_req_t *req) {
   kv_free(req->names);
   kv_free(req->cursor);
   kv_free(req->priv.errmsg);
-  if (req->priv.block != req->priv.inline_buf) kv_free(req->priv.block);
-  void *data = req->data;
-  memset(req, 0, offsetof(kv_req_t, priv.inline_buf));
-  req->data = data;
+  if (req->priv.block != req->priv.inline_buf)
+    kv_free(req->priv.block);
+  /* Reset what was released (a second cleanup is then harmless); the next
+   * submit clears the rest. */
+  req->value.base = NULL;
+  req->value.len = 0;
+  req->results = NULL;
+  req->nresults = 0;
+  req->names = NULL;
+  req->nnames = 0;
+  req->cursor = NULL;
+  req->priv.errmsg = NULL;
+  req->priv.block = NULL;
+  req->priv.state = REQ_IDLE;
+  req->found = 0;
+  req->status = 0;
 }
 
 /* ---- Submitting ------------------------------------------------------------
