@@ -48,6 +48,9 @@ run "memory:// get, blocking facade" "$kvio" bench --store memory:// --op get --
 run "memory:// get, async depth 1" "$kvio" bench --store memory:// --op get --clients 1 --requests "$req" --size 100 --keys 10000 --json
 run "disk:// get" "$kvio" bench --store "disk://$tmp/db" --op get "${common[@]}"
 run "disk:// put (sync=full)" "$kvio" bench --store "disk://$tmp/db" --op put "${common[@]}"
+run "disk:// put (sync=full), 256 in flight" "$kvio" bench --store "disk://$tmp/db" --op put --clients 256 --requests "$req" --size 100 --keys 10000 --json
+run "disk:// put (sync=none)" "$kvio" bench --store "disk://$tmp/db?sync=none" --op put "${common[@]}"
+run "disk:// get-many, requests of 100 keys" "$kvio" bench --store "disk://$tmp/db" --op get-many --clients 64 --requests $((req / 100)) --size 100 --keys 10000 --json
 run "bare LMDB put, one synced txn per put" "$bare" "$tmp/db" put-sync 2000 100
 run "bare LMDB put, 64 per synced txn" "$bare" "$tmp/db" put-batch "$req" 100 64
 run "bare LMDB get" "$bare" "$tmp/db" get "$req" 100
