@@ -5,6 +5,9 @@
 
 static int null_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
                      size_t errbuf_len) {
+  if (url->target[0] != '\0')
+    return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
+                      "null:// takes no path (got '%s')", url->target);
   return 0;
 }
 

@@ -111,6 +111,11 @@ static void open_reports_unknown_scheme_and_option(void **state) {
   assert_int_equal(
       kv_open_ex(&loop, "memory://?max_entries=-3", &s, err, sizeof err),
       KV_EINVAL);
+  assert_int_equal(kv_open_ex(&loop, "null://x", &s, err, sizeof err),
+                   KV_EINVAL);
+  assert_non_null(strstr(err, "takes no path"));
+  assert_int_equal(kv_open_ex(&loop, "memory://x", &s, err, sizeof err),
+                   KV_EINVAL);
   assert_int_equal(kv_open_ex(&loop, "memory://?default_collection=%ff", &s,
                               err, sizeof err),
                    KV_EINVAL);
