@@ -33,12 +33,12 @@ check:
 	$(MAKE) --no-print-directory check-release check-asan
 
 check-release:
-	cmake -S . -B build-check -DKV_WERROR=ON >/dev/null
+	cmake -S . -B build-check -DKV_WERROR=ON -DKV_REQUIRE_ALL=ON >/dev/null
 	cmake --build build-check -j$(JOBS)
 	cd build-check && ctest $(CTEST_ARGS)
 
 check-asan:
-	cmake -S . -B build-asan -DKV_WERROR=ON -DKV_ASAN=ON -DKV_UBSAN=ON \
+	cmake -S . -B build-asan -DKV_WERROR=ON -DKV_REQUIRE_ALL=ON -DKV_ASAN=ON -DKV_UBSAN=ON \
 	  -DCMAKE_BUILD_TYPE=Debug >/dev/null
 	cmake --build build-asan -j$(JOBS)
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \

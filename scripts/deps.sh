@@ -5,13 +5,24 @@ set -euo pipefail
 
 build_pkgs=(cmake make gcc pkg-config libuv1-dev liblmdb-dev libssl-dev
             libjansson-dev libcmocka-dev)
-# Servers the tests start on loopback (none yet: the network stores land
-# with their own issues and add their server packages here).
+# Tools the tests use whatever parts are built.
 server_pkgs=()
 
+# Each optional part lists its packages in scripts/deps/<part>.build (to
+# build) and scripts/deps/<part>.check (for its tests: servers, tools).
+here=$(cd "$(dirname "$0")" && pwd)
+read_list() { [ -f "$1" ] && grep -v '^[[:space:]]*\(#\|$\)' "$1" || true; }
 want=("${build_pkgs[@]}")
+for f in "$here"/deps/*.build; do
+  [ -e "$f" ] && mapfile -t -O "${#want[@]}" want < <(read_list "$f")
+done
 case "${1:-build}" in
-  check) want+=("${server_pkgs[@]}") ;;
+  check)
+    want+=("${server_pkgs[@]}")
+    for f in "$here"/deps/*.check; do
+      [ -e "$f" ] && mapfile -t -O "${#want[@]}" want < <(read_list "$f")
+    done
+    ;;
   build|demo) ;;
   *) echo "usage: $0 build|check|demo" >&2; exit 2 ;;
 esac
