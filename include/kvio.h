@@ -319,6 +319,13 @@ typedef struct kv_sync_s kv_sync_t;
 
 KV_EXTERN int kv_sync_open(const char *url, kv_sync_t **out, char *errbuf,
                            size_t errbuf_len);
+/* A facade around a store the caller builds (e.g. wrappers around an opened
+ * store): kv_sync_init() creates the private loop (kv_sync_loop) without a
+ * store; open or build the store on that loop, then hand it over with
+ * kv_sync_set_store() — the facade owns it from then on and closes it in
+ * kv_sync_close(). Returns 0 or KV_ENOMEM / a libuv error. */
+KV_EXTERN int kv_sync_init(kv_sync_t **out);
+KV_EXTERN void kv_sync_set_store(kv_sync_t *sync, kv_store_t *store);
 /* Close the store, run the loop to the end, free everything. NULL is ok. */
 KV_EXTERN int kv_sync_close(kv_sync_t *sync);
 /* The underlying store (on the private loop) and loop. */

@@ -34,10 +34,29 @@ int kv_sync_open(const char *url, kv_sync_t **out, char *errbuf,
   return 0;
 }
 
+int kv_sync_init(kv_sync_t **out) {
+  kv_sync_t *s;
+  int err;
+  *out = NULL;
+  s = kv_calloc(1, sizeof *s);
+  if (s == NULL) return KV_ENOMEM;
+  err = uv_loop_init(&s->loop);
+  if (err) {
+    kv_free(s);
+    return err;
+  }
+  *out = s;
+  return 0;
+}
+
+void kv_sync_set_store(kv_sync_t *s, kv_store_t *store) {
+  s->store = store;
+}
+
 int kv_sync_close(kv_sync_t *s) {
   int err;
   if (s == NULL) return 0;
-  kv_store_close(s->store, NULL);
+  if (s->store) kv_store_close(s->store, NULL);
   uv_run(&s->loop, UV_RUN_DEFAULT);
   err = uv_loop_close(&s->loop);
   kv_free(s);

@@ -376,6 +376,20 @@ static void sync_facade_round_trip(void **state) {
   assert_int_equal(kv_sync_put(s, &req, "users", "", "x", 1, 0), KV_EINVAL);
   kv_req_cleanup(&req);
   assert_int_equal(kv_sync_close(s), 0);
+
+  /* A facade around a store opened by the caller on the facade's loop. */
+  assert_int_equal(kv_sync_init(&s), 0);
+  {
+    kv_store_t *st;
+    assert_int_equal(kv_open(kv_sync_loop(s), "memory://", &st), 0);
+    kv_sync_set_store(s, st);
+    assert_ptr_equal(kv_sync_store(s), st);
+  }
+  assert_int_equal(kv_sync_put(s, &req, NULL, "k", "v", 1, 0), 0);
+  kv_req_cleanup(&req);
+  assert_int_equal(kv_sync_close(s), 0);
+  assert_int_equal(kv_sync_init(&s), 0); /* no store at all */
+  assert_int_equal(kv_sync_close(s), 0);
 }
 
 /* ---- The memory store's sweep and per-collection LRU
