@@ -216,6 +216,20 @@ int conf_setup(void **state) {
   }
   *state = fx;
   conf_current = fx;
+  /* A URL without @TMP@ names a backend shared by every case (a server):
+   * each case starts from an empty store. */
+  if (fx->tmpdir[0] == '\0' && (fx->caps & KV_CAP_DESTROY)) {
+    conf_req_t r;
+    conf_req_init(fx, &r);
+    rc = run_destroy(fx, &r);
+    kv_req_cleanup(&r.req);
+    fx->submitted = fx->completed = 0; /* the case counts its own requests */
+    if (rc != 0) {
+      print_error("[%s] setup: destroy() failed: %s\n", conf_url,
+                  kv_err_name(rc));
+      return -1;
+    }
+  }
   return 0;
 
 fail:
