@@ -13,7 +13,8 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 PREFIX     ?= /usr/local
 CTEST_ARGS ?= --output-on-failure -j$(JOBS)
 
-.PHONY: all deps demo check check-release check-asan bench install clean format
+.PHONY: all deps demo check check-release check-asan check-fuzz fuzz bench \
+  install clean format
 
 all: deps
 	cmake -S . -B $(BUILD) -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
@@ -30,7 +31,7 @@ demo:
 
 check:
 	@scripts/deps.sh check
-	$(MAKE) --no-print-directory check-release check-asan
+	$(MAKE) --no-print-directory check-release check-asan check-fuzz
 
 check-release:
 	cmake -S . -B build-check -DKV_WERROR=ON -DKV_REQUIRE_ALL=ON >/dev/null
@@ -44,6 +45,25 @@ check-asan:
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest $(CTEST_ARGS)
 
+# Fuzz targets, built with clang (libFuzzer + ASan + UBSan): a short run of
+# each in `make check`, FUZZ_SECONDS per target in `make fuzz`.
+FUZZ_SECONDS ?= 300
+build-fuzz/CMakeCache.txt:
+	CC=clang cmake -S . -B build-fuzz -DKV_FUZZ=ON -DKV_WERROR=ON \
+	  -DKV_REQUIRE_ALL=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+
+check-fuzz: build-fuzz/CMakeCache.txt
+	cmake --build build-fuzz -j$(JOBS)
+	cd build-fuzz && ctest $(CTEST_ARGS) -L fuzz
+
+fuzz: build-fuzz/CMakeCache.txt
+	@scripts/deps.sh check
+	cmake --build build-fuzz -j$(JOBS)
+	for t in build-fuzz/tests/fuzz-*; do \
+	  n=$$(basename $$t); \
+	  bash tests/fuzz/run.sh $$t tests/fuzz/corpus/$${n#fuzz-} $(FUZZ_SECONDS) s || exit 1; \
+	done
+
 bench: all
 	@scripts/bench.sh $(BUILD)
 
@@ -54,4 +74,4 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) build-check build-asan
+	rm -rf $(BUILD) build-check build-asan build-fuzz

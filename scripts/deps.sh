@@ -6,7 +6,7 @@ set -euo pipefail
 build_pkgs=(cmake make gcc pkg-config libuv1-dev liblmdb-dev libssl-dev
             libjansson-dev libcmocka-dev)
 # Tools the tests use whatever parts are built.
-server_pkgs=()
+server_pkgs=(clang libclang-rt-14-dev)
 
 # Each optional part lists its packages in scripts/deps/<part>.build (to
 # build) and scripts/deps/<part>.check (for its tests: servers, tools).
