@@ -53,12 +53,12 @@ build-fuzz/CMakeCache.txt:
 	  -DKV_REQUIRE_ALL=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 
 check-fuzz: build-fuzz/CMakeCache.txt
-	cmake --build build-fuzz -j$(JOBS)
+	cmake --build build-fuzz -j$(JOBS) --target fuzzers
 	cd build-fuzz && ctest $(CTEST_ARGS) -L fuzz
 
 fuzz: build-fuzz/CMakeCache.txt
 	@scripts/deps.sh check
-	cmake --build build-fuzz -j$(JOBS)
+	cmake --build build-fuzz -j$(JOBS) --target fuzzers
 	for t in build-fuzz/tests/fuzz-*; do \
 	  n=$$(basename $$t); \
 	  bash tests/fuzz/run.sh $$t tests/fuzz/corpus/$${n#fuzz-} $(FUZZ_SECONDS) s || exit 1; \
