@@ -1,0 +1,13 @@
+# sqlite:// — one SQLite database file in WAL mode (src/stores/sqlite.c).
+pkg_check_modules(SQLITE3 IMPORTED_TARGET sqlite3)
+if(SQLITE3_FOUND)
+  set(KV_HAVE_SQLITE ON)
+  list(APPEND KV_PART_SOURCES ${CMAKE_SOURCE_DIR}/src/stores/sqlite.c)
+  list(APPEND KV_PART_LIBS PkgConfig::SQLITE3)
+  list(APPEND KV_BUILTINS "sqlite=kv__sqlite_methods")
+  list(APPEND KV_PC_PRIVATE "-lsqlite3")
+  list(APPEND KV_PART_DEFINITIONS KV_HAVE_SQLITE)
+else()
+  set(KV_HAVE_SQLITE OFF)
+  kv_part_missing(sqlite "libsqlite3-dev")
+endif()

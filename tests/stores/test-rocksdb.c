@@ -1,0 +1,988 @@
+/* Unit tests of the rocksdb:// store: what the generic conformance suite
+ * does not reach — persistence, long names (hashed keys, originals listed),
+ * group commit, reads seeing earlier writes of the same batch, two stores on
+ * one path in one process, a second process waiting for RocksDB's lock (and
+ * giving up with KV_EBUSY), a crash in a write storm, corrupt and foreign
+ * databases, unwritable paths and options. Each test gets a fresh directory
+ * and its own loop, and ends by proving the loop closes with nothing open.
+ *
+ * Children (other processes) are this program run again with
+ * "--child MODE URL ..." (fork + exec): RocksDB must not cross a fork()
+ * (its background threads and in-process lock table would be copied). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <rocksdb/c.h>
+
+#include "internal.h"
+#include "kvio/rocksdb.h"
+
+typedef struct fx_s {
+  uv_loop_t loop;
+  kv_store_t *store;
+  char dir[64];  /* the test's temporary directory */
+  char path[96]; /* dir/db: the database directory */
+  char url[160];
+} fx_t;
+
+static int g_done; /* callbacks run since the last SYNC */
+
+static void done_cb(kv_req_t *req) {
+  (void)req;
+  g_done++;
+}
+
+/* Run the loop until the request submitted with `rc` completes; returns its
+ * status (or the submit error). */
+static int sync_wait(fx_t *fx, kv_req_t *req, int rc) {
+  if (rc != 0) return rc;
+  uv_run(&fx->loop, UV_RUN_DEFAULT);
+  assert_int_equal(g_done, 1);
+  return req->status;
+}
+
+#define SYNC(fx, req, call) \
+  (memset(&(req), 0, sizeof(req)), g_done = 0, sync_wait((fx), &(req), (call)))
+
+static void rm_rf(const char *dir) {
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  assert_int_equal(system(cmd), 0);
+}
+
+static int setup(void **state) {
+  fx_t *fx = calloc(1, sizeof(*fx));
+  assert_non_null(fx);
+  strcpy(fx->dir, "/tmp/kvio-rocksdb-XXXXXX");
+  assert_non_null(mkdtemp(fx->dir));
+  snprintf(fx->path, sizeof fx->path, "%s/db", fx->dir);
+  snprintf(fx->url, sizeof fx->url, "rocksdb://%s", fx->path);
+  assert_int_equal(uv_loop_init(&fx->loop), 0);
+  *state = fx;
+  return 0;
+}
+
+static void closed_cb(kv_store_t *s) {
+  (*(int *)s->data)++;
+}
+
+static void close_store(fx_t *fx, kv_store_t *s) {
+  int closed = 0;
+  s->data = &closed;
+  assert_int_equal(kv_store_close(s, closed_cb), 0);
+  uv_run(&fx->loop, UV_RUN_DEFAULT);
+  assert_int_equal(closed, 1);
+}
+
+static int teardown(void **state) {
+  fx_t *fx = *state;
+  if (fx->store != NULL) close_store(fx, fx->store);
+  uv_run(&fx->loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&fx->loop), 0);
+  rm_rf(fx->dir);
+  free(fx);
+  return 0;
+}
+
+static void open_url(fx_t *fx, const char *url) {
+  char err[512];
+  int rc = kv_open_ex(&fx->loop, url, &fx->store, err, sizeof err);
+  if (rc != 0) fail_msg("kv_open_ex(%s): %s: %s", url, kv_err_name(rc), err);
+}
+
+static void open_store(fx_t *fx) {
+  open_url(fx, fx->url);
+}
+
+static void reopen(fx_t *fx) {
+  close_store(fx, fx->store);
+  fx->store = NULL;
+  open_store(fx);
+}
+
+/* Open `url` expecting failure `want`; returns the detail (static). */
+static const char *open_fails(fx_t *fx, const char *url, int want) {
+  static char err[512];
+  kv_store_t *s = (kv_store_t *)1;
+  int rc;
+  err[0] = '\0';
+  rc = kv_open_ex(&fx->loop, url, &s, err, sizeof err);
+  if (rc != want)
+    fail_msg("kv_open_ex(%s) = %s (%s), expected %s", url, kv_err_name(rc), err,
+             kv_err_name(want));
+  assert_null(s);
+  return err;
+}
+
+static void put(fx_t *fx, const char *coll, const char *key, const char *v,
+                double ttl) {
+  kv_req_t req;
+  assert_int_equal(
+      SYNC(fx, req,
+           kv_put(fx->store, &req, coll, key, v, strlen(v), ttl, done_cb)),
+      0);
+  kv_req_cleanup(&req);
+}
+
+/* Expect `key` to hold `v` (NULL: missing). */
+static void expect(fx_t *fx, const char *coll, const char *key, const char *v) {
+  kv_req_t req;
+  assert_int_equal(SYNC(fx, req, kv_get(fx->store, &req, coll, key, done_cb)),
+                   0);
+  if (v == NULL) {
+    assert_int_equal(req.found, 0);
+  } else {
+    assert_int_equal(req.found, 1);
+    assert_int_equal(req.value.len, strlen(v));
+    assert_memory_equal(req.value.base, v, strlen(v));
+  }
+  kv_req_cleanup(&req);
+}
+
+static kv_rocksdb_stats_t stats(fx_t *fx) {
+  kv_rocksdb_stats_t st;
+  assert_int_equal(kv_store_ctl(fx->store, KV_ROCKSDB_CTL_STATS, &st), 0);
+  return st;
+}
+
+/* A name of `len` ASCII bytes: `prefix` then `fill` repeated. */
+static char *make_name(const char *prefix, char fill, size_t len) {
+  char *s = malloc(len + 1);
+  size_t n = strlen(prefix);
+  assert_non_null(s);
+  memset(s, fill, len);
+  memcpy(s, prefix, n < len ? n : len);
+  s[len] = '\0';
+  return s;
+}
+
+/* List every key of coll (or every collection) with page size `limit`;
+ * returns the names (strdup'ed) in *out. */
+static size_t list_all(fx_t *fx, const char *coll, int collections,
+                       size_t limit, char ***out) {
+  char **names = NULL, *cursor = NULL;
+  size_t n = 0, i, pages = 0;
+  for (;;) {
+    kv_req_t req;
+    int rc;
+    if (collections)
+      rc = SYNC(fx, req,
+                kv_collections(fx->store, &req, cursor, limit, done_cb));
+    else
+      rc =
+          SYNC(fx, req, kv_keys(fx->store, &req, coll, cursor, limit, done_cb));
+    assert_int_equal(rc, 0);
+    pages++;
+    if (limit) assert_true(req.nnames <= limit);
+    names = realloc(names, (n + req.nnames + 1) * sizeof(*names));
+    for (i = 0; i < req.nnames; i++) {
+      assert_int_equal(strlen(req.names[i].base), req.names[i].len);
+      names[n++] = strdup(req.names[i].base);
+    }
+    free(cursor);
+    cursor = req.cursor ? strdup(req.cursor) : NULL;
+    kv_req_cleanup(&req);
+    if (cursor == NULL) break;
+    assert_true(pages < 100000);
+  }
+  *out = names;
+  return n;
+}
+
+static void free_names(char **names, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++)
+    free(names[i]);
+  free(names);
+}
+
+static int has_name(char **names, size_t n, const char *name) {
+  size_t i;
+  int count = 0;
+  for (i = 0; i < n; i++)
+    count += strcmp(names[i], name) == 0;
+  return count;
+}
+
+/* The whole content of a file (malloc'ed), its size in *len. */
+static char *slurp(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  char *buf;
+  long n;
+  assert_non_null(f);
+  assert_int_equal(fseek(f, 0, SEEK_END), 0);
+  n = ftell(f);
+  assert_true(n >= 0);
+  rewind(f);
+  buf = malloc((size_t)n + 1);
+  assert_non_null(buf);
+  assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+  fclose(f);
+  *len = (size_t)n;
+  return buf;
+}
+
+static void spit(const char *path, const void *data, size_t len) {
+  FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  assert_int_equal(fwrite(data, 1, len, f), len);
+  assert_int_equal(fclose(f), 0);
+}
+
+static int file_exists(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0;
+}
+
+/* The name of the file in `dir` starting with `prefix` (static), or NULL. */
+static const char *find_file(const char *dir, const char *prefix) {
+  static char path[512];
+  struct dirent *e;
+  DIR *d = opendir(dir);
+  const char *found = NULL;
+  assert_non_null(d);
+  while ((e = readdir(d)) != NULL) {
+    if (strncmp(e->d_name, prefix, strlen(prefix)) == 0) {
+      snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+      found = path;
+      break;
+    }
+  }
+  closedir(d);
+  return found;
+}
+
+/* ---- Children -------------------------------------------------------------
+ *
+ * "--child writer URL NAME N": N/2 puts "NAME-%04d" in collection "shared"
+ * and N/2 incr of "shared"/"counter", 20 requests in flight at a time.
+ * "--child crash URL FD": an endless storm of puts, 32 in flight, writing
+ * the number of each acknowledged put to FD; killed by the parent.
+ * "--child locked URL FD": write a byte to FD, then open URL (which another
+ * process holds): exit 10 when it fails with KV_EBUSY saying "locked by
+ * another process", 0 when it opens.
+ * "--child waiter URL FD": write a byte to FD, open URL (waiting for the
+ * lock), expect "w"/"x" = "from-parent", put "w"/"y" = "from-child"; exit 0
+ * when all of that worked and open had to retry.
+ */
+
+static int child_writer(const char *url, const char *name, int n) {
+  uv_loop_t loop;
+  kv_store_t *s;
+  kv_req_t reqs[20];
+  char key[64];
+  char err[256];
+  int i, j, failed = 0;
+  if (uv_loop_init(&loop) != 0) return 1;
+  if (kv_open_ex(&loop, url, &s, err, sizeof err) != 0) {
+    fprintf(stderr, "child %s: %s\n", name, err);
+    return 1;
+  }
+  for (i = 0; i < n; i += 20) {
+    memset(reqs, 0, sizeof reqs);
+    for (j = 0; j < 20; j++) {
+      if ((i + j) % 2 == 0) {
+        snprintf(key, sizeof key, "%s-%04d", name, i + j);
+        failed |= kv_put(s, &reqs[j], "shared", key, key, strlen(key), 0,
+                         done_cb) != 0;
+      } else {
+        failed |= kv_incr(s, &reqs[j], "shared", "counter", 1, 0, done_cb) != 0;
+      }
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    for (j = 0; j < 20; j++) {
+      if (reqs[j].status != 0) {
+        fprintf(stderr, "child %s: %s\n", name, kv_req_errmsg(&reqs[j]));
+        failed = 1;
+      }
+      kv_req_cleanup(&reqs[j]);
+    }
+  }
+  kv_store_close(s, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  return failed || uv_loop_close(&loop) != 0;
+}
+
+static int g_ack_fd;
+static int g_crash_next;
+static kv_store_t *g_crash_store;
+
+static void crash_writer_cb(kv_req_t *req) {
+  int i = (int)(intptr_t)req->data;
+  char key[16];
+  if (req->status != 0) _exit(2);
+  if (write(g_ack_fd, &i, sizeof i) != sizeof i) _exit(3);
+  kv_req_cleanup(req);
+  i = g_crash_next++;
+  req->data = (void *)(intptr_t)i;
+  snprintf(key, sizeof key, "w%06d", i);
+  if (kv_put(g_crash_store, req, "crash", key, key, strlen(key), 0,
+             crash_writer_cb) != 0)
+    _exit(4);
+}
+
+static int child_crash(const char *url, int fd) {
+  uv_loop_t loop;
+  static kv_req_t reqs[32];
+  char key[16];
+  int i;
+  g_ack_fd = fd;
+  if (uv_loop_init(&loop) != 0 || kv_open(&loop, url, &g_crash_store) != 0)
+    return 1;
+  for (i = 0; i < 32; i++) {
+    reqs[i].data = (void *)(intptr_t)i;
+    snprintf(key, sizeof key, "w%06d", i);
+    if (kv_put(g_crash_store, &reqs[i], "crash", key, key, strlen(key), 0,
+               crash_writer_cb) != 0)
+      return 1;
+  }
+  g_crash_next = 32;
+  uv_run(&loop, UV_RUN_DEFAULT);
+  return 5; /* never reached: killed */
+}
+
+static int child_open(const char *url, int fd, int waiter) {
+  uv_loop_t loop;
+  kv_store_t *s;
+  kv_rocksdb_stats_t st;
+  kv_req_t req;
+  char err[512] = "";
+  int rc, ok = 1;
+  if (uv_loop_init(&loop) != 0 || write(fd, "s", 1) != 1) return 1;
+  close(fd);
+  rc = kv_open_ex(&loop, url, &s, err, sizeof err);
+  if (rc != 0) {
+    fprintf(stderr, "child: %s: %s\n", kv_err_name(rc), err);
+    if (uv_loop_close(&loop) != 0) return 1; /* a failed open leaves nothing */
+    return !waiter && rc == KV_EBUSY &&
+                   strstr(err, "locked by another process") != NULL
+               ? 10
+               : 1;
+  }
+  if (!waiter) {
+    kv_store_close(s, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    return uv_loop_close(&loop) != 0;
+  }
+  if (kv_store_ctl(s, KV_ROCKSDB_CTL_STATS, &st) != 0 || st.open_retries == 0)
+    ok = 0;
+  memset(&req, 0, sizeof req);
+  if (kv_get(s, &req, "w", "x", done_cb) != 0) return 1;
+  uv_run(&loop, UV_RUN_DEFAULT);
+  if (req.status != 0 || !req.found || strcmp(req.value.base, "from-parent"))
+    ok = 0;
+  kv_req_cleanup(&req);
+  if (kv_put(s, &req, "w", "y", "from-child", 10, 0, done_cb) != 0) return 1;
+  uv_run(&loop, UV_RUN_DEFAULT);
+  if (req.status != 0) ok = 0;
+  kv_req_cleanup(&req);
+  kv_store_close(s, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  return ok && uv_loop_close(&loop) == 0 ? 0 : 1;
+}
+
+/* Start this program as a child with the given arguments. */
+static pid_t spawn(const char *const *args) {
+  char *argv[8];
+  pid_t pid;
+  int i;
+  argv[0] = (char *)"test-rocksdb";
+  argv[1] = (char *)"--child";
+  for (i = 0; args[i] != NULL && i < 5; i++)
+    argv[2 + i] = (char *)args[i];
+  argv[2 + i] = NULL;
+  pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    execv("/proc/self/exe", argv);
+    _exit(127);
+  }
+  return pid;
+}
+
+static int wait_exit(pid_t pid) {
+  int status;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  return WEXITSTATUS(status);
+}
+
+/* ---- Persistence --------------------------------------------------------- */
+
+static void persists_across_reopen_with_ttl(void **state) {
+  fx_t *fx = *state;
+  kv_req_t req;
+  open_store(fx);
+  assert_string_equal(kv_store_name(fx->store), "rocksdb");
+  /* One process per path: no KV_CAP_SHARED. */
+  assert_int_equal(kv_store_caps(fx->store), KV_CAP_ENUMERATE | KV_CAP_DESTROY |
+                                                 KV_CAP_CULL | KV_CAP_ATOMIC |
+                                                 KV_CAP_PERSISTENT);
+  put(fx, "c", "forever", "1", 0);
+  put(fx, "c", "hundred", "2", 100);
+  put(fx, "c", "brief", "3", 0.05);
+  put(fx, NULL, "dflt", "4", 0);
+  put(fx, "c", "empty", "", 0);
+  reopen(fx);
+  expect(fx, "c", "forever", "1");
+  expect(fx, NULL, "dflt", "4");
+  expect(fx, "default_collection", "dflt", "4");
+  expect(fx, "c", "empty", "");
+  assert_int_equal(
+      SYNC(fx, req, kv_ttl(fx->store, &req, "c", "hundred", done_cb)), 0);
+  assert_int_equal(req.found, 1);
+  assert_true(req.ttl > 98 && req.ttl <= 100);
+  assert_memory_equal(req.value.base, "2", 2); /* NUL-terminated */
+  kv_req_cleanup(&req);
+  assert_int_equal(
+      SYNC(fx, req, kv_ttl(fx->store, &req, "c", "forever", done_cb)), 0);
+  assert_int_equal(req.found, 1);
+  assert_true(req.ttl == KV_TTL_NONE);
+  kv_req_cleanup(&req);
+  usleep(100 * 1000);
+  expect(fx, "c", "brief", NULL);
+  /* The expired entry stays until culled. */
+  assert_int_equal(SYNC(fx, req, kv_cull(fx->store, &req, done_cb)), 0);
+  assert_int_equal(req.count, 1);
+  kv_req_cleanup(&req);
+  assert_int_equal(SYNC(fx, req, kv_cull(fx->store, &req, done_cb)), 0);
+  assert_int_equal(req.count, 0);
+  kv_req_cleanup(&req);
+  reopen(fx);
+  expect(fx, "c", "forever", "1");
+}
+
+/* ---- Names ----------------------------------------------------------------
+ */
+
+static void long_names_hashed_and_listed(void **state) {
+  fx_t *fx = *state;
+  char *coll = make_name("collection-", 'c', KV_NAME_MAX);
+  char *key = make_name("key-", 'k', KV_NAME_MAX);
+  char *key2 = make_name("key-", 'k', KV_NAME_MAX);
+  char **names;
+  size_t n, longest = 0, entries = 0;
+  key2[KV_NAME_MAX - 1] = 'x'; /* differs in the last byte only */
+  open_store(fx);
+  put(fx, coll, key, "long", 0);
+  put(fx, coll, key2, "long2", 0);
+  put(fx, coll, "short", "s", 0);
+  put(fx, "a", "b::c", "1", 0); /* separators do not collide */
+  put(fx, "a::b", "c", "2", 0);
+  reopen(fx);
+  expect(fx, coll, key, "long");
+  expect(fx, coll, key2, "long2");
+  expect(fx, coll, "short", "s");
+  expect(fx, "a", "b::c", "1");
+  expect(fx, "a::b", "c", "2");
+  n = list_all(fx, coll, 0, 1, &names);
+  assert_int_equal(n, 3);
+  assert_int_equal(has_name(names, n, key), 1);
+  assert_int_equal(has_name(names, n, key2), 1);
+  assert_int_equal(has_name(names, n, "short"), 1);
+  free_names(names, n);
+  n = list_all(fx, NULL, 1, 1, &names);
+  assert_int_equal(n, 3);
+  assert_int_equal(has_name(names, n, coll), 1);
+  assert_int_equal(has_name(names, n, "a::b"), 1);
+  free_names(names, n);
+  close_store(fx, fx->store);
+  fx->store = NULL;
+  /* In RocksDB itself: bounded keys, one entry per pair, plus the marker. */
+  {
+    rocksdb_options_t *o = rocksdb_options_create();
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_iterator_t *it;
+    char *err = NULL;
+    rocksdb_t *db = rocksdb_open(o, fx->path, &err);
+    assert_null(err);
+    it = rocksdb_create_iterator(db, ro);
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+      size_t klen;
+      rocksdb_iter_key(it, &klen);
+      if (klen > longest) longest = klen;
+      entries++;
+    }
+    rocksdb_iter_destroy(it);
+    rocksdb_close(db);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_options_destroy(o);
+  }
+  assert_int_equal(entries, 6);
+  assert_int_equal(longest, 2 + 2 * (200 + 1 + 32));
+  free(coll);
+  free(key);
+  free(key2);
+}
+
+static void keys_paging_and_bad_cursor(void **state) {
+  fx_t *fx = *state;
+  enum { N = 250 };
+  static kv_req_t reqs[N];
+  char key[32], **names;
+  size_t n, i;
+  kv_req_t req;
+  open_store(fx);
+  put(fx, "o", "before", "x", 0); /* neighbours are not listed */
+  put(fx, "q", "after", "x", 0);
+  g_done = 0;
+  for (i = 0; i < N; i++) {
+    snprintf(key, sizeof key, "k%03zu", i);
+    memset(&reqs[i], 0, sizeof reqs[i]);
+    assert_int_equal(kv_put(fx->store, &reqs[i], "p", key, "v", 1,
+                            i % 5 == 0 ? 0.01 : 0, done_cb),
+                     0);
+  }
+  uv_run(&fx->loop, UV_RUN_DEFAULT);
+  assert_int_equal(g_done, N);
+  for (i = 0; i < N; i++)
+    kv_req_cleanup(&reqs[i]);
+  usleep(30 * 1000);
+  n = list_all(fx, "p", 0, 7, &names);
+  assert_int_equal(n, N - N / 5); /* expired keys are not listed */
+  for (i = 1; i < n; i++)
+    assert_true(strcmp(names[i - 1], names[i]) < 0); /* once, in order */
+  free_names(names, n);
+  assert_int_equal(
+      SYNC(fx, req, kv_keys(fx->store, &req, "p", "bogus", 0, done_cb)),
+      KV_EINVAL);
+  kv_req_cleanup(&req);
+  assert_int_equal(
+      SYNC(fx, req, kv_collections(fx->store, &req, "kzz", 0, done_cb)),
+      KV_EINVAL);
+  kv_req_cleanup(&req);
+  /* destroy_collection counts and removes exactly one collection. */
+  assert_int_equal(
+      SYNC(fx, req, kv_destroy_collection(fx->store, &req, "p", done_cb)), 0);
+  assert_int_equal(req.count, N);
+  kv_req_cleanup(&req);
+  n = list_all(fx, NULL, 1, 0, &names);
+  assert_int_equal(n, 2);
+  free_names(names, n);
+  expect(fx, "o", "before", "x");
+  assert_int_equal(SYNC(fx, req, kv_destroy(fx->store, &req, done_cb)), 0);
+  kv_req_cleanup(&req);
+  n = list_all(fx, NULL, 1, 0, &names);
+  assert_int_equal(n, 0);
+  free_names(names, n);
+  reopen(fx); /* the marker survived destroy */
+  put(fx, "o", "again", "y", 0);
+  expect(fx, "o", "again", "y");
+}
+
+/* ---- Group commit ---------------------------------------------------------
+ */
+
+static void group_commit_one_batch_per_turn(void **state) {
+  fx_t *fx = *state;
+  enum { N = 100 };
+  static kv_req_t reqs[N];
+  kv_rocksdb_stats_t before, after;
+  char key[16];
+  int i;
+  open_store(fx);
+  before = stats(fx);
+  g_done = 0;
+  for (i = 0; i < N; i++) {
+    snprintf(key, sizeof key, "g%03d", i);
+    memset(&reqs[i], 0, sizeof reqs[i]);
+    assert_int_equal(
+        kv_put(fx->store, &reqs[i], "g", key, key, strlen(key), 0, done_cb), 0);
+  }
+  uv_run(&fx->loop, UV_RUN_DEFAULT);
+  assert_int_equal(g_done, N);
+  for (i = 0; i < N; i++) {
+    assert_int_equal(reqs[i].status, 0);
+    kv_req_cleanup(&reqs[i]);
+  }
+  after = stats(fx);
+  assert_int_equal(after.batches - before.batches, 1);
+  assert_int_equal(after.write_batches - before.write_batches, 1);
+  assert_int_equal(after.ops - before.ops, N);
+  g_done = 0;
+  for (i = 0; i < N; i++) {
+    snprintf(key, sizeof key, "g%03d", i);
+    memset(&reqs[i], 0, sizeof reqs[i]);
+    assert_int_equal(kv_get(fx->store, &reqs[i], "g", key, done_cb), 0);
+  }
+  uv_run(&fx->loop, UV_RUN_DEFAULT);
+  assert_int_equal(g_done, N);
+  for (i = 0; i < N; i++) {
+    assert_int_equal(reqs[i].found, 1);
+    kv_req_cleanup(&reqs[i]);
+  }
+  before = after;
+  after = stats(fx);
+  assert_int_equal(after.batches - before.batches, 1);
+  assert_int_equal(after.read_batches - before.read_batches, 1);
+  assert_int_equal(after.write_batches - before.write_batches, 0);
+}
+
+/* In one loop turn (one write batch), each op sees the ones before it. */
+static void batch_reads_see_earlier_writes(void **state) {
+  fx_t *fx = *state;
+  kv_req_t r[12];
+  const char *keys[2] = {"a", "b"};
+  int i;
+  open_store(fx);
+  put(fx, "t", "z", "old", 0);
+  memset(r, 0, sizeof r);
+  g_done = 0;
+  assert_int_equal(kv_put(fx->store, &r[0], "t", "a", "1", 1, 0, done_cb), 0);
+  assert_int_equal(kv_get(fx->store, &r[1], "t", "a", done_cb), 0);
+  assert_int_equal(kv_incr(fx->store, &r[2], "t", "a", 5, 0, done_cb), 0);
+  assert_int_equal(kv_incr(fx->store, &r[3], "t", "a", 5, 0, done_cb), 0);
+  assert_int_equal(
+      kv_put_if_absent(fx->store, &r[4], "t", "b", "x", 1, 0, done_cb), 0);
+  assert_int_equal(
+      kv_put_if_absent(fx->store, &r[5], "t", "b", "y", 1, 0, done_cb), 0);
+  assert_int_equal(kv_take(fx->store, &r[6], "t", "a", done_cb), 0);
+  assert_int_equal(kv_get_many(fx->store, &r[7], "t", keys, 2, done_cb), 0);
+  assert_int_equal(kv_delete(fx->store, &r[8], "t", "z", done_cb), 0);
+  assert_int_equal(kv_keys(fx->store, &r[9], "t", NULL, 0, done_cb), 0);
+  assert_int_equal(
+      kv_cas(fx->store, &r[10], "t", "b", "x", 1, "X", 1, 0, done_cb), 0);
+  assert_int_equal(kv_get(fx->store, &r[11], "t", "b", done_cb), 0);
+  uv_run(&fx->loop, UV_RUN_DEFAULT);
+  assert_int_equal(g_done, 12);
+  for (i = 0; i < 12; i++)
+    assert_int_equal(r[i].status, 0);
+  assert_int_equal(r[1].found, 1);
+  assert_string_equal(r[1].value.base, "1");
+  assert_int_equal(r[2].number, 6);
+  assert_int_equal(r[3].number, 11);
+  assert_int_equal(r[4].found, 1);
+  assert_int_equal(r[5].found, 0);
+  assert_int_equal(r[6].found, 1);
+  assert_string_equal(r[6].value.base, "11");
+  assert_int_equal(r[7].results[0].found, 0); /* taken */
+  assert_int_equal(r[7].results[1].found, 1);
+  assert_string_equal(r[7].results[1].value.base, "x");
+  assert_int_equal(r[8].found, 1);
+  assert_int_equal(r[9].nnames, 1); /* a taken, z deleted: only b */
+  assert_string_equal(r[9].names[0].base, "b");
+  assert_int_equal(r[10].found, 1);
+  assert_string_equal(r[11].value.base, "X");
+  for (i = 0; i < 12; i++)
+    kv_req_cleanup(&r[i]);
+  assert_int_equal(stats(fx).write_batches, 2);
+  reopen(fx);
+  expect(fx, "t", "b", "X");
+  expect(fx, "t", "a", NULL);
+  expect(fx, "t", "z", NULL);
+}
+
+/* ---- Several stores, several processes ------------------------------------
+ */
+
+/* Two stores on one path in one process share RocksDB's handle; their
+ * batches run one at a time, so their atomic ops interleave correctly. */
+static void two_stores_share_one_path(void **state) {
+  fx_t *fx = *state;
+  enum { N = 200 };
+  static kv_req_t reqs[2 * N];
+  kv_store_t *a, *b;
+  char seen[2 * N + 1];
+  int i;
+  open_store(fx);
+  a = fx->store;
+  assert_int_equal(kv_open(&fx->loop, fx->url, &b), 0);
+  memset(seen, 0, sizeof seen);
+  g_done = 0;
+  for (i = 0; i < 2 * N; i++) {
+    memset(&reqs[i], 0, sizeof reqs[i]);
+    assert_int_equal(
+        kv_incr(i % 2 ? a : b, &reqs[i], "n", "ctr", 1, 0, done_cb), 0);
+  }
+  uv_run(&fx->loop, UV_RUN_DEFAULT);
+  assert_int_equal(g_done, 2 * N);
+  for (i = 0; i < 2 * N; i++) {
+    assert_int_equal(reqs[i].status, 0);
+    assert_true(reqs[i].number >= 1 && reqs[i].number <= 2 * N);
+    assert_int_equal(seen[reqs[i].number], 0);
+    seen[reqs[i].number] = 1;
+    kv_req_cleanup(&reqs[i]);
+  }
+  close_store(fx, b);
+  expect(fx, "n", "ctr", "400");
+  reopen(fx);
+  expect(fx, "n", "ctr", "400");
+}
+
+/* Processes one after another, as short CLI commands are. */
+static void processes_in_turn_lose_nothing(void **state) {
+  fx_t *fx = *state;
+  const char *a1[] = {"writer", fx->url, "one", "200", NULL};
+  const char *a2[] = {"writer", fx->url, "two", "200", NULL};
+  char **names;
+  size_t n;
+  assert_int_equal(wait_exit(spawn(a1)), 0);
+  assert_int_equal(wait_exit(spawn(a2)), 0);
+  open_store(fx);
+  n = list_all(fx, "shared", 0, 0, &names);
+  assert_int_equal(n, 201);
+  assert_int_equal(has_name(names, n, "one-0000"), 1);
+  assert_int_equal(has_name(names, n, "two-0198"), 1);
+  free_names(names, n);
+  expect(fx, "shared", "counter", "200");
+}
+
+/* A second process finds the path locked: it waits lock_timeout, then fails
+ * with KV_EBUSY — never a crash. */
+static void locked_path_times_out_with_ebusy(void **state) {
+  fx_t *fx = *state;
+  char url[256], fdtext[16], c;
+  const char *args[] = {"locked", url, fdtext, NULL};
+  uint64_t t0;
+  int fds[2];
+  pid_t pid;
+  open_store(fx);
+  snprintf(url, sizeof url, "%s?lock_timeout=300", fx->url);
+  assert_int_equal(pipe(fds), 0);
+  snprintf(fdtext, sizeof fdtext, "%d", fds[1]);
+  pid = spawn(args);
+  close(fds[1]);
+  assert_int_equal(read(fds[0], &c, 1), 1); /* about to open */
+  close(fds[0]);
+  t0 = uv_hrtime();
+  assert_int_equal(wait_exit(pid), 10);
+  assert_true(uv_hrtime() - t0 >= 200 * 1000000ull); /* it waited */
+  /* lock_timeout=0: at once. */
+  snprintf(url, sizeof url, "%s?lock_timeout=0", fx->url);
+  assert_int_equal(pipe(fds), 0);
+  snprintf(fdtext, sizeof fdtext, "%d", fds[1]);
+  pid = spawn(args);
+  close(fds[1]);
+  close(fds[0]);
+  assert_int_equal(wait_exit(pid), 10);
+  put(fx, "still", "works", "1", 0);
+}
+
+/* A second process waits for the lock and gets it when the first closes. */
+static void second_process_waits_for_the_lock(void **state) {
+  fx_t *fx = *state;
+  char url[256], fdtext[16], c;
+  const char *args[] = {"waiter", url, fdtext, NULL};
+  int fds[2];
+  pid_t pid;
+  open_store(fx);
+  put(fx, "w", "x", "from-parent", 0);
+  snprintf(url, sizeof url, "%s?lock_timeout=60000", fx->url);
+  assert_int_equal(pipe(fds), 0);
+  snprintf(fdtext, sizeof fdtext, "%d", fds[1]);
+  pid = spawn(args);
+  close(fds[1]);
+  assert_int_equal(read(fds[0], &c, 1), 1); /* about to open */
+  close(fds[0]);
+  usleep(300 * 1000); /* it is waiting now */
+  close_store(fx, fx->store);
+  fx->store = NULL;
+  assert_int_equal(wait_exit(pid), 0);
+  open_store(fx);
+  expect(fx, "w", "y", "from-child");
+}
+
+/* A process killed (SIGKILL) in a write storm: every acknowledged write is
+ * there afterwards and the database opens cleanly. */
+static void crash_loses_nothing_acknowledged(void **state) {
+  fx_t *fx = *state;
+  static int acks[1 << 16];
+  int fds[2], i, acked = 0, status;
+  char key[16], fdtext[16];
+  const char *args[] = {"crash", fx->url, fdtext, NULL};
+  pid_t pid;
+  assert_int_equal(pipe(fds), 0);
+  snprintf(fdtext, sizeof fdtext, "%d", fds[1]);
+  pid = spawn(args);
+  close(fds[1]);
+  while (acked < 1000 &&
+         read(fds[0], &acks[acked], sizeof acks[0]) == sizeof acks[0])
+    acked++;
+  kill(pid, SIGKILL);
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFSIGNALED(status));
+  while (acked < (int)(sizeof acks / sizeof acks[0]) &&
+         read(fds[0], &acks[acked], sizeof acks[0]) == sizeof acks[0])
+    acked++;
+  close(fds[0]);
+  assert_true(acked >= 1000);
+  open_url(fx, fx->url); /* the lock of the dead process is gone */
+  for (i = 0; i < acked; i++) {
+    snprintf(key, sizeof key, "w%06d", acks[i]);
+    expect(fx, "crash", key, key);
+  }
+}
+
+/* ---- Bad databases and paths ----------------------------------------------
+ */
+
+static void corrupt_database_is_ecorrupt_and_untouched(void **state) {
+  fx_t *fx = *state;
+  char current[128], manifest[512];
+  char *cur_before, *man_before, *after;
+  size_t cur_len, man_len, len;
+  const char *err, *m;
+  open_store(fx);
+  put(fx, "c", "k", "v", 0);
+  close_store(fx, fx->store);
+  fx->store = NULL;
+  snprintf(current, sizeof current, "%s/CURRENT", fx->path);
+  m = find_file(fx->path, "MANIFEST-");
+  assert_non_null(m);
+  snprintf(manifest, sizeof manifest, "%s", m);
+  man_before = slurp(manifest, &man_len);
+  /* Garbage in CURRENT. */
+  cur_before = slurp(current, &cur_len);
+  spit(current, "\x01\x02 not a manifest name", 22);
+  err = open_fails(fx, fx->url, KV_ECORRUPT);
+  assert_non_null(strstr(err, fx->path));
+  after = slurp(current, &len);
+  assert_int_equal(len, 22);
+  assert_memory_equal(after, "\x01\x02 not a manifest name", 22);
+  free(after);
+  after = slurp(manifest, &len);
+  assert_int_equal(len, man_len);
+  assert_memory_equal(after, man_before, len);
+  free(after);
+  /* A truncated MANIFEST. */
+  spit(current, cur_before, cur_len);
+  assert_int_equal(truncate(manifest, (off_t)(man_len / 2)), 0);
+  err = open_fails(fx, fx->url, KV_ECORRUPT);
+  assert_non_null(strstr(err, fx->path));
+  after = slurp(manifest, &len);
+  assert_int_equal(len, man_len / 2);
+  assert_memory_equal(after, man_before, len);
+  free(after);
+  /* Restored, it opens and reads again. */
+  spit(manifest, man_before, man_len);
+  open_store(fx);
+  expect(fx, "c", "k", "v");
+  free(cur_before);
+  free(man_before);
+}
+
+static void foreign_database_is_ecorrupt(void **state) {
+  fx_t *fx = *state;
+  rocksdb_options_t *o = rocksdb_options_create();
+  rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+  rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+  char *err = NULL, *v;
+  size_t len;
+  rocksdb_t *db;
+  rocksdb_options_set_create_if_missing(o, 1);
+  db = rocksdb_open(o, fx->path, &err);
+  assert_null(err);
+  rocksdb_put(db, wo, "theirs", 6, "data", 4, &err);
+  assert_null(err);
+  rocksdb_close(db);
+  err = (char *)open_fails(fx, fx->url, KV_ECORRUPT);
+  assert_non_null(strstr(err, "another program"));
+  err = NULL;
+  db = rocksdb_open(o, fx->path, &err); /* untouched */
+  assert_null(err);
+  v = rocksdb_get(db, ro, "theirs", 6, &len, &err);
+  assert_non_null(v);
+  assert_int_equal(len, 4);
+  rocksdb_free(v);
+  v = rocksdb_get(db, ro, "\0", 1, &len, &err);
+  assert_null(v); /* no marker written */
+  rocksdb_close(db);
+  rocksdb_readoptions_destroy(ro);
+  rocksdb_writeoptions_destroy(wo);
+  rocksdb_options_destroy(o);
+}
+
+static void unwritable_path_is_eio(void **state) {
+  fx_t *fx = *state;
+  char url[256];
+  const char *err;
+  err = open_fails(fx, "rocksdb:///proc/kvio-no/db", KV_EIO);
+  assert_non_null(strstr(err, "/proc/kvio-no"));
+  err = open_fails(fx, "rocksdb:///proc/self", KV_EIO);
+  assert_non_null(strstr(err, "/proc/self"));
+  /* PATH is a file, or under one. */
+  spit(fx->path, "x", 1);
+  err = open_fails(fx, fx->url, KV_EIO);
+  assert_non_null(strstr(err, fx->path));
+  snprintf(url, sizeof url, "%s/sub", fx->url);
+  err = open_fails(fx, url, KV_EIO);
+  assert_non_null(strstr(err, fx->path));
+}
+
+static void options_are_checked(void **state) {
+  fx_t *fx = *state;
+  static const char *const bad[] = {"?sync=sometimes", "?lock_timeout=-1",
+                                    "?lock_timeout=x", "?bogus=1"};
+  char url[256];
+  size_t i;
+  for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    const char *err;
+    snprintf(url, sizeof url, "%s%s", fx->url, bad[i]);
+    err = open_fails(fx, url, KV_EINVAL);
+    assert_true(strlen(err) > 0);
+  }
+  assert_false(file_exists(fx->path)); /* nothing created */
+  open_fails(fx, "rocksdb://", KV_EINVAL);
+  snprintf(url, sizeof url, "%s?sync=false&lock_timeout=0", fx->url);
+  open_url(fx, url);
+  put(fx, "o", "k", "v", 0);
+  reopen(fx);
+  expect(fx, "o", "k", "v");
+}
+
+int main(int argc, char **argv) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(persists_across_reopen_with_ttl, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(long_names_hashed_and_listed, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(keys_paging_and_bad_cursor, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(group_commit_one_batch_per_turn, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(batch_reads_see_earlier_writes, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(two_stores_share_one_path, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(processes_in_turn_lose_nothing, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(locked_path_times_out_with_ebusy, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(second_process_waits_for_the_lock, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(crash_loses_nothing_acknowledged, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(
+          corrupt_database_is_ecorrupt_and_untouched, setup, teardown),
+      cmocka_unit_test_setup_teardown(foreign_database_is_ecorrupt, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(unwritable_path_is_eio, setup, teardown),
+      cmocka_unit_test_setup_teardown(options_are_checked, setup, teardown),
+  };
+  if (argc >= 3 && strcmp(argv[1], "--child") == 0) {
+    if (strcmp(argv[2], "writer") == 0 && argc == 6)
+      return child_writer(argv[3], argv[4], atoi(argv[5]));
+    if (strcmp(argv[2], "crash") == 0 && argc == 5)
+      return child_crash(argv[3], atoi(argv[4]));
+    if (strcmp(argv[2], "locked") == 0 && argc == 5)
+      return child_open(argv[3], atoi(argv[4]), 0);
+    if (strcmp(argv[2], "waiter") == 0 && argc == 5)
+      return child_open(argv[3], atoi(argv[4]), 1);
+    return 2;
+  }
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
