@@ -114,6 +114,12 @@ static int parse_authority(const char *a, size_t n, kv_url_t *url,
   for (const char *p = a; p < end; p++)
     if (*p == '@') at = p; /* the last '@' ends the userinfo */
   hp = a;
+  if (memchr(a, ',', n) != NULL && memchr(a, '@', n) == NULL) {
+    /* A list of servers (memcached://h1:p1,h2:p2): the store parses it from
+     * url->target; host holds the decoded list, no single port. */
+    DECODE_INTO(url->host, a, n);
+    return 0;
+  }
   if (at) {
     const char *c = memchr(a, ':', (size_t)(at - a));
     if (c) {

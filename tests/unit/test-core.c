@@ -56,6 +56,13 @@ static void url_parses_network_form(void **state) {
   assert_null(kv_url_param(&u, "nope"));
   kv__url_free(&u);
 
+  assert_int_equal(
+      kv__url_parse("mc://h1:1,h2:2/x?y=1", &u, err, sizeof err), 0);
+  assert_string_equal(u.host, "h1:1,h2:2");
+  assert_int_equal(u.port, -1);
+  assert_string_equal(u.target, "h1:1,h2:2/x");
+  kv__url_free(&u);
+
   assert_int_equal(kv__url_parse("x://[::1]:7/", &u, err, sizeof err), 0);
   assert_string_equal(u.host, "::1");
   assert_int_equal(u.port, 7);

@@ -1,0 +1,15 @@
+# file:// — one human-readable JSON file (src/stores/file.c, docs/file.md).
+# Needs jansson (libjansson-dev), which the core build already requires for
+# the CLI; the part still checks for it so that it can be left out cleanly.
+pkg_check_modules(KV_FILE_JANSSON IMPORTED_TARGET jansson)
+if(KV_FILE_JANSSON_FOUND)
+  set(KV_HAVE_FILE ON)
+  list(APPEND KV_PART_SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/src/stores/file.c)
+  list(APPEND KV_PART_LIBS PkgConfig::KV_FILE_JANSSON)
+  list(APPEND KV_BUILTINS "file=kv__file_methods")
+  list(APPEND KV_PC_PRIVATE "-ljansson")
+  list(APPEND KV_PART_DEFINITIONS KV_HAVE_FILE)
+else()
+  set(KV_HAVE_FILE OFF)
+  kv_part_missing(file "libjansson-dev")
+endif()

@@ -1,0 +1,1881 @@
+/* file:// — one human-readable JSON file (aiokv's store), safe for several
+ * processes at once.
+ *
+ * Shape of the store:
+ *
+ *  - The file is parsed with jansson (which checks the syntax and reports
+ *    the position of an error) and its content kept in memory in hash
+ *    tables of our own, key and value inline, in insertion order. Writes
+ *    change them and then write the whole file with a serializer of our own
+ *    (a jansson tree costs several allocations per entry, and dumping it
+ *    dominated the write path). Format (docs/file.md):
+ *      {"format": "kvio-file", "version": 1,
+ *       "collections": {COLL: {KEY: ENTRY, ...}, ...}}
+ *    where ENTRY is a string (a UTF-8 value without expiry) or an object with
+ *    "value" (UTF-8 text) or "base64" (any bytes), and optional "expires_at"
+ *    (Unix milliseconds). Other top-level members are kept as they are.
+ *  - Requests are queued as they arrive; a uv_check_t (with a no-op idle so
+ *    that poll does not block meanwhile) starts the queue as one batch at
+ *    the end of the loop turn. At most one batch is on the threadpool; what
+ *    arrives meanwhile forms the next one.
+ *  - A batch with writes runs on the threadpool: it takes an flock() on
+ *    PATH.lock, reloads the file if it changed (identity: dev, inode, size,
+ *    mtime, ctime and the generation counter that writers keep in PATH.lock),
+ *    runs its ops in arrival order and, when the data changed, writes it once
+ *    (PATH.tmp, fsync, rename over PATH, fsync of the directory), bumps the
+ *    generation and unlocks. If the write fails, every op of the batch fails
+ *    and the data is reloaded from the (untouched) file next time.
+ *  - A batch of reads only needs no lock (renames are atomic). It is answered
+ *    on the loop, from memory, when the store knows that the file has not
+ *    changed since it was last checked: the directory is watched with
+ *    uv_fs_event (inotify), and any event naming PATH makes the store check
+ *    again on the threadpool before its next batch. Without a watch
+ *    (watch=0, or inotify unavailable) every batch checks on the threadpool.
+ *  - The data belongs to the threadpool while a batch is there and to the
+ *    loop otherwise; the two never touch it at once.
+ *  - Names are opened relative to a descriptor of the directory, taken at
+ *    open, with O_NOFOLLOW: PATH, PATH.lock and PATH.tmp are never followed
+ *    through a symbolic link.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "internal.h"
+#include "kvio/file.h"
+
+#define FILE_FORMAT "kvio-file"
+#define FILE_VERSION 1
+#define FILE_PAGE_DEFAULT 1000
+#define FILE_MSG_MAX 1024
+#define FILE_WBUF 65536
+#define FILE_LOCK_TIMEOUT 30.0
+#define FILE_LOCK_SLEEP_MAX_MS 20
+#define FILE_NAME_SHOW 64 /* bytes of a name quoted in a message */
+
+/* What the data was loaded from (or last written as). */
+typedef struct file_ident_s {
+  int known;  /* 0: the data reflects no known state of the file */
+  int exists; /* the file existed */
+  dev_t dev;
+  ino_t ino;
+  off_t size;
+  struct timespec mtime;
+  struct timespec ctime;
+  uint64_t gen; /* PATH.lock's generation counter */
+} file_ident_t;
+
+typedef struct fnode_s fnode_t;
+struct fnode_s {
+  fnode_t *hnext; /* hash chain */
+  fnode_t *prev;  /* insertion order */
+  fnode_t *next;
+  const char *name; /* NUL-terminated, len bytes */
+  uint32_t len;
+  uint32_t hash;
+};
+
+typedef struct ftable_s {
+  fnode_t **buckets;
+  size_t mask; /* buckets - 1, a power of two minus one */
+  size_t count;
+  fnode_t *head;
+  fnode_t *tail;
+} ftable_t;
+
+typedef struct fent_s {
+  fnode_t node;       /* first: a node is its entry */
+  int64_t expires_at; /* Unix ms, 0 = never */
+  size_t vlen;
+  int text;    /* the value is UTF-8 without NUL: written as a string */
+  char data[]; /* key NUL value NUL */
+} fent_t;
+
+typedef struct fcoll_s {
+  fnode_t node; /* first: a node is its collection */
+  ftable_t entries;
+  char name[];
+} fcoll_t;
+
+typedef struct fdata_s {
+  ftable_t colls;
+  json_t *extra; /* other top-level members, kept as they were; or NULL */
+} fdata_t;
+
+#define ENT_VALUE(e) ((e)->data + (e)->node.len + 1)
+#define TABLE_MIN 16
+
+typedef struct kv_file_s {
+  kv_store_t base;
+  char *path;      /* as given, for messages */
+  char *dir;       /* its directory, for the watch */
+  char *name;      /* the file's name in dir */
+  char *lock_name; /* name.lock */
+  char *tmp_name;  /* name.tmp */
+  int dirfd;
+  int lockfd;
+  double lock_timeout;
+  int sync;
+  int indent;
+  /* The data: owned by the threadpool while busy, by the loop otherwise. */
+  fdata_t data;
+  fcoll_t *last_coll; /* the collection used last: most calls hit it */
+  file_ident_t ident;
+  uint64_t mod; /* bumped by every change of the data */
+  /* Sorted entries of one collection, for paging keys(). */
+  fcoll_t *sorted_coll;
+  fnode_t **sorted;
+  size_t nsorted;
+  size_t sorted_cap;
+  uint64_t sorted_mod;
+  /* Loop side. */
+  uv_idle_t idle;
+  uv_check_t check;
+  uv_fs_event_t event;
+  uv_work_t work;
+  int watching;          /* the fs_event watch is running */
+  int fresh;             /* the data is known to equal the file */
+  uint64_t events;       /* fs events naming the file, since open */
+  uint64_t batch_events; /* `events` when the batch was launched */
+  int scheduled;
+  int busy;
+  int closing;
+  int nhandles;
+  kv_req_t **queue;
+  size_t nqueue;
+  size_t queue_cap;
+  kv_req_t **batch;
+  int *status;
+  size_t nbatch;
+  size_t batch_cap;
+  int batch_writes;
+  /* Written by the worker, read in the after-work callback. */
+  int w_err;
+  char w_msg[FILE_MSG_MAX];
+  int w_synced; /* the data equals the file after the batch */
+  uint64_t w_rewrites;
+  uint64_t w_reloads;
+  uint64_t w_lock_waits;
+  uint64_t w_file_bytes;
+  kv_file_stats_t stats;
+} kv_file_t;
+
+extern const kv_store_methods_t kv__file_methods;
+
+static const char *const file_options[] = {"lock_timeout", "sync", "indent",
+                                           "watch", NULL};
+
+static int file_msg(char *msg, size_t len, int err, const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+
+static int file_msg(char *msg, size_t len, int err, const char *fmt, ...) {
+  va_list ap;
+  if (msg == NULL || len == 0) return err;
+  va_start(ap, fmt);
+  vsnprintf(msg, len, fmt, ap);
+  va_end(ap);
+  return err;
+}
+
+/* ---- Base64 (RFC 4648, standard alphabet, padded) ------------------------ */
+
+static const char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static int b64_value(unsigned char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+') return 62;
+  if (c == '/') return 63;
+  return -1;
+}
+
+/* Decode strictly (length a multiple of 4, '=' only as final padding).
+ * With out NULL only validates. Returns the decoded length, or -1. */
+static long long b64_decode(const char *s, size_t n, unsigned char *out) {
+  size_t i, o = 0, pad = 0;
+  if (n % 4 != 0) return -1;
+  if (n > 0 && s[n - 1] == '=') pad = n > 1 && s[n - 2] == '=' ? 2 : 1;
+  for (i = 0; i < n; i += 4) {
+    int v[4], k;
+    int last = i + 4 == n;
+    for (k = 0; k < 4; k++) {
+      if (last && k >= 4 - (int)pad) {
+        v[k] = 0;
+        continue;
+      }
+      v[k] = b64_value((unsigned char)s[i + k]);
+      if (v[k] < 0) return -1;
+    }
+    if (out != NULL) {
+      uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 |
+                   (uint32_t)v[2] << 6 | (uint32_t)v[3];
+      out[o] = (unsigned char)(w >> 16);
+      if (!last || pad < 2) out[o + 1] = (unsigned char)(w >> 8);
+      if (!last || pad < 1) out[o + 2] = (unsigned char)w;
+    }
+    o += last ? 3 - pad : 3;
+  }
+  return (long long)o;
+}
+
+/* ---- The data in memory -----------------------------------------------------
+ *
+ * The file's content, parsed: a hash table of collections, each a hash
+ * table of entries with the key and value inline. Both tables also keep
+ * insertion order (a doubly linked list), the order they are written in, so
+ * a file keeps its order across rewrites and an overwritten key keeps its
+ * place. */
+
+static uint32_t name_hash(const char *p, size_t n) {
+  uint64_t h = 0x9E3779B97F4A7C15ull ^ (uint64_t)n, v;
+  while (n >= 8) {
+    memcpy(&v, p, 8);
+    h = (h ^ v) * 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 31;
+    p += 8;
+    n -= 8;
+  }
+  v = 0;
+  memcpy(&v, p, n);
+  h = (h ^ v) * 0x94d049bb133111ebull;
+  h ^= h >> 29;
+  return (uint32_t)h;
+}
+
+static int table_init(ftable_t *t) {
+  memset(t, 0, sizeof(*t));
+  t->buckets = kv_calloc(TABLE_MIN, sizeof(*t->buckets));
+  if (t->buckets == NULL) return KV_ENOMEM;
+  t->mask = TABLE_MIN - 1;
+  return 0;
+}
+
+static fnode_t *table_find(const ftable_t *t, const char *name, size_t len,
+                           uint32_t h) {
+  fnode_t *n;
+  for (n = t->buckets[h & t->mask]; n != NULL; n = n->hnext)
+    if (n->hash == h && n->len == len && memcmp(n->name, name, len) == 0)
+      return n;
+  return NULL;
+}
+
+static void table_grow(ftable_t *t) {
+  size_t nb = (t->mask + 1) * 2, b;
+  fnode_t **nbk = kv_calloc(nb, sizeof(*nbk));
+  if (nbk == NULL) return; /* longer chains, still correct */
+  for (b = 0; b <= t->mask; b++) {
+    fnode_t *n = t->buckets[b];
+    while (n != NULL) {
+      fnode_t *next = n->hnext;
+      n->hnext = nbk[n->hash & (nb - 1)];
+      nbk[n->hash & (nb - 1)] = n;
+      n = next;
+    }
+  }
+  kv_free(t->buckets);
+  t->buckets = nbk;
+  t->mask = nb - 1;
+}
+
+/* Add a node (not present) at the end of the order. */
+static void table_link(ftable_t *t, fnode_t *n) {
+  fnode_t **b = &t->buckets[n->hash & t->mask];
+  n->hnext = *b;
+  *b = n;
+  n->prev = t->tail;
+  n->next = NULL;
+  if (t->tail != NULL)
+    t->tail->next = n;
+  else
+    t->head = n;
+  t->tail = n;
+  if (++t->count > t->mask + 1) table_grow(t);
+}
+
+static fnode_t **table_slot(ftable_t *t, const fnode_t *n) {
+  fnode_t **pp = &t->buckets[n->hash & t->mask];
+  while (*pp != n)
+    pp = &(*pp)->hnext;
+  return pp;
+}
+
+static void table_unlink(ftable_t *t, fnode_t *n) {
+  *table_slot(t, n) = n->hnext;
+  if (n->prev != NULL)
+    n->prev->next = n->next;
+  else
+    t->head = n->next;
+  if (n->next != NULL)
+    n->next->prev = n->prev;
+  else
+    t->tail = n->prev;
+  t->count--;
+}
+
+/* Put `n` where `old` was, in the chain and in the order. */
+static void table_replace(ftable_t *t, fnode_t *old, fnode_t *n) {
+  *table_slot(t, old) = n;
+  n->hnext = old->hnext;
+  n->prev = old->prev;
+  n->next = old->next;
+  if (n->prev != NULL)
+    n->prev->next = n;
+  else
+    t->head = n;
+  if (n->next != NULL)
+    n->next->prev = n;
+  else
+    t->tail = n;
+}
+
+static int value_is_text(const char *p, size_t len) {
+  return len == 0 || (memchr(p, 0, len) == NULL && kv__utf8_valid(p, len));
+}
+
+static fent_t *ent_new(const char *key, size_t klen, uint32_t h, const char *v,
+                       size_t vlen, int64_t expires_at, int text) {
+  fent_t *e;
+  if (vlen > SIZE_MAX - sizeof(*e) - klen - 2) return NULL;
+  e = kv_malloc(sizeof(*e) + klen + 1 + vlen + 1);
+  if (e == NULL) return NULL;
+  memcpy(e->data, key, klen);
+  e->data[klen] = '\0';
+  if (vlen > 0) memcpy(e->data + klen + 1, v, vlen);
+  e->data[klen + 1 + vlen] = '\0';
+  e->node.name = e->data;
+  e->node.len = (uint32_t)klen;
+  e->node.hash = h;
+  e->expires_at = expires_at;
+  e->vlen = vlen;
+  e->text = text;
+  return e;
+}
+
+static fcoll_t *coll_new(const char *name, size_t len) {
+  fcoll_t *c = kv_malloc(sizeof(*c) + len + 1);
+  if (c == NULL) return NULL;
+  if (table_init(&c->entries) != 0) {
+    kv_free(c);
+    return NULL;
+  }
+  memcpy(c->name, name, len);
+  c->name[len] = '\0';
+  c->node.name = c->name;
+  c->node.len = (uint32_t)len;
+  c->node.hash = name_hash(name, len);
+  return c;
+}
+
+static void coll_free(fcoll_t *c) {
+  fnode_t *n = c->entries.head;
+  while (n != NULL) {
+    fnode_t *next = n->next;
+    kv_free(n);
+    n = next;
+  }
+  kv_free(c->entries.buckets);
+  kv_free(c);
+}
+
+static void data_free(fdata_t *d) {
+  fnode_t *n = d->colls.head;
+  while (n != NULL) {
+    fnode_t *next = n->next;
+    coll_free((fcoll_t *)n);
+    n = next;
+  }
+  kv_free(d->colls.buckets);
+  json_decref(d->extra);
+  memset(d, 0, sizeof(*d));
+}
+
+/* The entry for a key (live or expired), or NULL. */
+static fent_t *ent_find(const fcoll_t *c, const char *key, size_t klen) {
+  if (c == NULL) return NULL;
+  return (fent_t *)table_find(&c->entries, key, klen, name_hash(key, klen));
+}
+
+/* ---- Loading --------------------------------------------------------------
+ */
+
+/* Add an entry read from the file to c. Returns NULL, or what is wrong. */
+static const char *import_entry(fcoll_t *c, const char *key, size_t klen,
+                                const json_t *e, int *oom_out) {
+  const char *k, *text = NULL;
+  const json_t *v, *b64 = NULL;
+  size_t tlen = 0;
+  int64_t expires_at = 0;
+  int nvalues = 0;
+  fent_t *ent;
+  if (json_is_string(e)) {
+    text = json_string_value(e);
+    tlen = json_string_length(e);
+  } else if (!json_is_object(e)) {
+    return "an entry must be a string or an object with \"value\" or "
+           "\"base64\"";
+  } else {
+    json_object_foreach((json_t *)e, k, v) {
+      if (strcmp(k, "value") == 0) {
+        if (!json_is_string(v)) return "\"value\" must be a string";
+        text = json_string_value(v);
+        tlen = json_string_length(v);
+        nvalues++;
+      } else if (strcmp(k, "base64") == 0) {
+        if (!json_is_string(v) ||
+            b64_decode(json_string_value(v), json_string_length(v), NULL) < 0)
+          return "\"base64\" must be a string of padded base64";
+        b64 = v;
+        nvalues++;
+      } else if (strcmp(k, "expires_at") == 0) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0)
+          return "\"expires_at\" must be an integer (Unix milliseconds, 0 = "
+                 "never)";
+        expires_at = (int64_t)json_integer_value(v);
+      } else {
+        return "unknown member (an entry has \"value\" or \"base64\", and "
+               "\"expires_at\")";
+      }
+    }
+    if (nvalues != 1)
+      return "an entry object needs exactly one of \"value\" and \"base64\"";
+  }
+  if (b64 != NULL) {
+    const char *s = json_string_value(b64);
+    size_t slen = json_string_length(b64);
+    long long n = b64_decode(s, slen, NULL);
+    char *raw = kv_malloc((size_t)n + 1);
+    if (raw == NULL) goto oom;
+    b64_decode(s, slen, (unsigned char *)raw);
+    ent = ent_new(key, klen, name_hash(key, klen), raw, (size_t)n, expires_at,
+                  value_is_text(raw, (size_t)n));
+    kv_free(raw);
+  } else {
+    /* jansson refuses NUL in strings (no JSON_ALLOW_NUL) and checks UTF-8. */
+    ent = ent_new(key, klen, name_hash(key, klen), text, tlen, expires_at, 1);
+  }
+  if (ent == NULL) goto oom;
+  table_link(&c->entries, &ent->node);
+  return NULL;
+oom:
+  *oom_out = 1;
+  return "out of memory";
+}
+
+/* Check a parsed document and build the data from it. Takes `doc`. Returns 0
+ * or KV_ECORRUPT / KV_ENOMEM with the reason. */
+static int doc_import(json_t *doc, const char *path, fdata_t *d, char *msg,
+                      size_t len) {
+  const char *cname, *key, *why;
+  json_t *x, *colls, *c, *e;
+  char nb[256];
+  int rc = KV_ECORRUPT, oom_hit = 0;
+  memset(d, 0, sizeof(*d));
+  if (!json_is_object(doc)) {
+    file_msg(msg, len, rc, "file: %s: the top level is not a JSON object",
+             path);
+    goto fail;
+  }
+  x = json_object_get(doc, "format");
+  if (!json_is_string(x) || strcmp(json_string_value(x), FILE_FORMAT) != 0) {
+    file_msg(msg, len, rc,
+             "file: %s: not a kvio file (\"format\" is not \"%s\")", path,
+             FILE_FORMAT);
+    goto fail;
+  }
+  x = json_object_get(doc, "version");
+  if (!json_is_integer(x)) {
+    file_msg(msg, len, rc, "file: %s: \"version\" is missing or not an integer",
+             path);
+    goto fail;
+  }
+  if (json_integer_value(x) != FILE_VERSION) {
+    file_msg(msg, len, rc,
+             "file: %s: format version %lld is not supported (this kvio "
+             "reads version %d)",
+             path, (long long)json_integer_value(x), FILE_VERSION);
+    goto fail;
+  }
+  colls = json_object_get(doc, "collections");
+  if (!json_is_object(colls)) {
+    file_msg(msg, len, rc,
+             "file: %s: \"collections\" is missing or not an object", path);
+    goto fail;
+  }
+  if (table_init(&d->colls) != 0) goto oom;
+  json_object_foreach(colls, cname, c) {
+    size_t clen = strlen(cname); /* the parser refuses NUL in keys */
+    fcoll_t *fc;
+    if (kv__check_name("collection", cname, clen, nb, sizeof nb) != 0) {
+      file_msg(msg, len, rc, "file: %s: %s", path, nb);
+      goto fail;
+    }
+    if (!json_is_object(c)) {
+      file_msg(msg, len, rc, "file: %s: collection \"%.*s\" is not an object",
+               path, FILE_NAME_SHOW, cname);
+      goto fail;
+    }
+    if ((fc = coll_new(cname, clen)) == NULL) goto oom;
+    table_link(&d->colls, &fc->node);
+    json_object_foreach(c, key, e) {
+      size_t klen = strlen(key);
+      if (kv__check_name("key", key, klen, nb, sizeof nb) != 0) {
+        file_msg(msg, len, rc, "file: %s: collection \"%.*s\": %s", path,
+                 FILE_NAME_SHOW, cname, nb);
+        goto fail;
+      }
+      if ((why = import_entry(fc, key, klen, e, &oom_hit)) != NULL) {
+        if (oom_hit) goto oom;
+        file_msg(msg, len, rc,
+                 "file: %s: collection \"%.*s\", key \"%.*s\": %s", path,
+                 FILE_NAME_SHOW, cname, FILE_NAME_SHOW, key, why);
+        goto fail;
+      }
+    }
+  }
+  /* What is left of the top level is someone else's: keep it. */
+  json_object_del(doc, "format");
+  json_object_del(doc, "version");
+  json_object_del(doc, "collections");
+  if (json_object_size(doc) > 0) d->extra = json_incref(doc);
+  json_decref(doc);
+  return 0;
+oom:
+  rc = file_msg(msg, len, KV_ENOMEM, "out of memory reading %s", path);
+fail:
+  json_decref(doc);
+  data_free(d);
+  return rc;
+}
+
+/* ---- The file -------------------------------------------------------------
+ *
+ * These run on the threadpool, and at open. */
+
+static void ident_from_stat(file_ident_t *id, const struct stat *st) {
+  id->known = 1;
+  id->exists = 1;
+  id->dev = st->st_dev;
+  id->ino = st->st_ino;
+  id->size = st->st_size;
+  id->mtime = st->st_mtim;
+  id->ctime = st->st_ctim;
+}
+
+static int ident_same(const file_ident_t *id, const struct stat *st) {
+  return id->exists && id->dev == st->st_dev && id->ino == st->st_ino &&
+         id->size == st->st_size && id->mtime.tv_sec == st->st_mtim.tv_sec &&
+         id->mtime.tv_nsec == st->st_mtim.tv_nsec &&
+         id->ctime.tv_sec == st->st_ctim.tv_sec &&
+         id->ctime.tv_nsec == st->st_ctim.tv_nsec;
+}
+
+static uint64_t lock_gen(kv_file_t *f) {
+  unsigned char b[8];
+  uint64_t g = 0;
+  int i;
+  if (pread(f->lockfd, b, sizeof b, 0) != (ssize_t)sizeof b) return 0;
+  for (i = 0; i < 8; i++)
+    g |= (uint64_t)b[i] << (8 * i);
+  return g;
+}
+
+static void lock_set_gen(kv_file_t *f, uint64_t g) {
+  unsigned char b[8];
+  int i;
+  for (i = 0; i < 8; i++)
+    b[i] = (unsigned char)(g >> (8 * i));
+  /* Best effort: without it, readers still see the new identity. */
+  if (pwrite(f->lockfd, b, sizeof b, 0) != (ssize_t)sizeof b) return;
+}
+
+/* Open (creating) PATH.lock. 0 or an error with the detail in msg. */
+static int lock_open(kv_file_t *f, char *msg, size_t len) {
+  struct stat st;
+  int fd = openat(f->dirfd, f->lock_name,
+                  O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0666);
+  if (fd < 0) {
+    if (errno == ELOOP)
+      return file_msg(msg, len, KV_EINVAL,
+                      "file: %s.lock is a symbolic link; refusing to follow it",
+                      f->path);
+    return file_msg(msg, len, KV_EIO, "file: cannot open %s.lock: %s", f->path,
+                    strerror(errno));
+  }
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return file_msg(msg, len, KV_EINVAL, "file: %s.lock is not a regular file",
+                    f->path);
+  }
+  f->lockfd = fd;
+  return 0;
+}
+
+/* Take the exclusive lock, waiting up to lock_timeout. */
+static int file_lock(kv_file_t *f, char *msg, size_t len) {
+  uint64_t deadline = uv_hrtime() + (uint64_t)(f->lock_timeout * 1e9);
+  long delay_ms = 1;
+  int waited = 0, rc;
+  for (;;) {
+    struct stat a, b;
+    if (flock(f->lockfd, LOCK_EX | LOCK_NB) == 0) {
+      /* Someone may have removed or replaced PATH.lock while we waited: a
+       * lock on an unlinked file excludes nobody. Lock the file at the
+       * path. */
+      if (fstat(f->lockfd, &a) == 0 &&
+          fstatat(f->dirfd, f->lock_name, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
+          a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+        return 0;
+      }
+      flock(f->lockfd, LOCK_UN);
+      close(f->lockfd);
+      f->lockfd = -1;
+      if ((rc = lock_open(f, msg, len)) != 0) return rc;
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EWOULDBLOCK)
+      return file_msg(msg, len, KV_EIO, "file: cannot lock %s.lock: %s",
+                      f->path, strerror(errno));
+    {
+      uint64_t now = uv_hrtime();
+      struct timespec ts;
+      uint64_t sleep_ns;
+      if (now >= deadline)
+        return file_msg(msg, len, KV_ETIMEDOUT,
+                        "file: %s.lock is held by another process for more "
+                        "than lock_timeout=%g s",
+                        f->path, f->lock_timeout);
+      sleep_ns = (uint64_t)delay_ms * 1000000u;
+      if (sleep_ns > deadline - now) sleep_ns = deadline - now;
+      ts.tv_sec = (time_t)(sleep_ns / 1000000000u);
+      ts.tv_nsec = (long)(sleep_ns % 1000000000u);
+      nanosleep(&ts, NULL);
+      if (!waited) f->w_lock_waits++;
+      waited = 1;
+      if (delay_ms < FILE_LOCK_SLEEP_MAX_MS) delay_ms *= 2;
+    }
+  }
+}
+
+static void file_unlock(kv_file_t *f) {
+  if (f->lockfd >= 0) flock(f->lockfd, LOCK_UN);
+}
+
+/* Read and parse the file. On success *out holds its data (empty when the
+ * file does not exist) and *id its identity (gen not set). */
+static int file_load(kv_file_t *f, fdata_t *out, file_ident_t *id, char *msg,
+                     size_t len) {
+  struct stat st;
+  json_error_t jerr;
+  char *buf = NULL;
+  size_t cap, n = 0;
+  json_t *doc;
+  int fd, rc;
+  memset(id, 0, sizeof(*id));
+  fd =
+      openat(f->dirfd, f->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    if (errno == ENOENT) {
+      id->known = 1;
+      memset(out, 0, sizeof(*out));
+      return table_init(&out->colls) == 0
+                 ? 0
+                 : file_msg(msg, len, KV_ENOMEM, "out of memory");
+    }
+    if (errno == ELOOP)
+      return file_msg(msg, len, KV_EINVAL,
+                      "file: %s is a symbolic link; refusing to follow it",
+                      f->path);
+    return file_msg(msg, len, KV_EIO, "file: cannot open %s: %s", f->path,
+                    strerror(errno));
+  }
+  if (fstat(fd, &st) != 0) {
+    rc = file_msg(msg, len, KV_EIO, "file: %s: %s", f->path, strerror(errno));
+    goto out;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    rc = file_msg(msg, len, KV_EINVAL, "file: %s is not a regular file",
+                  f->path);
+    goto out;
+  }
+  cap = (size_t)st.st_size + 1;
+  for (;;) {
+    ssize_t r;
+    if (buf == NULL) {
+      if ((buf = kv_malloc(cap)) == NULL) goto oom;
+    } else if (n == cap) {
+      char *p = kv_realloc(buf, cap * 2);
+      if (p == NULL) goto oom;
+      buf = p;
+      cap *= 2;
+    }
+    r = read(fd, buf + n, cap - n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      rc = file_msg(msg, len, KV_EIO, "file: cannot read %s: %s", f->path,
+                    strerror(errno));
+      goto out;
+    }
+    if (r == 0) break;
+    n += (size_t)r;
+  }
+  doc = json_loadb(buf, n, JSON_REJECT_DUPLICATES, &jerr);
+  if (doc == NULL) {
+    rc = file_msg(msg, len, KV_ECORRUPT,
+                  "file: %s: not valid JSON at line %d, column %d (byte %d): "
+                  "%s",
+                  f->path, jerr.line, jerr.column, jerr.position, jerr.text);
+    goto out;
+  }
+  if ((rc = doc_import(doc, f->path, out, msg, len)) != 0) goto out;
+  ident_from_stat(id, &st);
+  goto out;
+oom:
+  rc = file_msg(msg, len, KV_ENOMEM, "out of memory reading %s", f->path);
+out:
+  kv_free(buf);
+  close(fd);
+  return rc;
+}
+
+/* Replace the data (takes `d`). */
+static void data_set(kv_file_t *f, fdata_t *d) {
+  data_free(&f->data);
+  f->data = *d;
+  f->last_coll = NULL;
+  f->mod++;
+}
+
+/* Make the data equal the file: reload it when it changed since it was
+ * loaded or written. */
+static int file_refresh(kv_file_t *f, char *msg, size_t len) {
+  struct stat st;
+  file_ident_t id;
+  fdata_t d;
+  uint64_t gen;
+  int rc = fstatat(f->dirfd, f->name, &st, AT_SYMLINK_NOFOLLOW);
+  if (rc != 0 && errno != ENOENT)
+    return file_msg(msg, len, KV_EIO, "file: %s: %s", f->path, strerror(errno));
+  if (rc == 0 && S_ISLNK(st.st_mode))
+    return file_msg(msg, len, KV_EINVAL,
+                    "file: %s is a symbolic link; refusing to follow it",
+                    f->path);
+  gen = lock_gen(f); /* after the stat: see docs/file.md */
+  if (f->ident.known && f->ident.gen == gen &&
+      (rc == 0 ? ident_same(&f->ident, &st) : !f->ident.exists))
+    return 0;
+  if ((rc = file_load(f, &d, &id, msg, len)) != 0) {
+    f->ident.known = 0;
+    return rc;
+  }
+  data_set(f, &d);
+  f->ident = id;
+  f->ident.gen = gen;
+  f->w_reloads++;
+  return 0;
+}
+
+/* ---- Writing ---------------------------------------------------------------
+ *
+ * The serializer is ours (jansson's dump walks a json_t tree, which the
+ * store does not keep); names and text values are valid UTF-8 already, so
+ * JSON needs only '"', '\\' and the control characters escaped. */
+
+typedef struct file_writer_s {
+  int fd;
+  int err; /* errno of the first failed write */
+  size_t len;
+  char buf[FILE_WBUF];
+} file_writer_t;
+
+static void w_flush(file_writer_t *w) {
+  size_t off = 0;
+  while (off < w->len && w->err == 0) {
+    ssize_t r = write(w->fd, w->buf + off, w->len - off);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      w->err = errno;
+      break;
+    }
+    off += (size_t)r;
+  }
+  w->len = 0;
+}
+
+static void w_put(file_writer_t *w, const char *p, size_t n) {
+  while (n > 0) {
+    size_t room = sizeof(w->buf) - w->len, k = n < room ? n : room;
+    memcpy(w->buf + w->len, p, k);
+    w->len += k;
+    p += k;
+    n -= k;
+    if (w->len == sizeof(w->buf)) w_flush(w);
+  }
+}
+
+static void w_puts(file_writer_t *w, const char *s) {
+  w_put(w, s, strlen(s));
+}
+
+static void w_newline(file_writer_t *w, int indent, int level) {
+  static const char spaces[] = "                                        ";
+  size_t n = (size_t)indent * (size_t)level;
+  if (indent == 0) return;
+  w_put(w, "\n", 1);
+  while (n > 0) {
+    size_t k = n < sizeof(spaces) - 1 ? n : sizeof(spaces) - 1;
+    w_put(w, spaces, k);
+    n -= k;
+  }
+}
+
+/* Length of the prefix of s[0..n) that JSON takes as it is: no '"', no
+ * '\\', no control character. Eight bytes at a time while none of them
+ * can need an escape (the SWAR tests may flag a byte wrongly, never miss
+ * one; a flagged word is then checked byte by byte). */
+static size_t json_plain_run(const unsigned char *s, size_t n) {
+  const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t x, q, b;
+    memcpy(&x, s + i, 8);
+    q = x ^ (ones * '"');
+    b = x ^ (ones * '\\');
+    if ((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b)) &
+        high)
+      break;
+  }
+  while (i < n && s[i] >= 0x20 && s[i] != '"' && s[i] != '\\')
+    i++;
+  return i;
+}
+
+static void w_string(file_writer_t *w, const char *s, size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  size_t i = 0;
+  w_put(w, "\"", 1);
+  for (;;) {
+    size_t run = json_plain_run((const unsigned char *)s + i, n - i);
+    unsigned char c;
+    char esc[6];
+    w_put(w, s + i, run);
+    i += run;
+    if (i == n) break;
+    c = (unsigned char)s[i++];
+    esc[0] = '\\';
+    switch (c) {
+    case '"':
+    case '\\':
+      esc[1] = (char)c;
+      break;
+    case '\b':
+      esc[1] = 'b';
+      break;
+    case '\f':
+      esc[1] = 'f';
+      break;
+    case '\n':
+      esc[1] = 'n';
+      break;
+    case '\r':
+      esc[1] = 'r';
+      break;
+    case '\t':
+      esc[1] = 't';
+      break;
+    default:
+      memcpy(esc + 1, "u00", 3);
+      esc[4] = hex[c >> 4];
+      esc[5] = hex[c & 15];
+      w_put(w, esc, 6);
+      continue;
+    }
+    w_put(w, esc, 2);
+  }
+  w_put(w, "\"", 1);
+}
+
+static void w_base64(file_writer_t *w, const unsigned char *p, size_t n) {
+  char out[4096];
+  size_t o = 0, i;
+  w_put(w, "\"", 1);
+  for (i = 0; i < n; i += 3) {
+    uint32_t v = (uint32_t)p[i] << 16;
+    if (i + 1 < n) v |= (uint32_t)p[i + 1] << 8;
+    if (i + 2 < n) v |= p[i + 2];
+    out[o++] = b64_alphabet[v >> 18];
+    out[o++] = b64_alphabet[(v >> 12) & 63];
+    out[o++] = i + 1 < n ? b64_alphabet[(v >> 6) & 63] : '=';
+    out[o++] = i + 2 < n ? b64_alphabet[v & 63] : '=';
+    if (o == sizeof(out)) {
+      w_put(w, out, o);
+      o = 0;
+    }
+  }
+  w_put(w, out, o);
+  w_put(w, "\"", 1);
+}
+
+static int w_json_cb(const char *p, size_t n, void *data) {
+  w_put(data, p, n);
+  return 0;
+}
+
+/* The whole document (format in docs/file.md). */
+static void w_document(file_writer_t *w, const fdata_t *d, int indent) {
+  const char *colon = indent ? ": " : ":";
+  const char *comma = indent ? ", " : ",";
+  const fnode_t *cn, *en;
+  const char *k;
+  json_t *v;
+  char num[32];
+  w_put(w, "{", 1);
+  w_newline(w, indent, 1);
+  w_puts(w, "\"format\"");
+  w_puts(w, colon);
+  w_puts(w, "\"" FILE_FORMAT "\",");
+  w_newline(w, indent, 1);
+  w_puts(w, "\"version\"");
+  w_puts(w, colon);
+  snprintf(num, sizeof num, "%d,", FILE_VERSION);
+  w_puts(w, num);
+  if (d->extra != NULL) {
+    json_object_foreach(d->extra, k, v) {
+      w_newline(w, indent, 1);
+      w_string(w, k, strlen(k));
+      w_puts(w, colon);
+      json_dump_callback(v, w_json_cb, w, JSON_COMPACT | JSON_ENCODE_ANY);
+      w_put(w, ",", 1);
+    }
+  }
+  w_newline(w, indent, 1);
+  w_puts(w, "\"collections\"");
+  w_puts(w, colon);
+  w_put(w, "{", 1);
+  for (cn = d->colls.head; cn != NULL; cn = cn->next) {
+    const fcoll_t *c = (const fcoll_t *)cn;
+    w_newline(w, indent, 2);
+    w_string(w, cn->name, cn->len);
+    w_puts(w, colon);
+    w_put(w, "{", 1);
+    for (en = c->entries.head; en != NULL; en = en->next) {
+      const fent_t *e = (const fent_t *)en;
+      w_newline(w, indent, 3);
+      w_string(w, en->name, en->len);
+      w_puts(w, colon);
+      if (e->text && e->expires_at == 0) {
+        w_string(w, ENT_VALUE(e), e->vlen);
+      } else {
+        w_puts(w, e->text ? "{\"value\"" : "{\"base64\"");
+        w_puts(w, colon);
+        if (e->text)
+          w_string(w, ENT_VALUE(e), e->vlen);
+        else
+          w_base64(w, (const unsigned char *)ENT_VALUE(e), e->vlen);
+        if (e->expires_at != 0) {
+          w_puts(w, comma);
+          w_puts(w, "\"expires_at\"");
+          w_puts(w, colon);
+          snprintf(num, sizeof num, "%lld", (long long)e->expires_at);
+          w_puts(w, num);
+        }
+        w_put(w, "}", 1);
+      }
+      if (en->next != NULL) w_put(w, ",", 1);
+    }
+    if (c->entries.head != NULL) w_newline(w, indent, 2);
+    w_put(w, "}", 1);
+    if (cn->next != NULL) w_put(w, ",", 1);
+  }
+  if (d->colls.head != NULL) w_newline(w, indent, 1);
+  w_put(w, "}", 1);
+  w_newline(w, indent, 0);
+  w_put(w, "}\n", 2);
+}
+
+/* Write the data: PATH.tmp, fsync, rename over PATH, fsync the directory,
+ * bump the generation. The lock is held. */
+static int file_write(kv_file_t *f, char *msg, size_t len) {
+  struct stat old, st;
+  file_writer_t *w;
+  int fd, rc, have_old;
+  uint64_t gen;
+  have_old = fstatat(f->dirfd, f->name, &old, AT_SYMLINK_NOFOLLOW) == 0;
+  fd = openat(
+      f->dirfd, f->tmp_name,
+      O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0666);
+  if (fd < 0) {
+    if (errno == ELOOP)
+      return file_msg(msg, len, KV_EINVAL,
+                      "file: %s.tmp is a symbolic link; refusing to follow it",
+                      f->path);
+    return file_msg(msg, len, KV_EIO, "file: cannot create %s.tmp: %s", f->path,
+                    strerror(errno));
+  }
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return file_msg(msg, len, KV_EINVAL, "file: %s.tmp is not a regular file",
+                    f->path);
+  }
+  /* Keep the permissions someone gave the file. */
+  if (have_old && S_ISREG(old.st_mode)) (void)fchmod(fd, old.st_mode & 07777);
+  w = kv_malloc(sizeof(*w));
+  if (w == NULL) {
+    rc = file_msg(msg, len, KV_ENOMEM, "out of memory");
+    goto fail;
+  }
+  w->fd = fd;
+  w->err = 0;
+  w->len = 0;
+  w_document(w, &f->data, f->indent);
+  w_flush(w);
+  if (w->err != 0) {
+    rc = file_msg(msg, len, KV_EIO, "file: cannot write %s.tmp: %s", f->path,
+                  strerror(w->err));
+    kv_free(w);
+    goto fail;
+  }
+  kv_free(w);
+  if (f->sync && fsync(fd) != 0) {
+    rc = file_msg(msg, len, KV_EIO, "file: cannot fsync %s.tmp: %s", f->path,
+                  strerror(errno));
+    goto fail;
+  }
+  if (renameat(f->dirfd, f->tmp_name, f->dirfd, f->name) != 0) {
+    rc = file_msg(msg, len, KV_EIO, "file: cannot rename %s.tmp to %s: %s",
+                  f->path, f->path, strerror(errno));
+    goto fail;
+  }
+  /* The identity after the rename (which changes the ctime). */
+  rc = fstat(fd, &st);
+  close(fd);
+  if (rc != 0)
+    return file_msg(msg, len, KV_EIO, "file: cannot stat %s", f->path);
+  if (f->sync && fsync(f->dirfd) != 0)
+    return file_msg(msg, len, KV_EIO,
+                    "file: cannot fsync the directory of %s: %s", f->path,
+                    strerror(errno));
+  gen = f->ident.gen + 1;
+  lock_set_gen(f, gen);
+  ident_from_stat(&f->ident, &st);
+  f->ident.gen = gen;
+  f->w_rewrites++;
+  f->w_file_bytes = (uint64_t)st.st_size;
+  return 0;
+fail:
+  close(fd);
+  unlinkat(f->dirfd, f->tmp_name, 0);
+  return rc;
+}
+
+/* ---- Operations on the data -----------------------------------------------
+ *
+ * Each returns the request's status and sets its results; they run on the
+ * threadpool or, for reads while the data is known fresh, on the loop. */
+
+static int oom(kv_req_t *req) {
+  return kv_req_set_error(req, KV_ENOMEM, "out of memory");
+}
+
+static fcoll_t *coll_find(kv_file_t *f, const char *name, size_t len) {
+  fcoll_t *c = f->last_coll;
+  if (c != NULL && c->node.len == len && memcmp(c->name, name, len) == 0)
+    return c;
+  c = (fcoll_t *)table_find(&f->data.colls, name, len, name_hash(name, len));
+  if (c != NULL) f->last_coll = c;
+  return c;
+}
+
+static fcoll_t *coll_of(kv_file_t *f, const kv_req_t *req) {
+  return coll_find(f, req->in.collection, req->in.collection_len);
+}
+
+static fcoll_t *coll_make(kv_file_t *f, const kv_req_t *req) {
+  fcoll_t *c = coll_of(f, req);
+  if (c != NULL) return c;
+  c = coll_new(req->in.collection, req->in.collection_len);
+  if (c == NULL) return NULL;
+  table_link(&f->data.colls, &c->node);
+  f->last_coll = c;
+  f->mod++;
+  return c;
+}
+
+static void coll_remove(kv_file_t *f, fcoll_t *c) {
+  table_unlink(&f->data.colls, &c->node);
+  if (f->last_coll == c) f->last_coll = NULL;
+  coll_free(c);
+  f->mod++;
+}
+
+/* Drop the request's collection when it has become empty, so that it is
+ * neither listed nor written. */
+static void coll_prune(kv_file_t *f, const kv_req_t *req) {
+  fcoll_t *c = coll_of(f, req);
+  if (c != NULL && c->entries.count == 0) coll_remove(f, c);
+}
+
+static int ent_live(const fent_t *e, int64_t now) {
+  return e != NULL && !KV_EXPIRED(e->expires_at, now);
+}
+
+static void ent_remove(kv_file_t *f, fcoll_t *c, fent_t *e) {
+  table_unlink(&c->entries, &e->node);
+  kv_free(e);
+  f->mod++;
+}
+
+/* Insert or replace; an overwritten key keeps its place. 0 or KV_ENOMEM. */
+static int ent_put(kv_file_t *f, fcoll_t *c, const char *key, size_t klen,
+                   const char *v, size_t vlen, int64_t expires_at) {
+  uint32_t h = name_hash(key, klen);
+  fent_t *old = (fent_t *)table_find(&c->entries, key, klen, h), *e;
+  int text = value_is_text(v, vlen);
+  f->mod++;
+  if (old != NULL && old->vlen == vlen) {
+    if (vlen > 0) memcpy(ENT_VALUE(old), v, vlen);
+    old->expires_at = expires_at;
+    old->text = text;
+    return 0;
+  }
+  if ((e = ent_new(key, klen, h, v, vlen, expires_at, text)) == NULL)
+    return KV_ENOMEM;
+  if (old != NULL) {
+    table_replace(&c->entries, &old->node, &e->node);
+    kv_free(old);
+  } else {
+    table_link(&c->entries, &e->node);
+  }
+  return 0;
+}
+
+static int do_get(kv_file_t *f, kv_req_t *req, int64_t now) {
+  fent_t *e = ent_find(coll_of(f, req), req->in.key, req->in.key_len);
+  if (!ent_live(e, now)) return 0;
+  if (kv_req_set_value(req, ENT_VALUE(e), e->vlen) != 0) return oom(req);
+  req->ttl = kv_remaining_ttl(e->expires_at, now);
+  return 0;
+}
+
+static int do_take(kv_file_t *f, kv_req_t *req, int64_t now) {
+  fcoll_t *c = coll_of(f, req);
+  fent_t *e = ent_find(c, req->in.key, req->in.key_len);
+  if (e == NULL) return 0;
+  if (ent_live(e, now) && kv_req_set_value(req, ENT_VALUE(e), e->vlen) != 0)
+    return oom(req);
+  ent_remove(f, c, e);
+  coll_prune(f, req);
+  return 0;
+}
+
+static int do_put(kv_file_t *f, kv_req_t *req) {
+  fcoll_t *c = coll_make(f, req);
+  if (c == NULL ||
+      ent_put(f, c, req->in.key, req->in.key_len, req->in.value.base,
+              req->in.value.len, req->in.expires_at_ms) != 0)
+    return oom(req);
+  return 0;
+}
+
+static int do_put_many(kv_file_t *f, kv_req_t *req) {
+  fcoll_t *c;
+  size_t i;
+  if (req->in.n == 0) return 0;
+  if ((c = coll_make(f, req)) == NULL) return oom(req);
+  for (i = 0; i < req->in.n; i++)
+    if (ent_put(f, c, req->in.keys[i].base, req->in.keys[i].len,
+                req->in.values[i].base, req->in.values[i].len,
+                req->in.expires_at_ms) != 0)
+      return oom(req);
+  return 0;
+}
+
+/* Remove a key; returns 1 if it held a live value. */
+static int delete_one(kv_file_t *f, fcoll_t *c, const char *key, size_t klen,
+                      int64_t now) {
+  fent_t *e = ent_find(c, key, klen);
+  int live = ent_live(e, now);
+  if (e != NULL) ent_remove(f, c, e);
+  return live;
+}
+
+static int do_delete(kv_file_t *f, kv_req_t *req, int64_t now) {
+  fcoll_t *c = coll_of(f, req);
+  size_t i;
+  if (c == NULL) return 0;
+  if (req->op == KV_OP_DELETE) {
+    req->found = delete_one(f, c, req->in.key, req->in.key_len, now);
+  } else {
+    for (i = 0; i < req->in.n; i++)
+      req->count += (size_t)delete_one(f, c, req->in.keys[i].base,
+                                       req->in.keys[i].len, now);
+  }
+  coll_prune(f, req);
+  return 0;
+}
+
+static int do_get_many(kv_file_t *f, kv_req_t *req, int64_t now) {
+  fcoll_t *c = coll_of(f, req);
+  size_t i;
+  if (kv_req_alloc_results(req) != 0) return oom(req);
+  for (i = 0; i < req->in.n; i++) {
+    fent_t *e = ent_find(c, req->in.keys[i].base, req->in.keys[i].len);
+    if (ent_live(e, now) &&
+        kv_req_set_result(req, i, ENT_VALUE(e), e->vlen,
+                          kv_remaining_ttl(e->expires_at, now)) != 0)
+      return oom(req);
+  }
+  return 0;
+}
+
+static int do_atomic(kv_file_t *f, kv_req_t *req, int64_t now) {
+  fcoll_t *c = coll_of(f, req);
+  fent_t *e = ent_find(c, req->in.key, req->in.key_len);
+  if (!ent_live(e, now)) e = NULL;
+  switch (req->op) {
+  case KV_OP_PUT_IF_ABSENT:
+    if (e != NULL) return 0; /* found = 0: not stored */
+    req->found = 1;
+    return do_put(f, req);
+  case KV_OP_CAS:
+    if (req->in.expected_absent
+            ? e != NULL
+            : e == NULL || e->vlen != req->in.expected.len ||
+                  (e->vlen > 0 &&
+                   memcmp(ENT_VALUE(e), req->in.expected.base, e->vlen) != 0))
+      return kv_req_set_error(req, KV_ECONFLICT,
+                              req->in.expected_absent
+                                  ? "key '%.*s' holds a value"
+                                  : "key '%.*s' does not hold the expected "
+                                    "value",
+                              FILE_NAME_SHOW, req->in.key);
+    req->found = 1;
+    return do_put(f, req);
+  default: { /* KV_OP_INCR */
+    int64_t cur = 0, expires_at = req->in.expires_at_ms;
+    char text[32];
+    size_t n;
+    if (e != NULL) {
+      if (kv_parse_int64(ENT_VALUE(e), e->vlen, &cur) != 0)
+        return kv_req_set_error(req, KV_EINVAL,
+                                "value of key '%.*s' is not a decimal integer",
+                                FILE_NAME_SHOW, req->in.key);
+      expires_at = e->expires_at; /* an existing entry keeps its TTL */
+    }
+    if (__builtin_add_overflow(cur, req->in.delta, &req->number))
+      return kv_req_set_error(req, KV_EINVAL, "incr of key '%.*s' overflows",
+                              FILE_NAME_SHOW, req->in.key);
+    n = kv_format_int64(req->number, text);
+    if ((c = coll_make(f, req)) == NULL ||
+        ent_put(f, c, req->in.key, req->in.key_len, text, n, expires_at) != 0)
+      return oom(req);
+    return 0;
+  }
+  }
+}
+
+static int cmp_nodes(const void *a, const void *b) {
+  return strcmp((*(const fnode_t *const *)a)->name,
+                (*(const fnode_t *const *)b)->name);
+}
+
+/* The nodes of t in byte order of their names, in *out (kv_malloc'ed). */
+static int sort_nodes(const ftable_t *t, fnode_t ***out, size_t *cap) {
+  fnode_t *n;
+  size_t i = 0;
+  if (t->count > *cap) {
+    fnode_t **p = kv_realloc(*out, t->count * sizeof(*p));
+    if (p == NULL) return KV_ENOMEM;
+    *out = p;
+    *cap = t->count;
+  }
+  for (n = t->head; n != NULL; n = n->next)
+    (*out)[i++] = n;
+  qsort(*out, t->count, sizeof(**out), cmp_nodes);
+  return 0;
+}
+
+/* Index of the first node in sorted[0..n) whose name sorts after `after`. */
+static size_t nodes_after(fnode_t *const *sorted, size_t n, const char *after) {
+  size_t lo = 0, hi = n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (strcmp(sorted[mid]->name, after) <= 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+/* Add the names of sorted[i..n) that pass `live` to the request, up to the
+ * limit; set the cursor ("<tag><last name>") when more remain. */
+static int page_names(kv_req_t *req, fnode_t *const *sorted, size_t n, size_t i,
+                      char tag, int64_t now,
+                      int (*live)(const fnode_t *, int64_t)) {
+  size_t limit = req->in.limit ? req->in.limit : FILE_PAGE_DEFAULT;
+  const fnode_t *last = NULL;
+  for (; i < n; i++) {
+    if (!live(sorted[i], now)) continue;
+    if (req->nnames == limit) {
+      char *cur = kv_malloc(last->len + 2);
+      if (cur == NULL) return oom(req);
+      cur[0] = tag;
+      memcpy(cur + 1, last->name, last->len + 1);
+      kv_free(req->cursor);
+      req->cursor = cur;
+      return 0;
+    }
+    if (kv_req_add_name(req, sorted[i]->name, sorted[i]->len) != 0)
+      return oom(req);
+    last = sorted[i];
+  }
+  return 0;
+}
+
+static int node_ent_live(const fnode_t *n, int64_t now) {
+  return ent_live((const fent_t *)n, now);
+}
+
+static int node_coll_live(const fnode_t *n, int64_t now) {
+  const fnode_t *e;
+  for (e = ((const fcoll_t *)n)->entries.head; e != NULL; e = e->next)
+    if (ent_live((const fent_t *)e, now)) return 1;
+  return 0;
+}
+
+static int do_keys(kv_file_t *f, kv_req_t *req, int64_t now) {
+  fcoll_t *c = coll_of(f, req);
+  size_t start = 0;
+  if (req->in.cursor != NULL && req->in.cursor[0] != 'k')
+    return kv_req_set_error(req, KV_EINVAL, "invalid cursor '%.*s'",
+                            FILE_NAME_SHOW, req->in.cursor);
+  if (c == NULL) return 0;
+  /* Sorted once per collection and version of the data: paging through a
+   * collection that does not change sorts it once. */
+  if (f->sorted_coll != c || f->sorted_mod != f->mod) {
+    if (sort_nodes(&c->entries, &f->sorted, &f->sorted_cap) != 0)
+      return oom(req);
+    f->nsorted = c->entries.count;
+    f->sorted_coll = c;
+    f->sorted_mod = f->mod;
+  }
+  if (req->in.cursor != NULL)
+    start = nodes_after(f->sorted, f->nsorted, req->in.cursor + 1);
+  return page_names(req, f->sorted, f->nsorted, start, 'k', now, node_ent_live);
+}
+
+static int do_collections(kv_file_t *f, kv_req_t *req, int64_t now) {
+  fnode_t **sorted = NULL;
+  size_t cap = 0, start = 0;
+  int rc;
+  if (req->in.cursor != NULL && req->in.cursor[0] != 'c')
+    return kv_req_set_error(req, KV_EINVAL, "invalid cursor '%.*s'",
+                            FILE_NAME_SHOW, req->in.cursor);
+  if (f->data.colls.count == 0) return 0;
+  if (sort_nodes(&f->data.colls, &sorted, &cap) != 0) return oom(req);
+  if (req->in.cursor != NULL)
+    start = nodes_after(sorted, f->data.colls.count, req->in.cursor + 1);
+  rc = page_names(req, sorted, f->data.colls.count, start, 'c', now,
+                  node_coll_live);
+  kv_free(sorted);
+  return rc;
+}
+
+static int do_cull(kv_file_t *f, kv_req_t *req, int64_t now) {
+  fnode_t *cn = f->data.colls.head, *en;
+  while (cn != NULL) {
+    fcoll_t *c = (fcoll_t *)cn;
+    cn = cn->next;
+    for (en = c->entries.head; en != NULL;) {
+      fent_t *e = (fent_t *)en;
+      en = en->next;
+      if (KV_EXPIRED(e->expires_at, now)) {
+        ent_remove(f, c, e);
+        req->count++;
+      }
+    }
+    if (c->entries.count == 0) coll_remove(f, c);
+  }
+  return 0;
+}
+
+static int do_destroy(kv_file_t *f, kv_req_t *req) {
+  fcoll_t *c;
+  if (req->op == KV_OP_DESTROY_COLLECTION) {
+    if ((c = coll_of(f, req)) != NULL) {
+      req->count = c->entries.count;
+      coll_remove(f, c);
+    }
+    return 0;
+  }
+  while (f->data.colls.head != NULL)
+    coll_remove(f, (fcoll_t *)f->data.colls.head);
+  return 0;
+}
+
+static int file_exec(kv_file_t *f, kv_req_t *req, int64_t now) {
+  switch (req->op) {
+  case KV_OP_GET:
+  case KV_OP_TTL:
+    return do_get(f, req, now);
+  case KV_OP_TAKE:
+    return do_take(f, req, now);
+  case KV_OP_PUT:
+    return do_put(f, req);
+  case KV_OP_DELETE:
+  case KV_OP_DELETE_MANY:
+    return do_delete(f, req, now);
+  case KV_OP_GET_MANY:
+  case KV_OP_TTL_MANY:
+    return do_get_many(f, req, now);
+  case KV_OP_PUT_MANY:
+    return do_put_many(f, req);
+  case KV_OP_PUT_IF_ABSENT:
+  case KV_OP_CAS:
+  case KV_OP_INCR:
+    return do_atomic(f, req, now);
+  case KV_OP_KEYS:
+    return do_keys(f, req, now);
+  case KV_OP_COLLECTIONS:
+    return do_collections(f, req, now);
+  case KV_OP_DESTROY:
+  case KV_OP_DESTROY_COLLECTION:
+    return do_destroy(f, req);
+  case KV_OP_CULL:
+    return do_cull(f, req, now);
+  default:
+    return kv_req_set_error(req, KV_ENOTSUP, "operation not supported");
+  }
+}
+
+static int op_is_read(kv_op_t op) {
+  return op == KV_OP_GET || op == KV_OP_TTL || op == KV_OP_GET_MANY ||
+         op == KV_OP_TTL_MANY || op == KV_OP_KEYS || op == KV_OP_COLLECTIONS;
+}
+
+/* Drop what an op produced (its batch failed as a whole). The result
+ * helpers allocate with kv_malloc, and the request is still ours. */
+static void req_reset(kv_req_t *req) {
+  size_t i;
+  kv_free(req->value.base);
+  req->value.base = NULL;
+  req->value.len = 0;
+  for (i = 0; i < req->nresults; i++)
+    kv_free(req->results[i].value.base);
+  kv_free(req->results);
+  req->results = NULL;
+  req->nresults = 0;
+  for (i = 0; i < req->nnames; i++)
+    kv_free(req->names[i].base);
+  kv_free(req->names);
+  req->names = NULL;
+  req->nnames = 0;
+  kv_free(req->cursor);
+  req->cursor = NULL;
+  req->found = 0;
+  req->ttl = 0;
+  req->number = 0;
+  req->count = 0;
+}
+
+/* ---- Batches (threadpool) ------------------------------------------------ */
+
+static void file_work_cb(uv_work_t *w) {
+  kv_file_t *f = w->data;
+  size_t i;
+  int rc = 0;
+  f->w_err = 0;
+  f->w_msg[0] = '\0';
+  f->w_synced = 0;
+  if (f->batch_writes) rc = file_lock(f, f->w_msg, sizeof(f->w_msg));
+  if (rc == 0) {
+    rc = file_refresh(f, f->w_msg, sizeof(f->w_msg));
+    if (rc == 0) {
+      uint64_t mod = f->mod;
+      int64_t now = kv_now_ms();
+      for (i = 0; i < f->nbatch; i++)
+        f->status[i] = file_exec(f, f->batch[i], now);
+      if (f->mod != mod) {
+        rc = file_write(f, f->w_msg, sizeof(f->w_msg));
+        if (rc != 0) {
+          /* Nothing of this batch reached the file: undo it all. */
+          for (i = 0; i < f->nbatch; i++)
+            req_reset(f->batch[i]);
+          f->ident.known = 0;
+        }
+      }
+    }
+    if (f->batch_writes) file_unlock(f);
+  }
+  f->w_err = rc;
+  f->w_synced = rc == 0;
+}
+
+/* ---- Loop side ----------------------------------------------------------- */
+
+static void file_idle_cb(uv_idle_t *h) {
+  (void)h; /* only keeps the loop from blocking in poll before check runs */
+}
+
+static void file_launch(kv_file_t *f);
+static void file_finish_close(kv_file_t *f);
+static void file_check_cb(uv_check_t *h);
+
+static void file_schedule(kv_file_t *f) {
+  if (f->scheduled) return;
+  f->scheduled = 1;
+  uv_idle_start(&f->idle, file_idle_cb);
+  uv_check_start(&f->check, file_check_cb);
+}
+
+static void file_serve_reads(kv_file_t *f) {
+  int64_t now = kv_now_ms();
+  size_t i, n = f->nqueue;
+  f->nqueue = 0;
+  f->stats.loop_reads++;
+  f->stats.ops += n;
+  for (i = 0; i < n; i++)
+    kv_req_complete(f->queue[i], file_exec(f, f->queue[i], now));
+}
+
+static void file_check_cb(uv_check_t *h) {
+  kv_file_t *f = h->data;
+  size_t i;
+  int reads = 1;
+  uv_idle_stop(&f->idle);
+  uv_check_stop(&f->check);
+  f->scheduled = 0;
+  if (f->busy || f->nqueue == 0) return;
+  if (f->fresh) {
+    for (i = 0; i < f->nqueue && reads; i++)
+      reads = op_is_read(f->queue[i]->op);
+    if (reads) {
+      file_serve_reads(f);
+      return;
+    }
+  }
+  file_launch(f);
+}
+
+static void file_after_work_cb(uv_work_t *w, int status) {
+  kv_file_t *f = w->data;
+  size_t i;
+  (void)status; /* never canceled: this store does not uv_cancel */
+  f->stats.ops += f->nbatch;
+  f->stats.rewrites = f->w_rewrites;
+  f->stats.reloads = f->w_reloads;
+  f->stats.lock_waits = f->w_lock_waits;
+  f->stats.file_bytes = f->w_file_bytes;
+  /* Fresh only if no event named the file since the batch began: the
+   * worker's check may have come before that change. */
+  f->fresh = f->w_synced && f->watching && f->events == f->batch_events;
+  for (i = 0; i < f->nbatch; i++) {
+    kv_req_t *req = f->batch[i];
+    if (f->w_err != 0) {
+      kv_req_set_error(req, f->w_err, "%s", f->w_msg);
+      kv_req_complete(req, f->w_err);
+    } else {
+      kv_req_complete(req, f->status[i]);
+    }
+  }
+  f->nbatch = 0;
+  f->busy = 0;
+  if (f->closing)
+    file_finish_close(f);
+  else if (f->nqueue > 0)
+    file_schedule(f);
+}
+
+static void file_launch(kv_file_t *f) {
+  size_t i;
+  int rc;
+  if (f->nqueue > f->batch_cap) {
+    kv_req_t **b = kv_realloc(f->batch, f->queue_cap * sizeof(*b));
+    int *st =
+        b != NULL ? kv_realloc(f->status, f->queue_cap * sizeof(*st)) : NULL;
+    if (b != NULL) f->batch = b;
+    if (st != NULL) {
+      f->status = st;
+      f->batch_cap = f->queue_cap;
+    } else {
+      for (i = 0; i < f->nqueue; i++)
+        kv_req_complete(f->queue[i], oom(f->queue[i]));
+      f->nqueue = 0;
+      return;
+    }
+  }
+  f->batch_writes = 0;
+  for (i = 0; i < f->nqueue; i++) {
+    f->batch[i] = f->queue[i];
+    f->status[i] = 0;
+    if (!op_is_read(f->queue[i]->op)) f->batch_writes = 1;
+  }
+  f->nbatch = f->nqueue;
+  f->nqueue = 0;
+  f->busy = 1;
+  f->batch_events = f->events;
+  f->stats.batches++;
+  rc = uv_queue_work(f->base.loop, &f->work, file_work_cb, file_after_work_cb);
+  if (rc != 0) {
+    f->busy = 0;
+    for (i = 0; i < f->nbatch; i++)
+      kv_req_complete(f->batch[i],
+                      kv_req_set_error(f->batch[i], KV_EIO,
+                                       "file: cannot queue work: %s",
+                                       uv_strerror(rc)));
+    f->nbatch = 0;
+  }
+}
+
+/* Every op: queue it for the end of this loop turn. */
+static int file_submit(kv_store_t *s, kv_req_t *req) {
+  kv_file_t *f = (kv_file_t *)s;
+  if (f->closing) return KV_ECLOSED;
+  if (f->nqueue == f->queue_cap) {
+    size_t cap = f->queue_cap ? f->queue_cap * 2 : 64;
+    kv_req_t **q = kv_realloc(f->queue, cap * sizeof(*q));
+    if (q == NULL) return oom(req);
+    f->queue = q;
+    f->queue_cap = cap;
+  }
+  f->queue[f->nqueue++] = req;
+  if (!f->busy) file_schedule(f);
+  return 0;
+}
+
+/* A change in the directory: anything naming the file (or unnamed, such as
+ * an overflow) means the data may be stale. */
+static void file_event_cb(uv_fs_event_t *h, const char *filename, int events,
+                          int status) {
+  kv_file_t *f = h->data;
+  (void)events;
+  if (status < 0) {
+    /* The watch broke: fall back to checking before every batch. */
+    uv_fs_event_stop(h);
+    f->watching = 0;
+    f->fresh = 0;
+    return;
+  }
+  if (filename != NULL && strcmp(filename, f->name) != 0) return;
+  f->events++;
+  f->fresh = 0;
+}
+
+static int file_ctl(kv_store_t *s, int op, void *arg) {
+  kv_file_t *f = (kv_file_t *)s;
+  if (op == KV_FILE_CTL_STATS && arg != NULL) {
+    *(kv_file_stats_t *)arg = f->stats;
+    return 0;
+  }
+  return KV_ENOTSUP;
+}
+
+/* ---- Open and close ------------------------------------------------------ */
+
+static void file_free_names(kv_file_t *f) {
+  kv_free(f->path);
+  kv_free(f->dir);
+  kv_free(f->name);
+  kv_free(f->lock_name);
+  kv_free(f->tmp_name);
+  f->path = f->dir = f->name = f->lock_name = f->tmp_name = NULL;
+}
+
+static char *str_cat(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  char *p = kv_malloc(la + lb + 1);
+  if (p == NULL) return NULL;
+  memcpy(p, a, la);
+  memcpy(p + la, b, lb + 1);
+  return p;
+}
+
+/* Split PATH into its directory and name. */
+static int file_split(kv_file_t *f, const char *path, char *errbuf,
+                      size_t errbuf_len) {
+  const char *slash = strrchr(path, '/');
+  const char *name = slash ? slash + 1 : path;
+  if (*name == '\0' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+    return file_msg(errbuf, errbuf_len, KV_EINVAL,
+                    "file: '%s' names a directory, not a file", path);
+  f->path = kv_strndup(path, strlen(path));
+  if (slash == NULL)
+    f->dir = kv_strndup(".", 1);
+  else if (slash == path)
+    f->dir = kv_strndup("/", 1);
+  else
+    f->dir = kv_strndup(path, (size_t)(slash - path));
+  f->name = kv_strndup(name, strlen(name));
+  f->lock_name = str_cat(name, ".lock");
+  f->tmp_name = str_cat(name, ".tmp");
+  if (!f->path || !f->dir || !f->name || !f->lock_name || !f->tmp_name) {
+    file_free_names(f);
+    return file_msg(errbuf, errbuf_len, KV_ENOMEM, "out of memory");
+  }
+  return 0;
+}
+
+static int file_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
+                     size_t errbuf_len) {
+  kv_file_t *f = (kv_file_t *)s;
+  const char *sync = kv_url_param(url, "sync");
+  struct stat st;
+  file_ident_t id;
+  fdata_t d;
+  int64_t indent;
+  int rc, watch;
+  f->dirfd = -1;
+  f->lockfd = -1;
+  if (sync == NULL || strcmp(sync, "full") == 0)
+    f->sync = 1;
+  else if (strcmp(sync, "none") == 0)
+    f->sync = 0;
+  else
+    return file_msg(errbuf, errbuf_len, KV_EINVAL,
+                    "file: sync must be full or none, not \"%s\"", sync);
+  rc = kv_url_param_double(url, "lock_timeout", 0, 86400, FILE_LOCK_TIMEOUT,
+                           &f->lock_timeout, errbuf, errbuf_len);
+  if (rc == 0)
+    rc = kv_url_param_int(url, "indent", 0, 8, 2, &indent, errbuf, errbuf_len);
+  if (rc == 0)
+    rc = kv_url_param_bool(url, "watch", 1, &watch, errbuf, errbuf_len);
+  if (rc != 0) return rc;
+  f->indent = (int)indent;
+  if (url->target == NULL || url->target[0] == '\0')
+    return file_msg(errbuf, errbuf_len, KV_EINVAL,
+                    "file: the URL needs a file: file://PATH");
+  if ((rc = file_split(f, url->target, errbuf, errbuf_len)) != 0) return rc;
+  f->dirfd = open(f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (f->dirfd < 0) {
+    rc = file_msg(errbuf, errbuf_len, KV_EIO,
+                  "file: cannot open the directory of %s (%s): %s", f->path,
+                  f->dir, strerror(errno));
+    goto fail;
+  }
+  if (fstatat(f->dirfd, f->tmp_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+      S_ISLNK(st.st_mode)) {
+    rc = file_msg(errbuf, errbuf_len, KV_EINVAL,
+                  "file: %s.tmp is a symbolic link; refusing to follow it",
+                  f->path);
+    goto fail;
+  }
+  /* The data file first: a corrupt file is reported before anything is
+   * created beside it. */
+  if ((rc = file_load(f, &d, &id, errbuf, errbuf_len)) != 0) goto fail;
+  data_set(f, &d);
+  f->ident = id;
+  if ((rc = lock_open(f, errbuf, errbuf_len)) != 0) goto fail;
+  f->ident.gen = lock_gen(f);
+  /* Handles last: nothing after this fails, and a failed open must leave
+   * nothing on the loop. */
+  uv_idle_init(s->loop, &f->idle);
+  uv_check_init(s->loop, &f->check);
+  uv_fs_event_init(s->loop, &f->event);
+  f->idle.data = f;
+  f->check.data = f;
+  f->event.data = f;
+  f->work.data = f;
+  if (watch && uv_fs_event_start(&f->event, file_event_cb, f->dir, 0) == 0) {
+    uv_unref((uv_handle_t *)&f->event); /* never keeps the loop alive */
+    f->watching = 1;
+    /* A change between the load and the watch is caught here. */
+    rc = fstatat(f->dirfd, f->name, &st, AT_SYMLINK_NOFOLLOW);
+    f->fresh = rc == 0 ? ident_same(&f->ident, &st)
+                       : (errno == ENOENT && !f->ident.exists);
+  }
+  return 0;
+fail:
+  data_free(&f->data);
+  if (f->lockfd >= 0) close(f->lockfd);
+  if (f->dirfd >= 0) close(f->dirfd);
+  file_free_names(f);
+  return rc;
+}
+
+static void file_handle_closed(uv_handle_t *h) {
+  kv_file_t *f = h->data;
+  if (--f->nhandles > 0) return;
+  kv_free(f->queue);
+  kv_free(f->batch);
+  kv_free(f->status);
+  kv_free(f->sorted);
+  f->queue = f->batch = NULL;
+  f->status = NULL;
+  f->sorted = NULL;
+  file_free_names(f);
+  kv_store_closed(&f->base);
+}
+
+static void file_finish_close(kv_file_t *f) {
+  data_free(&f->data);
+  f->last_coll = NULL;
+  if (f->lockfd >= 0) close(f->lockfd);
+  if (f->dirfd >= 0) close(f->dirfd);
+  f->lockfd = f->dirfd = -1;
+  f->nhandles = 3;
+  uv_close((uv_handle_t *)&f->idle, file_handle_closed);
+  uv_close((uv_handle_t *)&f->check, file_handle_closed);
+  uv_close((uv_handle_t *)&f->event, file_handle_closed);
+}
+
+/* Queued requests are canceled; a batch on the threadpool finishes and is
+ * delivered, then everything is released. */
+static void file_close(kv_store_t *s) {
+  kv_file_t *f = (kv_file_t *)s;
+  size_t i;
+  f->closing = 1;
+  uv_idle_stop(&f->idle);
+  uv_check_stop(&f->check);
+  f->scheduled = 0;
+  for (i = 0; i < f->nqueue; i++)
+    kv_req_complete(f->queue[i],
+                    kv_req_set_error(f->queue[i], KV_ECANCELED,
+                                     "file: store closed before the request "
+                                     "started"));
+  f->nqueue = 0;
+  if (!f->busy) file_finish_close(f);
+}
+
+const kv_store_methods_t kv__file_methods = {
+    .version = KV_STORE_METHODS_VERSION,
+    .name = "file",
+    .store_size = sizeof(kv_file_t),
+    .caps = KV_CAP_ENUMERATE | KV_CAP_DESTROY | KV_CAP_CULL | KV_CAP_ATOMIC |
+            KV_CAP_PERSISTENT | KV_CAP_SHARED,
+    .options = file_options,
+    .open = file_open,
+    .close = file_close,
+    .get = file_submit,
+    .ttl = file_submit,
+    .put = file_submit,
+    .del = file_submit,
+    .get_many = file_submit,
+    .ttl_many = file_submit,
+    .put_many = file_submit,
+    .delete_many = file_submit,
+    .keys = file_submit,
+    .collections = file_submit,
+    .destroy = file_submit,
+    .destroy_collection = file_submit,
+    .cull = file_submit,
+    .put_if_absent = file_submit,
+    .cas = file_submit,
+    .incr = file_submit,
+    .take = file_submit,
+    .ctl = file_ctl,
+};
