@@ -1,0 +1,30 @@
+# Tests of the Redis store, each against a throwaway redis-server started by
+# tests/servers/with-redis.sh (skipped, exit 77, when redis-server is missing
+# outside CI): the conformance suite over TCP, TLS, a unix socket and an ACL
+# user, and the store's own tests (plain, and the TLS part under --tls).
+if(KV_HAVE_REDIS)
+  set(KV_WITH_REDIS ${CMAKE_CURRENT_SOURCE_DIR}/servers/with-redis.sh)
+  if(COMMAND kv_conformance)
+    kv_conformance(redis "redis://127.0.0.1:@PORT@/0" ${KV_WITH_REDIS})
+    kv_conformance(redis-tls "rediss://127.0.0.1:@PORT@/0?ca=@CA@"
+      ${KV_WITH_REDIS} --tls)
+    kv_conformance(redis-unix "redis+unix://@SOCK@?db=1" ${KV_WITH_REDIS}
+      --unix)
+    kv_conformance(redis-acl "redis://kvuser:kvpass@127.0.0.1:@PORT@/0"
+      ${KV_WITH_REDIS} --acl)
+    kv_conformance(redis-prefix "valkey://127.0.0.1:@PORT@/2?prefix=app1:"
+      ${KV_WITH_REDIS})
+  endif()
+  add_executable(test-redis ${CMAKE_CURRENT_SOURCE_DIR}/stores/test-redis.c)
+  target_include_directories(test-redis PRIVATE ${CMAKE_SOURCE_DIR}/src
+    ${CMAKE_CURRENT_SOURCE_DIR})
+  target_compile_options(test-redis PRIVATE ${KV_WARNINGS})
+  target_compile_definitions(test-redis PRIVATE ${KV_PART_DEFINITIONS})
+  target_link_libraries(test-redis PRIVATE kvio_static PkgConfig::CMOCKA
+    ${KV_PART_LIBS} m)
+  add_test(NAME test-redis COMMAND ${KV_WITH_REDIS} $<TARGET_FILE:test-redis>)
+  add_test(NAME test-redis-tls
+    COMMAND ${KV_WITH_REDIS} --tls $<TARGET_FILE:test-redis>)
+  set_tests_properties(test-redis test-redis-tls PROPERTIES
+    TIMEOUT ${KV_TEST_TIMEOUT} SKIP_RETURN_CODE 77 LABELS unit)
+endif()
