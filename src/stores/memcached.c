@@ -944,8 +944,10 @@ static void data_reply(mc_cmd_t *cmd, const mc_reply_t *r) {
       if (entry_decode(cmd, r, &e) != 0) {
         corrupt(cmd);
       } else if (e.live) {
-        int64_t now = kv_now_ms();
-        double ttl = kv_remaining_ttl(e.expires_at, now);
+        /* Remaining time against the request's own timestamp: the slots of
+         * one ttl_many agree even when their servers answer at different
+         * milliseconds. */
+        double ttl = kv_remaining_ttl(e.expires_at, req->in.now_ms);
         int rc = many ? kv_req_set_result(req, cmd->idx, e.value, e.vlen, ttl)
                       : kv_req_set_value(req, e.value, e.vlen);
         if (rc != 0)
