@@ -287,6 +287,8 @@ static void run_async(bench_t *b) {
   if (cli_open_async(b->o, &b->loop, &b->store) != 0) {
     b->err = KV_EBACKEND;
     b->reported = 1; /* cli_open_*() printed why */
+    /* A failed --wrap stack closes on the loop. */
+    uv_run(&b->loop, UV_RUN_DEFAULT);
     uv_loop_close(&b->loop);
     return;
   }

@@ -99,6 +99,7 @@ int cli_cmd_put_if_absent(cli_ctx_t *ctx);
 int cli_cmd_cas(cli_ctx_t *ctx);
 int cli_cmd_incr(cli_ctx_t *ctx);
 int cli_cmd_take(cli_ctx_t *ctx);
+int cli_cmd_touch(cli_ctx_t *ctx);
 int cli_cmd_stats(cli_ctx_t *ctx);
 
 /* copy.c */

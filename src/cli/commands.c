@@ -5,8 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli/cli.h"
+#include "kvio/wrap.h"
 
 #define LIST_PAGE 1000 /* page size when following cursors */
 
@@ -96,6 +98,27 @@ int cli_cmd_put(cli_ctx_t *ctx) {
   free(stdin_buf);
   if (rc < 0) return finish(&req, cli_req_error(rc, &req));
   return finish(&req, print_outcome(ctx, key, "stored", 1));
+}
+
+/* touch KEY: aiokv's "mark that I saw X at time T" — store the current Unix
+ * time as decimal seconds. Prints nothing ({"key","stored","time"} with
+ * --json). */
+int cli_cmd_touch(cli_ctx_t *ctx) {
+  const char *key = ctx->o->args[0];
+  long long now = (long long)time(NULL);
+  char text[32];
+  kv_req_t req;
+  json_t *j;
+  int rc, len = snprintf(text, sizeof(text), "%lld", now);
+
+  memset(&req, 0, sizeof(req));
+  rc = kv_sync_put(ctx->sync, &req, coll(ctx), key, text, (size_t)len,
+                   ctx->o->ttl);
+  if (rc < 0) return finish(&req, cli_req_error(rc, &req));
+  if (!ctx->o->json) return finish(&req, CLI_EXIT_OK);
+  j = json_pack("{s:o,s:b,s:I}", "key", json_key(key), "stored", 1, "time",
+                (json_int_t)now);
+  return finish(&req, cli_json_print(j));
 }
 
 int cli_cmd_ttl(cli_ctx_t *ctx) {
@@ -481,14 +504,52 @@ int cli_cmd_incr(cli_ctx_t *ctx) {
 /* ---- stats
  * -------------------------------------------------------------------------- */
 
-/* Statistics live in the statistics wrapper; without one in the stack there
- * is nothing to print. TODO(wrappers): print the wrapper's counters (text,
- * or Prometheus format) once src/wrappers/statistics.c exists. */
+/* Statistics live in the statistics wrapper (kvio/wrap.h): the stack is
+ * opened here, after checking that one is in it, and its counters printed
+ * in Prometheus text format, or with --json as one JSON array. */
+static int stats_json_row(const char *coll, kv_op_t op, const kv_stats_t *st,
+                          void *data) {
+  json_t *row, *b = json_array();
+  int i;
+  for (i = 0; b != NULL && i < KV_STATS_NBUCKETS; i++)
+    json_array_append_new(b, json_integer((json_int_t)st->latency_buckets[i]));
+  row = json_pack("{s:o,s:s,s:I,s:I,s:I,s:I,s:f,s:o}", "collection",
+                  cli_json_name(coll, strlen(coll)), "op", kv_op_name(op),
+                  "calls", (json_int_t)st->calls, "hits", (json_int_t)st->hits,
+                  "misses", (json_int_t)st->misses, "errors",
+                  (json_int_t)st->errors, "latency_sum", st->latency_sum,
+                  "latency_buckets", b);
+  return row == NULL || json_array_append_new((json_t *)data, row) != 0;
+}
+
 int cli_cmd_stats(cli_ctx_t *ctx) {
+  kv_sync_t *sync = NULL;
+  kv_store_t *top;
+  int rc;
+
   if (!cli_wrap_present(ctx->o, "statistics")) {
     fprintf(stderr, "kvio: %s: no statistics wrapper in the stack\n",
             kv_err_name(KV_ENOTSUP));
     return CLI_EXIT_USAGE;
   }
-  return cli_store_error(KV_ENOTSUP, "statistics are not implemented yet");
+  rc = cli_open_sync(ctx->o, ctx->o->store_url, &sync);
+  if (rc != 0) return rc;
+  top = kv_sync_store(sync);
+  if (ctx->o->json) {
+    json_t *rows = json_array();
+    if (rows == NULL || kv_stats_foreach(top, stats_json_row, rows) != 0) {
+      json_decref(rows);
+      rc = cli_store_error(KV_ENOMEM, "out of memory");
+    } else {
+      rc = cli_json_print(rows); /* releases rows */
+    }
+  } else {
+    size_t len = 0;
+    char *text = kv_stats_prometheus(top, &len);
+    rc = text ? cli_write(text, len)
+              : cli_store_error(KV_ENOMEM, "out of memory");
+    kv_free(text);
+  }
+  kv_sync_close(sync);
+  return rc;
 }

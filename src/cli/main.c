@@ -49,6 +49,7 @@ static const cli_cmd_t commands[] = {
      "cas KEY EXPECTED NEW | cas --absent KEY NEW"},
     {"incr", cli_cmd_incr, 1, 2, C_ | T_, 1, "incr KEY [DELTA]"},
     {"take", cli_cmd_take, 1, 1, C_, 1, "take KEY"},
+    {"touch", cli_cmd_touch, 1, 1, C_ | T_, 1, "touch KEY"},
     {"copy", cli_cmd_copy, 1, 1, C_, 1, "copy DEST_URL"},
     {"bench", cli_cmd_bench, 0, 0, C_ | CLI_OPT_BENCH, 0,
      "bench --op OP [--clients N] [--requests N] [--size BYTES] [--keys N] "
@@ -80,6 +81,7 @@ static const char help_text[] =
     "  cas KEY EXPECTED NEW     replace EXPECTED by NEW (--absent KEY NEW)\n"
     "  incr KEY [DELTA]         add DELTA (default 1), print the result\n"
     "  take KEY                 print the value and remove it\n"
+    "  touch KEY                store the current Unix time (seconds)\n"
     "  copy DEST_URL            copy every collection to another store\n"
     "  bench --op OP            measure throughput and latency\n"
     "  stats                    print statistics (statistics wrapper)\n"

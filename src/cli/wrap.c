@@ -1,35 +1,30 @@
 /* --wrap NAME[:opt=val,...] and opening the store stack.
  *
- * The library has no wrappers yet, so every name is unknown. The parsing is
- * complete, so that plugging a wrapper in means adding it to `wrappers`
- * below and applying it in wrap_stack() (see the TODO there). */
+ * Wrappers come from the library's registry (kv_wrap_by_name in
+ * kvio/wrap.h); each --wrap is applied in order, the first one closest to
+ * the store. Options are passed as written ("opt=val,..."); the library
+ * percent-decodes names and values. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "kvio/wrap.h"
 
-/* Wrappers the CLI knows, by name. TODO(wrappers): one entry per wrapper of
- * src/wrappers/ (e.g. "statistics", "compression", "ttl-clamp"), each with
- * a function that builds it around an inner store from its options. */
-typedef int (*cli_wrap_fn)(kv_store_t *inner, const cli_wrap_t *w,
-                           kv_store_t **out, char *errbuf, size_t errbuf_len);
-
-typedef struct cli_wrapper_def_s {
-  const char *name;
-  cli_wrap_fn wrap;
-} cli_wrapper_def_t;
-
-static const cli_wrapper_def_t wrappers[] = {
-    {NULL, NULL} /* none yet */
-};
-
-static const cli_wrapper_def_t *find_wrapper(const char *name) {
-  size_t i;
-  for (i = 0; i < sizeof(wrappers) / sizeof(wrappers[0]); i++)
-    if (wrappers[i].name != NULL && strcmp(wrappers[i].name, name) == 0)
-      return &wrappers[i];
-  return NULL;
+/* Whether `name` is one of kv_wrap_names() ("a, b, c"). */
+static int known_wrapper(const char *name) {
+  const char *p = kv_wrap_names();
+  size_t n = strlen(name);
+  while (*p) {
+    const char *e = strchr(p, ',');
+    size_t len = e ? (size_t)(e - p) : strlen(p);
+    if (len == n && memcmp(p, name, n) == 0) return 1;
+    if (e == NULL) break;
+    p = e + 1;
+    while (*p == ' ')
+      p++;
+  }
+  return 0;
 }
 
 static char *dup_range(const char *s, size_t n) {
@@ -89,9 +84,9 @@ void cli_wrap_free(cli_wrap_t *w) {
 int cli_wrap_check(const cli_opts_t *o) {
   size_t i;
   for (i = 0; i < o->nwraps; i++) {
-    if (find_wrapper(o->wraps[i].name) == NULL) {
-      fprintf(stderr, "kvio: %s: unknown wrapper '%s'\n",
-              kv_err_name(KV_EINVAL), o->wraps[i].name);
+    if (!known_wrapper(o->wraps[i].name)) {
+      fprintf(stderr, "kvio: %s: unknown wrapper '%s' (known: %s)\n",
+              kv_err_name(KV_EINVAL), o->wraps[i].name, kv_wrap_names());
       return CLI_EXIT_USAGE;
     }
   }
@@ -105,20 +100,47 @@ int cli_wrap_present(const cli_opts_t *o, const char *name) {
   return 0;
 }
 
-/* Build the --wrap stack around `store`, innermost first. TODO(wrappers):
- * for each o->wraps[i], call find_wrapper(name)->wrap(store, &o->wraps[i],
- * &store, ...): the wrapper owns its inner store (SPEC 3.5), so on failure
- * close the partial stack. The blocking facade then needs to run its calls
- * on the top of the stack: kv_sync_t has no way to swap its store yet
- * (a kv_sync_* over a caller's store, or submitting on the wrapper and
- * waiting with kv_sync_wait(), would do). cli_wrap_check() has already
- * rejected unknown names, so with no wrappers there is nothing to do. */
+/* The options of one --wrap as text again: "opt=val,opt=val". */
+static char *options_text(const cli_wrap_t *w) {
+  size_t len = 1, i, o = 0;
+  char *text;
+  for (i = 0; i < w->nopts; i++)
+    len += strlen(w->opts[i].name) + strlen(w->opts[i].value) + 2;
+  text = malloc(len);
+  if (text == NULL) return NULL;
+  text[0] = '\0';
+  for (i = 0; i < w->nopts; i++)
+    o += (size_t)snprintf(text + o, len - o, "%s%s=%s", i ? "," : "",
+                          w->opts[i].name, w->opts[i].value);
+  return text;
+}
+
+/* Build the --wrap stack around *store, innermost first. Each wrapper owns
+ * the store below it; on failure the partial stack is closed (with the
+ * store) and *store is NULL. */
 static int wrap_stack(const cli_opts_t *o, kv_store_t **store, char *errbuf,
                       size_t errbuf_len) {
-  (void)store;
-  (void)errbuf;
-  (void)errbuf_len;
-  return o == NULL || o->nwraps == 0 ? 0 : KV_ENOTSUP;
+  size_t i;
+  for (i = 0; o != NULL && i < o->nwraps; i++) {
+    kv_store_t *next = NULL;
+    char *opts = options_text(&o->wraps[i]);
+    int rc;
+    if (opts == NULL) {
+      snprintf(errbuf, errbuf_len, "out of memory");
+      rc = KV_ENOMEM;
+    } else {
+      rc = kv_wrap_by_name(o->wraps[i].name, opts, *store, &next, errbuf,
+                           errbuf_len);
+    }
+    free(opts);
+    if (rc < 0) {
+      kv_store_close(*store, NULL);
+      *store = NULL;
+      return rc;
+    }
+    *store = next;
+  }
+  return 0;
 }
 
 int cli_open_sync(const cli_opts_t *o, const char *url, kv_sync_t **out) {
@@ -126,15 +148,22 @@ int cli_open_sync(const cli_opts_t *o, const char *url, kv_sync_t **out) {
   kv_store_t *store;
   int rc;
 
-  rc = kv_sync_open(url, out, errbuf, sizeof(errbuf));
-  if (rc < 0) return cli_store_error(rc, errbuf[0] ? errbuf : kv_strerror(rc));
-  store = kv_sync_store(*out);
-  rc = wrap_stack(o, &store, errbuf, sizeof(errbuf));
+  if (o == NULL || o->nwraps == 0) {
+    rc = kv_sync_open(url, out, errbuf, sizeof(errbuf));
+    if (rc < 0)
+      return cli_store_error(rc, errbuf[0] ? errbuf : kv_strerror(rc));
+    return 0;
+  }
+  rc = kv_sync_init(out);
+  if (rc < 0) return cli_store_error(rc, kv_strerror(rc));
+  rc = kv_open_ex(kv_sync_loop(*out), url, &store, errbuf, sizeof(errbuf));
+  if (rc == 0) rc = wrap_stack(o, &store, errbuf, sizeof(errbuf));
   if (rc < 0) {
-    kv_sync_close(*out);
+    kv_sync_close(*out); /* runs the loop: the partial stack closes */
     *out = NULL;
     return cli_store_error(rc, errbuf[0] ? errbuf : kv_strerror(rc));
   }
+  kv_sync_set_store(*out, store);
   return 0;
 }
 
@@ -145,10 +174,6 @@ int cli_open_async(const cli_opts_t *o, uv_loop_t *loop, kv_store_t **out) {
   rc = kv_open_ex(loop, o->store_url, out, errbuf, sizeof(errbuf));
   if (rc < 0) return cli_store_error(rc, errbuf[0] ? errbuf : kv_strerror(rc));
   rc = wrap_stack(o, out, errbuf, sizeof(errbuf));
-  if (rc < 0) {
-    kv_store_close(*out, NULL);
-    *out = NULL;
-    return cli_store_error(rc, errbuf[0] ? errbuf : kv_strerror(rc));
-  }
+  if (rc < 0) return cli_store_error(rc, errbuf[0] ? errbuf : kv_strerror(rc));
   return 0;
 }

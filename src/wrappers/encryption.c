@@ -1,0 +1,722 @@
+/* The encryption wrapper (Fernet) and the value-codec engine it shares with
+ * the compression wrapper (declared in wrappers/fernet.h).
+ *
+ * Stored values are Fernet tokens, nothing added: any Fernet implementation
+ * given the key reads them. Keys are decoded (or derived with PBKDF2) once,
+ * when the wrapper is made, and wiped when it is freed; no message of this
+ * file quotes a key, a key's source material or a salt. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "internal.h"
+#include "kvio/encryption.h"
+#include "wrappers/fernet.h"
+#include "wrappers/wrappers.h"
+
+/* ===========================================================================
+ * The value-codec engine
+ * ===========================================================================
+ */
+
+#define CW(w) ((kv__codec_wrap_t *)(w))
+
+/* State of the read-modify-write loops (cas, incr) and of put_many. */
+typedef struct {
+  char *raw; /* the stored bytes read, expected by the inner cas */
+  size_t raw_len;
+  char *enc; /* the encoded new value */
+  size_t enc_len;
+  int64_t number; /* incr: the new value */
+  int tries;
+  kv_buf_t *values; /* put_many: the encoded values */
+  size_t nvalues;
+  /* read-modify-write queueing (see rmw_enter) */
+  int rmw;                /* registered as the running op of its key */
+  kv_wrap_req_t *chain;   /* next running op in the same bucket */
+  kv_wrap_req_t *waiters; /* ops on the same key, first to run first */
+  kv_wrap_req_t *waiters_tail;
+  kv_wrap_req_t *next_waiter;
+  void (*start)(kv_wrap_req_t *wr); /* how a waiting op starts */
+} loop_t;
+
+#define LOOP(wr) ((loop_t *)kv_wrap_req_extra(wr))
+
+/* ---- Read-modify-write ops, one at a time per key ------------------------ */
+
+static size_t rmw_bucket(const kv_wrap_req_t *wr) {
+  uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a over collection NUL key */
+  for (const char *p = wr->args.collection; *p; p++)
+    h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+  h *= 0x100000001b3ull;
+  for (const char *p = wr->args.key; *p; p++)
+    h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+  return (size_t)(h ^ (h >> 32)) % KV__CODEC_RMW_BUCKETS;
+}
+
+/* Register wr as the running op of its key, or queue it behind the one
+ * running (then `start` runs it later). Returns 1 when queued. */
+static int rmw_enter(kv_wrap_req_t *wr, void (*start)(kv_wrap_req_t *wr)) {
+  kv_wrap_req_t **head = &CW(wr->w)->rmw[rmw_bucket(wr)];
+  loop_t *l = LOOP(wr);
+  for (kv_wrap_req_t *a = *head; a != NULL; a = LOOP(a)->chain) {
+    loop_t *al = LOOP(a);
+    if (strcmp(a->args.key, wr->args.key) != 0 ||
+        strcmp(a->args.collection, wr->args.collection) != 0)
+      continue;
+    l->start = start;
+    if (al->waiters_tail)
+      LOOP(al->waiters_tail)->next_waiter = wr;
+    else
+      al->waiters = wr;
+    al->waiters_tail = wr;
+    return 1;
+  }
+  l->rmw = 1;
+  l->chain = *head;
+  *head = wr;
+  return 0;
+}
+
+/* wr is done: unregister it and start the first op waiting on its key. */
+static void rmw_leave(kv_wrap_req_t *wr) {
+  loop_t *l = LOOP(wr), *nl;
+  kv_wrap_req_t **pp, *next;
+  if (!l->rmw) return;
+  l->rmw = 0;
+  for (pp = &CW(wr->w)->rmw[rmw_bucket(wr)]; *pp != wr; pp = &LOOP(*pp)->chain)
+    ;
+  *pp = l->chain;
+  if ((next = l->waiters) == NULL) return;
+  nl = LOOP(next);
+  nl->waiters = nl->next_waiter;
+  nl->waiters_tail = nl->waiters ? l->waiters_tail : NULL;
+  nl->next_waiter = NULL;
+  l->waiters = l->waiters_tail = NULL;
+  nl->rmw = 1;
+  nl->chain = CW(wr->w)->rmw[rmw_bucket(next)];
+  CW(wr->w)->rmw[rmw_bucket(next)] = next;
+  nl->start(next); /* on failure it completes, and leaves in turn */
+}
+
+static void loop_release(kv_wrap_req_t *wr) {
+  loop_t *l = LOOP(wr);
+  rmw_leave(wr);
+  kv_free(l->raw);
+  kv_free(l->enc);
+  for (size_t i = 0; i < l->nvalues; i++)
+    kv_free(l->values[i].base);
+  kv_free(l->values);
+  memset(l, 0, sizeof *l);
+}
+
+static int nomem(kv_req_t *req) {
+  return kv_req_set_error(req, KV_ENOMEM, "out of memory");
+}
+
+/* Put the codec's failure on `req`, naming the key; returns rc. */
+static int codec_error(kv_wrap_t *w, kv_req_t *req, const char *key, int rc,
+                       const char *err) {
+  return kv_req_set_error(req, rc,
+                          "%s wrapper, key '%s' in collection '%s': %s",
+                          w->base.methods->name, key, req->in.collection,
+                          err[0] ? err : kv_strerror(rc));
+}
+
+/* Run the codec; on failure put a detail naming the key on `req`. */
+static int run(kv_wrap_t *w, kv__codec_fn fn, kv_req_t *req, const char *key,
+               const char *in, size_t len, char **out, size_t *out_len) {
+  char err[512] = "";
+  int rc = fn(w, in, len, out, out_len, err, sizeof err);
+  return rc != 0 ? codec_error(w, req, key, rc, err) : 0;
+}
+
+/* Complete the outer request with `status` (a failure's detail already
+ * set) and free everything. */
+static void end(kv_wrap_req_t *wr, int status) {
+  loop_release(wr);
+  kv_wrap_complete(wr, status);
+  kv_wrap_req_free(wr);
+}
+
+/* A submit from a callback failed: the detail is on the inner request. */
+static void fail_submit(kv_wrap_req_t *wr, int err) {
+  if (wr->outer)
+    kv_req_set_error(wr->outer, err, "%s", kv_req_errmsg(&wr->inner));
+  end(wr, err);
+}
+
+/* Decode one stored value in place. Returns 0 (the value is replaced, or
+ * dropped with *found = 0 for an undecodable value read as missing) or the
+ * error (detail on the outer request). */
+static int decode_slot(kv_wrap_req_t *wr, const char *key, kv_buf_t *v,
+                       int *found, double *ttl) {
+  kv__codec_wrap_t *cw = CW(wr->w);
+  char *out, err[512] = "";
+  size_t n;
+  int rc = cw->codec->decode(wr->w, v->base, v->len, &out, &n, err, sizeof err);
+  if (rc != 0 && cw->missing_on_error && rc == cw->missing_error) {
+    kv_free(v->base);
+    v->base = NULL;
+    v->len = 0;
+    *found = 0;
+    if (ttl) *ttl = KV_TTL_NONE;
+    return 0;
+  }
+  if (rc != 0) return codec_error(wr->w, wr->outer, key, rc, err);
+  kv_free(v->base);
+  v->base = out;
+  v->len = n;
+  return 0;
+}
+
+/* get, ttl, take: decode the value, then hand the results over. */
+static void on_value(kv_wrap_req_t *wr) {
+  kv_req_t *in = &wr->inner;
+  if (wr->outer && in->status == 0 && in->found) {
+    int rc = decode_slot(wr, wr->args.key, &in->value, &in->found, &in->ttl);
+    if (rc != 0) return end(wr, rc);
+  }
+  kv_wrap_finish(wr);
+}
+
+/* get_many, ttl_many: decode every slot found. */
+static void on_values(kv_wrap_req_t *wr) {
+  kv_req_t *in = &wr->inner;
+  if (wr->outer && in->status == 0) {
+    for (size_t i = 0; i < in->nresults; i++) {
+      kv_result_t *r = &in->results[i];
+      int rc;
+      if (!r->found) continue;
+      rc = decode_slot(wr, wr->args.keys[i], &r->value, &r->found, &r->ttl);
+      if (rc != 0) return end(wr, rc);
+    }
+  }
+  kv_wrap_finish(wr);
+}
+
+static void on_done(kv_wrap_req_t *wr) {
+  loop_release(wr);
+  kv_wrap_finish(wr);
+}
+
+static int submit(kv_wrap_req_t *wr, kv_wrap_cb cb) {
+  int err = kv_wrap_submit(wr, wr->w->inner, cb);
+  if (err < 0) {
+    loop_release(wr);
+    return kv_wrap_refuse(wr, err);
+  }
+  return 0;
+}
+
+static int codec_read(kv_store_t *s, kv_req_t *req) {
+  kv_wrap_req_t *wr = kv_wrap_req_new(s, req, sizeof(loop_t));
+  if (wr == NULL) return nomem(req);
+  return submit(wr, req->op == KV_OP_GET_MANY || req->op == KV_OP_TTL_MANY
+                        ? on_values
+                        : on_value);
+}
+
+/* put, put_if_absent: encode, then forward. */
+static int codec_write(kv_store_t *s, kv_req_t *req) {
+  kv_wrap_req_t *wr = kv_wrap_req_new(s, req, sizeof(loop_t));
+  loop_t *l;
+  int rc;
+  if (wr == NULL) return nomem(req);
+  l = LOOP(wr);
+  rc = run(wr->w, CW(s)->codec->encode, req, req->in.key, req->in.value.base,
+           req->in.value.len, &l->enc, &l->enc_len);
+  if (rc != 0) {
+    kv_wrap_req_free(wr);
+    return rc;
+  }
+  wr->args.value = l->enc;
+  wr->args.value_len = l->enc_len;
+  return submit(wr, on_done);
+}
+
+static int codec_put_many(kv_store_t *s, kv_req_t *req) {
+  kv_wrap_req_t *wr = kv_wrap_req_new(s, req, sizeof(loop_t));
+  loop_t *l;
+  if (wr == NULL) return nomem(req);
+  l = LOOP(wr);
+  if (req->in.n > 0 &&
+      (l->values = kv_calloc(req->in.n, sizeof *l->values)) == NULL) {
+    kv_wrap_req_free(wr);
+    return nomem(req);
+  }
+  for (size_t i = 0; i < req->in.n; i++) {
+    int rc = run(wr->w, CW(s)->codec->encode, req, req->in.keys[i].base,
+                 req->in.values[i].base, req->in.values[i].len,
+                 &l->values[i].base, &l->values[i].len);
+    l->nvalues = i + 1;
+    if (rc != 0) { /* nothing is written */
+      loop_release(wr);
+      kv_wrap_req_free(wr);
+      return rc;
+    }
+  }
+  wr->args.values = l->values;
+  return submit(wr, on_done);
+}
+
+/* ---- cas: read, compare decoded, inner cas on the stored bytes ---------- */
+
+static void cas_read(kv_wrap_req_t *wr);
+
+static void conflict(kv_wrap_req_t *wr) {
+  kv_req_set_error(wr->outer, KV_ECONFLICT,
+                   "key '%s' does not hold the expected value", wr->args.key);
+  end(wr, KV_ECONFLICT);
+}
+
+static void on_cas_done(kv_wrap_req_t *wr) {
+  loop_t *l = LOOP(wr);
+  kv_free(l->raw);
+  l->raw = NULL;
+  if (wr->inner.status == KV_ECONFLICT && wr->outer &&
+      !wr->outer->in.expected_absent && ++l->tries < KV__CODEC_MAX_TRIES)
+    return cas_read(wr); /* written meanwhile: compare again */
+  on_done(wr);
+}
+
+static void on_cas_read(kv_wrap_req_t *wr) {
+  kv_req_t *in = &wr->inner, *outer = wr->outer;
+  loop_t *l = LOOP(wr);
+  char *dec;
+  size_t n;
+  int rc, equal;
+  if (outer == NULL || in->status != 0) return on_done(wr);
+  if (!in->found) return conflict(wr);
+  rc = run(wr->w, CW(wr->w)->codec->decode, outer, wr->args.key, in->value.base,
+           in->value.len, &dec, &n);
+  if (rc != 0) {
+    if (CW(wr->w)->missing_on_error && rc == CW(wr->w)->missing_error)
+      return conflict(wr); /* reads as missing: not the expected value */
+    return end(wr, rc);
+  }
+  equal = n == outer->in.expected.len &&
+          (n == 0 || memcmp(dec, outer->in.expected.base, n) == 0);
+  kv_free(dec);
+  if (!equal) return conflict(wr);
+  l->raw = kv_req_take_value(in, &l->raw_len);
+  wr->args.op = KV_OP_CAS;
+  wr->args.expected = l->raw;
+  wr->args.expected_len = l->raw_len;
+  wr->args.value = l->enc;
+  wr->args.value_len = l->enc_len;
+  if ((rc = kv_wrap_submit(wr, wr->w->inner, on_cas_done)) < 0)
+    fail_submit(wr, rc);
+}
+
+static void cas_read(kv_wrap_req_t *wr) {
+  int rc;
+  wr->args.op = KV_OP_GET;
+  if ((rc = kv_wrap_submit(wr, wr->w->inner, on_cas_read)) < 0)
+    fail_submit(wr, rc);
+}
+
+static int codec_cas(kv_store_t *s, kv_req_t *req) {
+  kv_wrap_req_t *wr = kv_wrap_req_new(s, req, sizeof(loop_t));
+  loop_t *l;
+  int rc;
+  if (wr == NULL) return nomem(req);
+  l = LOOP(wr);
+  rc = run(wr->w, CW(s)->codec->encode, req, req->in.key, req->in.value.base,
+           req->in.value.len, &l->enc, &l->enc_len);
+  if (rc != 0) {
+    kv_wrap_req_free(wr);
+    return rc;
+  }
+  wr->args.value = l->enc;
+  wr->args.value_len = l->enc_len;
+  if (req->in.expected_absent) return submit(wr, on_cas_done);
+  wr->args.op = KV_OP_GET;
+  if (rmw_enter(wr, cas_read)) return 0; /* runs after the one running */
+  return submit(wr, on_cas_read);
+}
+
+/* ---- incr: read (with the TTL), add, inner cas on the stored bytes ----- */
+
+static void incr_read(kv_wrap_req_t *wr);
+
+static void on_incr_done(kv_wrap_req_t *wr) {
+  loop_t *l = LOOP(wr);
+  kv_free(l->raw);
+  kv_free(l->enc);
+  l->raw = l->enc = NULL;
+  if (wr->outer == NULL) return on_done(wr);
+  if (wr->inner.status == KV_ECONFLICT) {
+    if (++l->tries < KV__CODEC_MAX_TRIES) return incr_read(wr);
+    kv_req_set_error(wr->outer, KV_EBUSY,
+                     "incr of key '%s' gave up after %d concurrent writes",
+                     wr->args.key, l->tries);
+    return end(wr, KV_EBUSY);
+  }
+  if (wr->inner.status != 0) return on_done(wr);
+  wr->outer->number = l->number;
+  end(wr, 0);
+}
+
+static void on_incr_read(kv_wrap_req_t *wr) {
+  kv_req_t *in = &wr->inner, *outer = wr->outer;
+  loop_t *l = LOOP(wr);
+  int64_t cur = 0, delta;
+  double ttl;
+  char text[24];
+  size_t n;
+  int rc;
+  if (outer == NULL || in->status != 0) return on_done(wr);
+  delta = outer->in.delta;
+  ttl = outer->in.ttl;
+  if (in->found) {
+    char *dec;
+    rc = run(wr->w, CW(wr->w)->codec->decode, outer, wr->args.key,
+             in->value.base, in->value.len, &dec, &n);
+    if (rc != 0) return end(wr, rc);
+    rc = kv_parse_int64(dec, n, &cur);
+    kv_free(dec);
+    if (rc != 0) {
+      kv_req_set_error(outer, KV_EINVAL,
+                       "value of key '%s' is not a decimal integer",
+                       wr->args.key);
+      return end(wr, KV_EINVAL);
+    }
+    ttl = in->ttl; /* an existing entry keeps its (remaining) TTL */
+    l->raw = kv_req_take_value(in, &l->raw_len);
+  }
+  if ((delta > 0 && cur > INT64_MAX - delta) ||
+      (delta < 0 && cur < INT64_MIN - delta)) {
+    kv_req_set_error(outer, KV_EINVAL, "incr of key '%s' overflows",
+                     wr->args.key);
+    return end(wr, KV_EINVAL);
+  }
+  l->number = cur + delta;
+  n = kv_format_int64(l->number, text);
+  rc = run(wr->w, CW(wr->w)->codec->encode, outer, wr->args.key, text, n,
+           &l->enc, &l->enc_len);
+  if (rc != 0) return end(wr, rc);
+  wr->args.op = KV_OP_CAS;
+  wr->args.expected = l->raw; /* NULL: expect absent */
+  wr->args.expected_len = l->raw_len;
+  wr->args.value = l->enc;
+  wr->args.value_len = l->enc_len;
+  wr->args.ttl = ttl;
+  if ((rc = kv_wrap_submit(wr, wr->w->inner, on_incr_done)) < 0)
+    fail_submit(wr, rc);
+}
+
+static void incr_read(kv_wrap_req_t *wr) {
+  int rc;
+  loop_t *l = LOOP(wr);
+  l->raw_len = 0;
+  wr->args.op = KV_OP_TTL;
+  if ((rc = kv_wrap_submit(wr, wr->w->inner, on_incr_read)) < 0)
+    fail_submit(wr, rc);
+}
+
+static int codec_incr(kv_store_t *s, kv_req_t *req) {
+  kv_wrap_req_t *wr = kv_wrap_req_new(s, req, sizeof(loop_t));
+  if (wr == NULL) return nomem(req);
+  wr->args.op = KV_OP_TTL;
+  if (rmw_enter(wr, incr_read)) return 0; /* runs after the one running */
+  return submit(wr, on_incr_read);
+}
+
+void kv__codec_methods_init(kv_store_methods_t *m, const char *name,
+                            size_t store_size) {
+  kv_wrap_methods_init(m, name, store_size);
+  m->get = m->ttl = m->take = codec_read;
+  m->get_many = m->ttl_many = codec_read;
+  m->put = m->put_if_absent = codec_write;
+  m->put_many = codec_put_many;
+  m->cas = codec_cas;
+  m->incr = codec_incr;
+}
+
+/* ===========================================================================
+ * The encryption wrapper
+ * ===========================================================================
+ */
+
+typedef struct {
+  kv__codec_wrap_t c;
+  kv__fernet_key_t *keys; /* keys[0] encrypts; all decrypt */
+  size_t nkeys;
+  int allow_plaintext;
+} enc_t;
+
+static int enc_encode(kv_wrap_t *w, const char *in, size_t len, char **out,
+                      size_t *out_len, char *errbuf, size_t errbuf_len) {
+  enc_t *e = (enc_t *)w;
+  int rc = kv__fernet_encrypt(&e->keys[0], in, len, out, out_len);
+  if (rc == KV_ETOOBIG)
+    return kv__errbuf(errbuf, errbuf_len, rc,
+                      "value of %zu bytes is too big to encrypt", len);
+  if (rc == KV_EBACKEND)
+    return kv__errbuf(errbuf, errbuf_len, rc, "OpenSSL failed to encrypt");
+  return rc;
+}
+
+static int enc_decode(kv_wrap_t *w, const char *in, size_t len, char **out,
+                      size_t *out_len, char *errbuf, size_t errbuf_len) {
+  enc_t *e = (enc_t *)w;
+  int rc =
+      kv__fernet_decrypt_at(e->keys, e->nkeys, in, len, 0, 0, out, out_len);
+  if (rc != KV_EDECRYPT) return rc;
+  if (!kv__fernet_looks_like_token(in, len)) {
+    if (e->allow_plaintext) {
+      if ((*out = kv_strndup(in, len)) == NULL) return KV_ENOMEM;
+      *out_len = len;
+      return 0;
+    }
+    return kv__errbuf(errbuf, errbuf_len, KV_EDECRYPT,
+                      "the stored value (%zu bytes) is not a Fernet token: "
+                      "not encrypted? (allow_plaintext=true reads such "
+                      "values as they are)",
+                      len);
+  }
+  return kv__errbuf(errbuf, errbuf_len, KV_EDECRYPT,
+                    "the stored Fernet token (%zu bytes) does not verify "
+                    "with any of the %zu configured key%s: tampered, or "
+                    "encrypted with another key",
+                    len, e->nkeys, e->nkeys == 1 ? "" : "s");
+}
+
+static const kv__codec_t enc_codec = {enc_encode, enc_decode};
+
+static kv_store_methods_t enc_methods;
+static uv_once_t enc_once = UV_ONCE_INIT;
+
+static void enc_init(void) {
+  kv__codec_methods_init(&enc_methods, "encryption", sizeof(enc_t));
+}
+
+static void keys_free(kv__fernet_key_t *keys, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    kv__fernet_key_wipe(&keys[i]);
+  kv_free(keys);
+}
+
+static void enc_free(kv_wrap_t *w) {
+  enc_t *e = (enc_t *)w;
+  keys_free(e->keys, e->nkeys);
+  e->keys = NULL;
+}
+
+/* Decode one key into k; the detail names the key by its role only. */
+static int key_in(const char *text, size_t len, const char *what, size_t idx,
+                  kv__fernet_key_t *k, char *errbuf, size_t errbuf_len) {
+  if (kv__fernet_key_decode(text, len, k) == 0) return 0;
+  if (idx)
+    return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
+                      "%s #%zu is not a Fernet key (44 characters of URL-safe "
+                      "base64 encoding 32 bytes; %zu characters given)",
+                      what, idx, len);
+  return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
+                    "%s is not a Fernet key (44 characters of URL-safe "
+                    "base64 encoding 32 bytes; %zu characters given)",
+                    what, len);
+}
+
+static int enc_create(kv_store_t *inner, const kv_wrap_encryption_opts_t *o,
+                      kv_store_t **out, char *errbuf, size_t errbuf_len) {
+  static const kv_wrap_encryption_opts_t dflt;
+  kv__fernet_key_t *keys;
+  size_t nkeys;
+  kv_wrap_t *w;
+  enc_t *e;
+  int err = 0;
+  if (out == NULL) return KV_EINVAL;
+  *out = NULL;
+  if (o == NULL) o = &dflt;
+  if (inner == NULL)
+    return kv__errbuf(errbuf, errbuf_len, KV_EINVAL, "no inner store");
+  if ((o->key != NULL) == (o->source != NULL || o->salt != NULL))
+    return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
+                      "encryption needs either a key or source material and "
+                      "a salt (exactly one of the two)");
+  if (o->source != NULL &&
+      (o->source[0] == '\0' || o->salt == NULL || o->salt[0] == '\0'))
+    return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
+                      "key derivation needs non-empty source material and "
+                      "salt");
+  if (o->nold_keys > 0 && o->old_keys == NULL)
+    return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
+                      "%zu old keys announced, none given", o->nold_keys);
+  nkeys = 1 + o->nold_keys;
+  if ((keys = kv_calloc(nkeys, sizeof *keys)) == NULL)
+    return kv__errbuf(errbuf, errbuf_len, KV_ENOMEM, "out of memory");
+  if (o->key != NULL) {
+    err = key_in(o->key, strlen(o->key), "the key", 0, &keys[0], errbuf,
+                 errbuf_len);
+  } else {
+    char derived[KV_FERNET_KEY_SIZE];
+    err = kv__fernet_derive(o->source, strlen(o->source), o->salt,
+                            strlen(o->salt), derived);
+    if (err == 0)
+      err = kv__fernet_key_decode(derived, strlen(derived), &keys[0]);
+    OPENSSL_cleanse(derived, sizeof derived);
+    if (err) kv__errbuf(errbuf, errbuf_len, err, "key derivation failed");
+  }
+  for (size_t i = 0; err == 0 && i < o->nold_keys; i++) {
+    const char *k = o->old_keys[i];
+    err = key_in(k ? k : "", k ? strlen(k) : 0, "old key", i + 1, &keys[i + 1],
+                 errbuf, errbuf_len);
+  }
+  for (size_t i = 0; err == 0 && i < nkeys; i++)
+    if ((err = kv__fernet_key_cache(&keys[i])) != 0)
+      kv__errbuf(errbuf, errbuf_len, err, "OpenSSL could not set up a key");
+  uv_once(&enc_once, enc_init);
+  if (err == 0 && (err = kv_wrap_create(inner, &enc_methods, o->borrow, &w)))
+    kv__errbuf(errbuf, errbuf_len, err,
+               err == KV_ECLOSED ? "the inner store is closing"
+                                 : "cannot create the wrapper");
+  if (err) {
+    keys_free(keys, nkeys);
+    return err;
+  }
+  e = (enc_t *)w;
+  e->c.codec = &enc_codec;
+  e->c.missing_on_error = o->missing_on_error;
+  e->c.missing_error = KV_EDECRYPT;
+  e->keys = keys;
+  e->nkeys = nkeys;
+  e->allow_plaintext = o->allow_plaintext;
+  w->on_free = enc_free;
+  *out = &w->base;
+  return 0;
+}
+
+int kv_wrap_encryption(kv_store_t *inner, const kv_wrap_encryption_opts_t *o,
+                       kv_store_t **out) {
+  return enc_create(inner, o, out, NULL, 0);
+}
+
+/* ---- From options text (kv_wrap_by_name, --wrap, wrap://) -------------- */
+
+/* Split "K1+K2+..." into a NULL-terminated array of pointers into `text`
+ * (modified in place). */
+static const char **split_keys(char *text, size_t *n) {
+  size_t cap = 1;
+  const char **v;
+  for (const char *p = text; *p; p++)
+    cap += *p == '+';
+  if ((v = kv_calloc(cap + 1, sizeof *v)) == NULL) return NULL;
+  *n = 0;
+  for (char *p = text;;) {
+    char *plus = strchr(p, '+');
+    v[(*n)++] = p;
+    if (plus == NULL) break;
+    *plus = '\0';
+    p = plus + 1;
+  }
+  return v;
+}
+
+static void wipe_opts(kv_url_t *u) {
+  for (size_t i = 0; i < u->nparams; i++)
+    if (u->params[i].value)
+      OPENSSL_cleanse(u->params[i].value, strlen(u->params[i].value));
+  kv_wrap_opts_free(u);
+}
+
+int kv__wrap_encryption_from_options(const char *options, kv_store_t *inner,
+                                     kv_store_t **out, char *errbuf,
+                                     size_t errbuf_len) {
+  static const char *const known[] = {
+      "key",  "old_keys",        "key_env",          "source",
+      "salt", "allow_plaintext", "missing_on_error", NULL};
+  kv_wrap_encryption_opts_t o;
+  kv_url_t u;
+  char tmp[512], *env_copy = NULL, *old_copy = NULL;
+  size_t env_len = 0, old_len = 0;
+  const char **keys = NULL, **old = NULL;
+  const char *key, *key_env, *old_text;
+  size_t nkeys = 0, nold = 0;
+  int err;
+  *out = NULL;
+  memset(&o, 0, sizeof o);
+  /* The parser's messages quote the whole text, keys included: not passed
+   * on. */
+  if ((err = kv_wrap_opts_parse(options, &u, tmp, sizeof tmp)) != 0)
+    return kv__errbuf(errbuf, errbuf_len, err,
+                      "malformed encryption options (an empty or repeated "
+                      "option, or a bad %%-escape; the text is not shown: it "
+                      "may hold key material)");
+  if ((err = kv_wrap_opts_check(&u, "encryption", known, errbuf, errbuf_len)) !=
+          0 ||
+      (err = kv_url_param_bool(&u, "allow_plaintext", 0, &o.allow_plaintext,
+                               errbuf, errbuf_len)) != 0 ||
+      (err = kv_url_param_bool(&u, "missing_on_error", 0, &o.missing_on_error,
+                               errbuf, errbuf_len)) != 0)
+    goto done;
+  key = kv_url_param(&u, "key");
+  key_env = kv_url_param(&u, "key_env");
+  old_text = kv_url_param(&u, "old_keys");
+  o.source = kv_url_param(&u, "source");
+  o.salt = kv_url_param(&u, "salt");
+  if ((key != NULL) + (key_env != NULL) +
+          (o.source != NULL || o.salt != NULL) !=
+      1) {
+    err = kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
+                     "encryption needs exactly one of key=, key_env= or "
+                     "source= with salt=");
+    goto done;
+  }
+  if (key_env != NULL) {
+    const char *v = getenv(key_env);
+    if (v == NULL || v[0] == '\0') {
+      err =
+          kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
+                     "environment variable '%s' (key_env) is not set", key_env);
+      goto done;
+    }
+    /* It may hold "K1+K2...": the first encrypts, all decrypt. */
+    env_len = strlen(v);
+    if ((env_copy = kv_strndup(v, env_len)) == NULL ||
+        (keys = split_keys(env_copy, &nkeys)) == NULL) {
+      err = kv__errbuf(errbuf, errbuf_len, KV_ENOMEM, "out of memory");
+      goto done;
+    }
+    o.key = keys[0];
+  } else {
+    o.key = key;
+  }
+  if (old_text != NULL && old_text[0] != '\0') {
+    old_len = strlen(old_text);
+    if ((old_copy = kv_strndup(old_text, old_len)) == NULL ||
+        (old = split_keys(old_copy, &nold)) == NULL) {
+      err = kv__errbuf(errbuf, errbuf_len, KV_ENOMEM, "out of memory");
+      goto done;
+    }
+  }
+  /* Old keys: those after the first in key_env, then old_keys. */
+  if (nkeys > 1 || nold > 0) {
+    const char **all = kv_calloc(nkeys + nold + 1, sizeof *all);
+    size_t n = 0;
+    if (all == NULL) {
+      err = kv__errbuf(errbuf, errbuf_len, KV_ENOMEM, "out of memory");
+      goto done;
+    }
+    for (size_t i = 1; i < nkeys; i++)
+      all[n++] = keys[i];
+    for (size_t i = 0; i < nold; i++)
+      all[n++] = old[i];
+    o.old_keys = all;
+    o.nold_keys = n;
+  }
+  err = enc_create(inner, &o, out, errbuf, errbuf_len);
+  kv_free((void *)(uintptr_t)o.old_keys);
+
+done:
+  if (env_copy) OPENSSL_cleanse(env_copy, env_len);
+  if (old_copy) OPENSSL_cleanse(old_copy, old_len);
+  kv_free(env_copy);
+  kv_free(old_copy);
+  kv_free(keys);
+  kv_free(old);
+  wipe_opts(&u);
+  return err;
+}
