@@ -105,7 +105,7 @@ long long kv__b64url_decode(const char *in, size_t len, unsigned char *out);
  * With non-deterministic encodings (Fernet's random IV) this is still a
  * true compare-and-swap: the inner cas compares what is stored. */
 
-#define KV__CODEC_MAX_TRIES 64 /* inner cas conflicts before giving up */
+#define KV__CODEC_MAX_TRIES 4096 /* inner cas conflicts before giving up */
 #define KV__CODEC_RMW_BUCKETS 64
 
 typedef struct kv__codec_s kv__codec_t;
