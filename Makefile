@@ -13,7 +13,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 PREFIX     ?= /usr/local
 CTEST_ARGS ?= --output-on-failure -j$(JOBS)
 
-.PHONY: all deps demo check check-release check-asan check-fuzz fuzz bench \
+.PHONY: all deps demo check check-release check-asan check-tsan check-fuzz fuzz bench \
   install clean format
 
 all: deps
@@ -31,7 +31,7 @@ demo:
 
 check:
 	@scripts/deps.sh check
-	$(MAKE) --no-print-directory check-release check-asan check-fuzz
+	$(MAKE) --no-print-directory check-release check-asan check-tsan check-fuzz
 
 check-release:
 	cmake -S . -B build-check -DKV_WERROR=ON -DKV_REQUIRE_ALL=ON >/dev/null
@@ -44,6 +44,16 @@ check-asan:
 	cmake --build build-asan -j$(JOBS)
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest $(CTEST_ARGS)
+
+# ThreadSanitizer over the stores that work on libuv's threadpool (disk,
+# file, sqlite, rocksdb, and wrapper stacks over disk): the conformance
+# suite, without its fork()ing cases (TSan cannot follow a fork).
+check-tsan:
+	cmake -S . -B build-tsan -DKV_WERROR=ON -DKV_REQUIRE_ALL=ON -DKV_TSAN=ON \
+	  -DCMAKE_BUILD_TYPE=Debug >/dev/null
+	cmake --build build-tsan -j$(JOBS) --target test-conformance
+	cd build-tsan && KVIO_TEST_NO_FORK=1 TSAN_OPTIONS=halt_on_error=1 \
+	  ctest $(CTEST_ARGS) -L conformance -R 'disk|sqlite|rocksdb|file'
 
 # Fuzz targets, built with clang (libFuzzer + ASan + UBSan): a short run of
 # each in `make check`, FUZZ_SECONDS per target in `make fuzz`.
@@ -74,4 +84,4 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) build-check build-asan build-fuzz
+	rm -rf $(BUILD) build-check build-asan build-tsan build-fuzz

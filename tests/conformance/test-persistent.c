@@ -180,6 +180,8 @@ void c46_persistent_two_processes(void **state) {
   if (!HAS(fx, KV_CAP_PERSISTENT) || !HAS(fx, KV_CAP_SHARED))
     SKIP_BECAUSE("%s does not announce KV_CAP_PERSISTENT and KV_CAP_SHARED",
                  kv_store_name(fx->store));
+  if (getenv("KVIO_TEST_NO_FORK") != NULL)
+    SKIP_BECAUSE("KVIO_TEST_NO_FORK is set (ThreadSanitizer cannot fork)");
   PUT(fx, COLL, "parent", V);
   /* The parent's store is closed while the children run, so no backend
    * handle crosses a fork(). */
