@@ -127,7 +127,7 @@ struct kv_req_s {
 
   /* private: the inputs, copied at submit; stores read them through the
    * rules in kvio/backend.h */
-  struct {
+  struct kv_req_in_s {
     const char *collection; /* never NULL: the default is resolved */
     size_t collection_len;
     const char *key; /* NUL-terminated */

@@ -25,6 +25,10 @@
  * with KV_ENOTSUP. A segment is only called when the store's caps announce
  * it.
  *
+ * A method must not assume that req->store is the store running it: a
+ * wrapper that forwards a request may hand its own request to the store it
+ * wraps.
+ *
  * Request inputs, as a store sees them (req->in):
  *   collection / collection_len  always set (the default is resolved)
  *   key / key_len                get, ttl, put, delete, atomic ops
@@ -164,6 +168,21 @@ KV_EXTERN int kv_register(const char *scheme, const kv_store_methods_t *m);
  * with kv_store_close() as any store. Returns 0 or KV_ENOMEM. */
 KV_EXTERN int kv_store_create(uv_loop_t *loop, const kv_store_methods_t *m,
                               kv_store_t **out);
+
+/* The inputs of a request, as the core filled them in (req->in). */
+typedef struct kv_req_in_s kv_req_in_t;
+
+/* For wrappers: submit `op` to store `s` with inputs the core has already
+ * validated — the outer request's `in`, or a copy of it in which the wrapper
+ * changed only the TTL (it must be valid; the expiry is recomputed from the
+ * same timestamp). Nothing is validated again or copied: everything `in`
+ * points to must stay valid until `cb` has run (the outer request's inputs
+ * do, while the outer request is pending). Capabilities are checked as for
+ * any submit. Returns 0 (cb runs exactly once, from the loop) or < 0 (cb
+ * never runs). Names or values the wrapper rewrote must go through the
+ * public kv_get/kv_put/... instead, which validate and copy them. */
+KV_EXTERN int kv_forward(kv_store_t *s, kv_req_t *req, kv_op_t op,
+                         const kv_req_in_t *in, kv_cb cb);
 
 /* Complete a request accepted by a method (see the rules above). */
 KV_EXTERN void kv_req_complete(kv_req_t *req, int status);

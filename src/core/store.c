@@ -290,8 +290,7 @@ int kv_req_set_cursor(kv_req_t *req, const char *cursor) {
 }
 
 void kv_req_cleanup(kv_req_t *req) {
-  if (req == NULL)
-    return;
+  if (req == NULL) return;
   if (req->priv.state == REQ_PENDING || req->priv.state == REQ_DONE)
     return; /* still in flight: cleaning it would break the store */
   kv_free(req->value.base);
@@ -303,8 +302,7 @@ void kv_req_cleanup(kv_req_t *req) {
   kv_free(req->names);
   kv_free(req->cursor);
   kv_free(req->priv.errmsg);
-  if (req->priv.block != req->priv.inline_buf)
-    kv_free(req->priv.block);
+  if (req->priv.block != req->priv.inline_buf) kv_free(req->priv.block);
   /* Reset what was released (a second cleanup is then harmless); the next
    * submit clears the rest. */
   req->value.base = NULL;
@@ -473,16 +471,21 @@ static void *input_block(kv_req_t *req, size_t total) {
   return p;
 }
 
+/* The absolute expiry of an entry written at now_ms with a valid ttl. */
+static int64_t expiry(int64_t now_ms, double ttl) {
+  double ms;
+  if (ttl <= 0) return 0;
+  ms = ceil(ttl * 1000.0);
+  return now_ms + (ms < 1 ? 1 : (int64_t)ms);
+}
+
 static int check_ttl(kv_req_t *req, double ttl) {
   char err[256];
   if (kv__check_ttl(ttl, err, sizeof err))
     return kv_req_set_error(req, KV_EINVAL, "%s", err);
   req->in.ttl = ttl;
   req->in.now_ms = kv_now_ms();
-  if (ttl > 0) {
-    double ms = ceil(ttl * 1000.0);
-    req->in.expires_at_ms = req->in.now_ms + (ms < 1 ? 1 : (int64_t)ms);
-  }
+  req->in.expires_at_ms = expiry(req->in.now_ms, ttl);
   return 0;
 }
 
@@ -739,6 +742,21 @@ int kv_destroy_collection(kv_store_t *s, kv_req_t *req, const char *collection,
 
 int kv_cull(kv_store_t *s, kv_req_t *req, kv_cb cb) {
   return submit_listing(s, req, KV_OP_CULL, NULL, NULL, 0, cb);
+}
+
+int kv_forward(kv_store_t *s, kv_req_t *req, kv_op_t op, const kv_req_in_t *in,
+               kv_cb cb) {
+  char err[256];
+  int rc;
+  if (in == NULL || op <= KV_OP_NONE || op >= KV_OP_COUNT_) return KV_EINVAL;
+  if ((rc = begin(s, req, op, cb)) != 0) return rc;
+  if (in->collection == NULL)
+    return kv_req_set_error(req, KV_EINVAL, "forwarded without a collection");
+  if (kv__check_ttl(in->ttl, err, sizeof err))
+    return kv_req_set_error(req, KV_EINVAL, "%s", err);
+  req->in = *in;
+  req->in.expires_at_ms = expiry(in->now_ms, in->ttl);
+  return dispatch(s, req);
 }
 
 /* ---- Bulk forms for stores that only have the single ops ------------------

@@ -259,6 +259,29 @@ static void inner_cb(kv_req_t *req) {
   wr->cb(wr);
 }
 
+/* Whether the inner request would carry exactly the outer request's names
+ * and values (a wrapper may have changed the TTL only): then it can share
+ * the outer's validated inputs (kv_forward) instead of a validated copy. */
+static int args_unchanged(const kv_wrap_req_t *wr) {
+  const kv_wrap_args_t *a = &wr->args;
+  const kv_req_t *o = wr->outer;
+  if (o == NULL || a->op != o->op || a->collection != o->in.collection ||
+      a->key != o->in.key || a->delta != o->in.delta || a->n != o->in.n ||
+      a->values != o->in.values || a->cursor != o->in.cursor ||
+      a->limit != o->in.limit)
+    return 0;
+  if (a->op == KV_OP_PUT || a->op == KV_OP_PUT_IF_ABSENT || a->op == KV_OP_CAS)
+    if (a->value != o->in.value.base || a->value_len != o->in.value.len)
+      return 0;
+  if (a->op == KV_OP_CAS &&
+      (o->in.expected_absent ? a->expected != NULL
+                             : a->expected != o->in.expected.base ||
+                                   a->expected_len != o->in.expected.len))
+    return 0;
+  if (a->n > 0 && a->keys != wr->keys_) return 0;
+  return 1;
+}
+
 int kv_wrap_submit(kv_wrap_req_t *wr, kv_store_t *target, kv_wrap_cb cb) {
   const kv_wrap_args_t *a = &wr->args;
   kv_req_t *r = &wr->inner;
@@ -271,6 +294,12 @@ int kv_wrap_submit(kv_wrap_req_t *wr, kv_store_t *target, kv_wrap_cb cb) {
     /* A later step of an op caught by the wrapper's close. */
     r->status = kv_req_set_error(r, KV_ECANCELED, "the store was closed");
     return KV_ECANCELED;
+  }
+  if (args_unchanged(wr)) {
+    kv_req_in_t in = wr->outer->in;
+    in.ttl = a->ttl;
+    err = kv_forward(target, r, a->op, &in, inner_cb);
+    goto out;
   }
   switch (a->op) {
   case KV_OP_GET:
@@ -332,6 +361,7 @@ int kv_wrap_submit(kv_wrap_req_t *wr, kv_store_t *target, kv_wrap_cb cb) {
     err = kv_req_set_error(r, KV_EINVAL, "unknown operation %d", (int)a->op);
     break;
   }
+out:
   if (err == KV_ECLOSED && wr->w->wrap.closing)
     /* A later step of an op caught by the wrapper's own close. */
     err = kv_req_set_error(r, KV_ECANCELED, "the store was closed");

@@ -56,8 +56,8 @@ static void url_parses_network_form(void **state) {
   assert_null(kv_url_param(&u, "nope"));
   kv__url_free(&u);
 
-  assert_int_equal(
-      kv__url_parse("mc://h1:1,h2:2/x?y=1", &u, err, sizeof err), 0);
+  assert_int_equal(kv__url_parse("mc://h1:1,h2:2/x?y=1", &u, err, sizeof err),
+                   0);
   assert_string_equal(u.host, "h1:1,h2:2");
   assert_int_equal(u.port, -1);
   assert_string_equal(u.target, "h1:1,h2:2/x");
@@ -351,6 +351,64 @@ static void submits_validate_and_copy(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* ---- kv_forward: a wrapper's inner submit with the outer's inputs ----------
+ */
+
+static kv_req_t fwd_inner;
+static int fwd_calls;
+static void fwd_cb(kv_req_t *req) {
+  fwd_calls++;
+}
+
+static void forward_shares_validated_inputs(void **state) {
+  uv_loop_t loop;
+  kv_store_t *s, *null_store;
+  kv_req_t outer;
+  (void)state;
+  uv_loop_init(&loop);
+  assert_int_equal(kv_open(&loop, "memory://", &s), 0);
+  assert_int_equal(kv_open(&loop, "null://", &null_store), 0);
+  /* An outer put whose validated inputs are forwarded, TTL changed. */
+  calls = 0;
+  assert_int_equal(kv_put(s, &outer, "c", "k", "v", 1, 0, count_cb), 0);
+  {
+    kv_req_in_t in = outer.in;
+    in.ttl = 100;
+    fwd_calls = 0;
+    assert_int_equal(kv_forward(s, &fwd_inner, KV_OP_PUT, &in, fwd_cb), 0);
+    assert_int_equal(fwd_calls, 0); /* deferred like any completion */
+    in.ttl = -1;
+    assert_int_equal(kv_forward(s, &fwd_inner, KV_OP_PUT, &in, fwd_cb),
+                     KV_EBUSY); /* still in flight */
+  }
+  run_until(&loop, &fwd_calls, 1);
+  run_until(&loop, &calls, 1);
+  kv_req_cleanup(&fwd_inner);
+  {
+    kv_req_in_t in = outer.in;
+    in.ttl = NAN;
+    assert_int_equal(kv_forward(s, &fwd_inner, KV_OP_PUT, &in, fwd_cb),
+                     KV_EINVAL);
+    kv_req_cleanup(&fwd_inner);
+    in.ttl = 0;
+    assert_int_equal(
+        kv_forward(null_store, &fwd_inner, KV_OP_INCR, &in, fwd_cb),
+        KV_ENOTSUP); /* capabilities still checked */
+    kv_req_cleanup(&fwd_inner);
+    assert_int_equal(kv_forward(s, &fwd_inner, KV_OP_TTL, &in, fwd_cb), 0);
+    run_until(&loop, &fwd_calls, 2);
+    assert_true(fwd_inner.found);
+    assert_true(fwd_inner.ttl > 99 && fwd_inner.ttl <= 100); /* expiry
+      recomputed from the outer's timestamp */
+    kv_req_cleanup(&fwd_inner);
+  }
+  kv_req_cleanup(&outer);
+  kv_store_close(s, NULL);
+  kv_store_close(null_store, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 /* ---- The blocking facade
  * ------------------------------------------------------------ */
 
@@ -449,6 +507,7 @@ int main(void) {
       cmocka_unit_test(int64_parse_and_format),
       cmocka_unit_test(registry_and_bulk_fallbacks),
       cmocka_unit_test(submits_validate_and_copy),
+      cmocka_unit_test(forward_shares_validated_inputs),
       cmocka_unit_test(sync_facade_round_trip),
       cmocka_unit_test(memory_sweep_purges_without_reads),
   };
