@@ -64,6 +64,38 @@ ratio "disk:// get / bare LMDB get" "${R[disk:// get]}" "${R[bare LMDB get]}"
 ratio "cost per op, blocking facade / async (memory get)" \
   "${R[memory:// get]}" "${R[memory:// get, blocking facade]}"
 
+echo
+echo "Other local stores, and wrappers (same settings):"
+echo
+printf '| %-48s | %12s | %8s |\n' "what" "ops/s" "p99 µs"
+printf '|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..50})" "--------------" "----------"
+small=(--clients 64 --size 100 --keys 10000 --json)
+run "file:// put (10,000)" "$kvio" bench --store "file://$tmp/db" --op put --requests 10000 "${small[@]}"
+run "file:// get" "$kvio" bench --store "file://$tmp/db" --op get --requests "$req" "${small[@]}"
+run "bare file rewrite per put (aiokv's way)" "$build/bench-file-naive" "$tmp/db" 200
+run "sqlite:// put (sync=full)" "$kvio" bench --store "sqlite://$tmp/db" --op put --requests 20000 "${small[@]}"
+run "sqlite:// get" "$kvio" bench --store "sqlite://$tmp/db" --op get --requests "$req" "${small[@]}"
+run "bare SQLite put, one synced txn per put" "$build/bench-sqlite-bare" "$tmp/db" put-sync 1000 100
+run "bare SQLite put, 64 per synced txn" "$build/bench-sqlite-bare" "$tmp/db" put-batch 20000 100 64
+run "rocksdb:// put (sync=true)" "$kvio" bench --store "rocksdb://$tmp/db" --op put --requests 20000 "${small[@]}"
+run "rocksdb:// get" "$kvio" bench --store "rocksdb://$tmp/db" --op get --requests "$req" "${small[@]}"
+run "bare RocksDB put, one synced write per put" "$build/bench-rocksdb-bare" "$tmp/db" put-sync 1000 100
+run "bare RocksDB put, 64 per synced batch" "$build/bench-rocksdb-bare" "$tmp/db" put-batch 20000 100 64
+stack=(--wrap prefix-keys:prefix=p --wrap statistics --wrap ttl-clamp:min=0,max=86400
+       --wrap retry:max=3 --wrap timeout:seconds=5)
+run "memory:// get, bare (wrapper reference)" "$kvio" bench --store memory:// --op get "${common[@]}"
+run "memory:// get through 5 wrappers" "$kvio" "${stack[@]}" bench --store memory:// --op get "${common[@]}"
+echo
+ratio "file:// put / bare whole-file rewrite per put" "${R[file:// put (10,000)]}" "${R[bare file rewrite per put (aiokv's way)]}"
+ratio "sqlite:// put / bare SQLite 64 per txn" "${R[sqlite:// put (sync=full)]}" "${R[bare SQLite put, 64 per synced txn]}"
+ratio "sqlite:// put / bare SQLite txn per put" "${R[sqlite:// put (sync=full)]}" "${R[bare SQLite put, one synced txn per put]}"
+ratio "rocksdb:// put / bare RocksDB 64 per batch" "${R[rocksdb:// put (sync=true)]}" "${R[bare RocksDB put, 64 per synced batch]}"
+ratio "rocksdb:// put / bare RocksDB write per put" "${R[rocksdb:// put (sync=true)]}" "${R[bare RocksDB put, one synced write per put]}"
+ratio "5-wrapper stack / bare memory get" "${R[memory:// get through 5 wrappers]}" "${R[memory:// get, bare (wrapper reference)]}"
+echo
+echo "Compression and encryption wrappers (bench-crypto):"
+"${pin[@]}" "$build/bench-crypto" 1 || true
+
 # Memory footprint: 1,000,000 entries of 16-byte keys and 100-byte values.
 if [ -x "$build/bench-memory-rss" ]; then
   "$build/bench-memory-rss" 1000000 100
