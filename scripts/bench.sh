@@ -72,7 +72,7 @@ printf '|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..50})" "--------------" "---------
 small=(--clients 64 --size 100 --keys 10000 --json)
 run "file:// put (10,000)" "$kvio" bench --store "file://$tmp/db" --op put --requests 10000 "${small[@]}"
 run "file:// get" "$kvio" bench --store "file://$tmp/db" --op get --requests "$req" "${small[@]}"
-run "bare file rewrite per put (aiokv's way)" "$build/bench-file-naive" "$tmp/db" 200
+run "bare file rewrite per put (as aiokv does)" "$build/bench-file-naive" "$tmp/db" 200
 run "sqlite:// put (sync=full)" "$kvio" bench --store "sqlite://$tmp/db" --op put --requests 20000 "${small[@]}"
 run "sqlite:// get" "$kvio" bench --store "sqlite://$tmp/db" --op get --requests "$req" "${small[@]}"
 run "bare SQLite put, one synced txn per put" "$build/bench-sqlite-bare" "$tmp/db" put-sync 1000 100
@@ -86,7 +86,7 @@ stack=(--wrap prefix-keys:prefix=p --wrap statistics --wrap ttl-clamp:min=0,max=
 run "memory:// get, bare (wrapper reference)" "$kvio" bench --store memory:// --op get "${common[@]}"
 run "memory:// get through 5 wrappers" "$kvio" "${stack[@]}" bench --store memory:// --op get "${common[@]}"
 echo
-ratio "file:// put / bare whole-file rewrite per put" "${R[file:// put (10,000)]}" "${R[bare file rewrite per put (aiokv's way)]}"
+ratio "file:// put / bare whole-file rewrite per put" "${R[file:// put (10,000)]}" "${R[bare file rewrite per put (as aiokv does)]}"
 ratio "sqlite:// put / bare SQLite 64 per txn" "${R[sqlite:// put (sync=full)]}" "${R[bare SQLite put, 64 per synced txn]}"
 ratio "sqlite:// put / bare SQLite txn per put" "${R[sqlite:// put (sync=full)]}" "${R[bare SQLite put, one synced txn per put]}"
 ratio "rocksdb:// put / bare RocksDB 64 per batch" "${R[rocksdb:// put (sync=true)]}" "${R[bare RocksDB put, 64 per synced batch]}"
