@@ -40,13 +40,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <unistd.h>
 
 #include <lmdb.h>
 #include <openssl/sha.h>
 
+#include "disk_int.h"
 #include "internal.h"
 #include "kvio/disk.h"
 
@@ -60,6 +63,7 @@
 #define DISK_MAP_DEFAULT ((int64_t)64 << 20)
 #define DISK_MAP_MIN ((int64_t)64 << 10)
 #define DISK_MAP_MAX ((int64_t)1 << 46)
+#define DISK_FULL_SLACK ((uint64_t)1 << 20) /* "full": less free than this */
 #define DISK_PAGE_DEFAULT 1000
 #define DISK_MAX_RETRIES 48
 
@@ -146,18 +150,9 @@ typedef struct disk_key_s {
   unsigned flags; /* DISK_F_* for a record written under this key */
 } disk_key_t;
 
-/* A parsed record. Pointers into the LMDB value: valid until the
- * transaction ends or the entry is written. */
-typedef struct disk_rec_s {
-  unsigned flags;
-  int64_t expires_at;
-  const char *coll; /* the original collection when hashed, else NULL */
-  size_t coll_len;
-  const char *key; /* the original key when hashed, else NULL */
-  size_t key_len;
-  const char *value;
-  size_t value_len;
-} disk_rec_t;
+/* A parsed record (disk_int.h). Pointers into the LMDB value: valid until
+ * the transaction ends or the entry is written. */
+typedef kv__disk_rec_t disk_rec_t;
 
 enum { DISK_ABSENT, DISK_EXPIRED, DISK_LIVE, DISK_BAD };
 
@@ -283,9 +278,9 @@ static int disk_has_prefix(const MDB_val *k, const unsigned char *prefix,
 }
 
 /* Parse a record; 0, or KV_ECORRUPT for bytes that are no record. */
-static int disk_rec_parse(const MDB_val *v, disk_rec_t *r) {
-  const unsigned char *p = v->mv_data;
-  size_t size = v->mv_size, off = DISK_REC_HDR;
+int kv__disk_rec_parse(const void *data, size_t size, kv__disk_rec_t *r) {
+  const unsigned char *p = data;
+  size_t off = DISK_REC_HDR;
   if (size < DISK_REC_HDR || p[0] != DISK_REC_VERSION ||
       (p[1] & ~(DISK_F_CHASHED | DISK_F_KHASHED)) != 0)
     return KV_ECORRUPT;
@@ -313,6 +308,10 @@ static int disk_rec_parse(const MDB_val *v, disk_rec_t *r) {
   r->value = (const char *)p + off;
   r->value_len = size - off;
   return 0;
+}
+
+static int disk_rec_parse(const MDB_val *v, disk_rec_t *r) {
+  return kv__disk_rec_parse(v->mv_data, v->mv_size, r);
 }
 
 /* Write a record under k. The value is written straight into the map
@@ -972,6 +971,25 @@ static int disk_adopt_size(kv_disk_t *d) {
   return rc;
 }
 
+/* LMDB reports a short write as EIO ("short write, filesystem full?"): tell
+ * a full file system (ENOSPC) and a file past RLIMIT_FSIZE (EFBIG) apart, so
+ * that the detail says why. Worker thread. */
+static int disk_diagnose_eio(kv_disk_t *d) {
+  struct statvfs vfs;
+  struct rlimit rl;
+  struct stat st;
+  char file[PATH_MAX];
+  if (statvfs(d->path, &vfs) == 0 &&
+      (uint64_t)vfs.f_bavail * vfs.f_frsize < DISK_FULL_SLACK)
+    return ENOSPC;
+  snprintf(file, sizeof(file), "%s/data.mdb", d->path);
+  if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+      stat(file, &st) == 0 &&
+      (uint64_t)st.st_size + DISK_FULL_SLACK > (uint64_t)rl.rlim_cur)
+    return EFBIG;
+  return EIO;
+}
+
 static void disk_work_cb(uv_work_t *w) {
   kv_disk_t *d = w->data;
   size_t n = d->nbatch, lo = 0, hi = n, at, i;
@@ -996,6 +1014,7 @@ static void disk_work_cb(uv_work_t *w) {
       hi = at; /* commit the slots before the failing one first */
       continue;
     }
+    if (rc == EIO) rc = disk_diagnose_eio(d);
     if (at < hi) {
       disk_slot_fail(&d->batch[at], rc); /* it fails alone */
       lo = at + 1;

@@ -50,6 +50,7 @@
 
 #include <jansson.h>
 
+#include "file_int.h"
 #include "internal.h"
 #include "kvio/file.h"
 
@@ -561,6 +562,30 @@ fail:
   return rc;
 }
 
+/* Parse the bytes of a file into *out. 0, or KV_ECORRUPT / KV_ENOMEM with
+ * the reason (a JSON syntax error with its position) in msg. */
+int kv__file_parse(const char *buf, size_t n, const char *path,
+                   kv__file_data_t *out, char *msg, size_t len) {
+  json_error_t jerr;
+  json_t *doc = json_loadb(buf, n, JSON_REJECT_DUPLICATES, &jerr);
+  if (doc == NULL)
+    return file_msg(msg, len, KV_ECORRUPT,
+                    "file: %s: not valid JSON at line %d, column %d (byte "
+                    "%d): %s",
+                    path, jerr.line, jerr.column, jerr.position, jerr.text);
+  return doc_import(doc, path, out, msg, len);
+}
+
+kv__file_data_t *kv__file_data_new(void) {
+  return kv_calloc(1, sizeof(fdata_t));
+}
+
+void kv__file_data_destroy(kv__file_data_t *d) {
+  if (d == NULL) return;
+  data_free(d);
+  kv_free(d);
+}
+
 /* ---- The file -------------------------------------------------------------
  *
  * These run on the threadpool, and at open. */
@@ -680,10 +705,8 @@ static void file_unlock(kv_file_t *f) {
 static int file_load(kv_file_t *f, fdata_t *out, file_ident_t *id, char *msg,
                      size_t len) {
   struct stat st;
-  json_error_t jerr;
   char *buf = NULL;
   size_t cap, n = 0;
-  json_t *doc;
   int fd, rc;
   memset(id, 0, sizeof(*id));
   fd =
@@ -733,15 +756,7 @@ static int file_load(kv_file_t *f, fdata_t *out, file_ident_t *id, char *msg,
     if (r == 0) break;
     n += (size_t)r;
   }
-  doc = json_loadb(buf, n, JSON_REJECT_DUPLICATES, &jerr);
-  if (doc == NULL) {
-    rc = file_msg(msg, len, KV_ECORRUPT,
-                  "file: %s: not valid JSON at line %d, column %d (byte %d): "
-                  "%s",
-                  f->path, jerr.line, jerr.column, jerr.position, jerr.text);
-    goto out;
-  }
-  if ((rc = doc_import(doc, f->path, out, msg, len)) != 0) goto out;
+  if ((rc = kv__file_parse(buf, n, f->path, out, msg, len)) != 0) goto out;
   ident_from_stat(id, &st);
   goto out;
 oom:
@@ -1007,11 +1022,26 @@ static void w_document(file_writer_t *w, const fdata_t *d, int indent) {
   w_put(w, "}\n", 2);
 }
 
+/* Write the whole document to fd. 0, the errno of a failed write (> 0), or
+ * KV_ENOMEM. */
+int kv__file_serialize(int fd, const kv__file_data_t *d, int indent) {
+  file_writer_t *w = kv_malloc(sizeof(*w));
+  int err;
+  if (w == NULL) return KV_ENOMEM;
+  w->fd = fd;
+  w->err = 0;
+  w->len = 0;
+  w_document(w, d, indent);
+  w_flush(w);
+  err = w->err;
+  kv_free(w);
+  return err;
+}
+
 /* Write the data: PATH.tmp, fsync, rename over PATH, fsync the directory,
  * bump the generation. The lock is held. */
 static int file_write(kv_file_t *f, char *msg, size_t len) {
   struct stat old, st;
-  file_writer_t *w;
   int fd, rc, have_old;
   uint64_t gen;
   have_old = fstatat(f->dirfd, f->name, &old, AT_SYMLINK_NOFOLLOW) == 0;
@@ -1033,23 +1063,16 @@ static int file_write(kv_file_t *f, char *msg, size_t len) {
   }
   /* Keep the permissions someone gave the file. */
   if (have_old && S_ISREG(old.st_mode)) (void)fchmod(fd, old.st_mode & 07777);
-  w = kv_malloc(sizeof(*w));
-  if (w == NULL) {
+  rc = kv__file_serialize(fd, &f->data, f->indent);
+  if (rc == KV_ENOMEM) {
     rc = file_msg(msg, len, KV_ENOMEM, "out of memory");
     goto fail;
   }
-  w->fd = fd;
-  w->err = 0;
-  w->len = 0;
-  w_document(w, &f->data, f->indent);
-  w_flush(w);
-  if (w->err != 0) {
+  if (rc != 0) {
     rc = file_msg(msg, len, KV_EIO, "file: cannot write %s.tmp: %s", f->path,
-                  strerror(w->err));
-    kv_free(w);
+                  strerror(rc));
     goto fail;
   }
-  kv_free(w);
   if (f->sync && fsync(fd) != 0) {
     rc = file_msg(msg, len, KV_EIO, "file: cannot fsync %s.tmp: %s", f->path,
                   strerror(errno));

@@ -49,6 +49,7 @@
  * Atomic requests on the same key from one store are run one after another,
  * so a thousand increments in flight do not race each other.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,14 +230,7 @@ struct mc_store_s {
   size_t nsegs, capsegs;
 };
 
-typedef struct {
-  int type;
-  const char *data;
-  size_t dlen;
-  uint64_t cas;
-  const char *line;
-  size_t line_len;
-} mc_reply_t;
+typedef kv__mc_reply_t mc_reply_t; /* memcached_int.h */
 
 enum { R_VA, R_EN, R_HD, R_NF, R_NS, R_EX, R_ERR };
 
@@ -697,34 +691,35 @@ static void cmd_fail(mc_cmd_t *cmd, int err, const char *msg) {
 /* ---- Values -----------------------------------------------------------------
  */
 
-typedef struct {
-  int live;
-  int64_t expires_at;
-  const char *value;
-  size_t vlen;
-} mc_entry_t;
+typedef kv__mc_entry_t mc_entry_t; /* memcached_int.h */
 
-/* Decode an entry read for cmd. Returns 0 (entry->live says whether it
- * counts), or KV_ECORRUPT. */
-static int entry_decode(mc_cmd_t *cmd, const mc_reply_t *r, mc_entry_t *e) {
-  const unsigned char *p = (const unsigned char *)r->data;
-  size_t klen, ukl;
-  const char *ukey = cmd_key(cmd, &ukl);
+/* Decode the `dlen` bytes of an entry read for the user key ukey. Returns 0
+ * (entry->live says whether it counts), or KV_ECORRUPT. */
+int kv__mc_entry_decode(const char *data, size_t dlen, const char *ukey,
+                        size_t ukl, int64_t now_ms, kv__mc_entry_t *e) {
+  const unsigned char *p = (const unsigned char *)data;
+  size_t klen;
   e->live = 0;
-  if (r->dlen < MC_HDR_LEN || p[0] != MC_MAGIC || p[1] != MC_VERSION)
+  if (dlen < MC_HDR_LEN || p[0] != MC_MAGIC || p[1] != MC_VERSION)
     return KV_ECORRUPT;
   e->expires_at = (int64_t)get_be64(p + 4);
   klen = (size_t)p[12] << 24 | (size_t)p[13] << 16 | (size_t)p[14] << 8 | p[15];
-  if (klen > r->dlen - MC_HDR_LEN) return KV_ECORRUPT;
+  if (klen > dlen - MC_HDR_LEN) return KV_ECORRUPT;
   if (p[2] & MC_HDR_KEY) {
     /* a hashed key: the original must match (it always does unless SHA-256
      * collides) */
     if (klen != ukl || memcmp(p + MC_HDR_LEN, ukey, ukl) != 0) return 0;
   }
-  e->value = r->data + MC_HDR_LEN + klen;
-  e->vlen = r->dlen - MC_HDR_LEN - klen;
-  e->live = !KV_EXPIRED(e->expires_at, kv_now_ms());
+  e->value = data + MC_HDR_LEN + klen;
+  e->vlen = dlen - MC_HDR_LEN - klen;
+  e->live = !KV_EXPIRED(e->expires_at, now_ms);
   return 0;
+}
+
+static int entry_decode(mc_cmd_t *cmd, const mc_reply_t *r, mc_entry_t *e) {
+  size_t ukl;
+  const char *ukey = cmd_key(cmd, &ukl);
+  return kv__mc_entry_decode(r->data, r->dlen, ukey, ukl, kv_now_ms(), e);
 }
 
 static int line_has(const char *line, size_t len, const char *word) {
@@ -1114,16 +1109,21 @@ static void dispatch(mc_server_t *srv, const mc_reply_t *r) {
 
 static uint64_t parse_u64(const char *p, const char *end, const char **stop) {
   uint64_t v = 0;
-  while (p < end && *p >= '0' && *p <= '9')
-    v = v * 10 + (uint64_t)(*p++ - '0');
+  while (p < end && *p >= '0' && *p <= '9') {
+    uint64_t d = (uint64_t)(*p++ - '0');
+    v = v > (UINT64_MAX - d) / 10 ? UINT64_MAX : v * 10 + d; /* saturate */
+  }
   *stop = p;
   return v;
 }
 
-static long parse_reply(const char *buf, size_t len, mc_reply_t *r) {
+long kv__mc_parse_reply(const char *buf, size_t len, kv__mc_reply_t *r) {
   const char *nl = memchr(buf, '\n', len), *end, *p;
   size_t line;
   if (nl == NULL) return len > 8192 ? -1 : 0;
+  /* The same limit with the newline in sight, so that how the bytes were
+   * split by the network does not change the verdict. */
+  if (nl - buf > 8192) return -1;
   line = (size_t)(nl - buf) + 1;
   end = nl;
   if (end > buf && end[-1] == '\r') end--;
@@ -1136,6 +1136,7 @@ static long parse_reply(const char *buf, size_t len, mc_reply_t *r) {
     const char *stop;
     uint64_t n = parse_u64(buf + 3, end, &stop);
     if (r->line_len < 4 || stop == buf + 3) return -1;
+    if (n > (uint64_t)LONG_MAX - line - 2) return -1; /* no such length */
     for (p = stop; p < end; p++) {
       if (*p == ' ' && p + 1 < end && p[1] == 'c')
         r->cas = parse_u64(p + 2, end, &stop);
@@ -1312,7 +1313,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       conn_fail(srv, KV_EPROTO, "reply without a request");
       return;
     }
-    n = parse_reply(srv->rbuf + pos, srv->rlen - pos, &r);
+    n = kv__mc_parse_reply(srv->rbuf + pos, srv->rlen - pos, &r);
     if (n == 0) break;
     if (n < 0) {
       conn_fail(srv, KV_EPROTO, "malformed reply");

@@ -404,14 +404,25 @@ static void handle(kv__rds_t *st, kv_req_t *req, uint64_t tag,
       req->ttl = (double)r->integer / 1000.0;
     }
     return;
-  case T_TIME:
+  case T_TIME: {
+    /* Seconds and microseconds, both decimal: anything else (a NaN
+     * would make every TTL NaN) is a bad reply. */
+    char *end0 = NULL, *end1 = NULL;
+    double secs = 0;
+    long long us = 0;
     if (reply_is(r, KV_REDIS_REPLY_ARRAY) && r->elements == 2 &&
-        r->element[0]->str && r->element[1]->str)
-      req->ttl = strtod(r->element[0]->str, NULL) * 1000.0 +
-                 (double)(strtoll(r->element[1]->str, NULL, 10) / 1000);
-    else
+        r->element[0]->str && r->element[1]->str) {
+      secs = strtod(r->element[0]->str, &end0);
+      us = strtoll(r->element[1]->str, &end1, 10);
+    }
+    if (end0 == NULL || end0 == r->element[0]->str || *end0 != '\0' ||
+        end1 == r->element[1]->str || *end1 != '\0' ||
+        !(secs >= 0 && secs < 1e13) || us < 0)
       bad_reply(st, req, r);
+    else
+      req->ttl = secs * 1000.0 + (double)(us / 1000);
     return;
+  }
   case T_MGET:
     if (!reply_is(r, KV_REDIS_REPLY_ARRAY)) {
       bad_reply(st, req, r);
@@ -446,8 +457,10 @@ static void handle(kv__rds_t *st, kv_req_t *req, uint64_t tag,
     }
     return;
   }
-  case T_DEL:
-    if (reply_is(r, KV_REDIS_REPLY_INTEGER))
+  case T_DEL: /* at most the keys of the chunk were removed */
+    if (reply_is(r, KV_REDIS_REPLY_INTEGER) && r->integer >= 0 &&
+        (unsigned long long)r->integer <=
+            (req->in.n - idx > CHUNK ? CHUNK : req->in.n - idx))
       req->count += (size_t)r->integer;
     else
       bad_reply(st, req, r);

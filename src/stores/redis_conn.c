@@ -92,10 +92,39 @@ void kv__rds_reply_free(kv_redis_reply_t *r) {
   kv_free(r);
 }
 
+/* Room for n elements of an array declared with `count`: what arrives, not
+ * what the header claims ("*2000000000" must not allocate 16 GB up front):
+ * up to 1024 at once, then doubling, never past count. */
+static size_t array_room(size_t n, size_t count) {
+  size_t c = count < 1024 ? count : 1024;
+  if (n == 0) return 0;
+  while (c < n)
+    c = c > count / 2 ? count : 2 * c;
+  return c;
+}
+
+/* Add r to its parent array. Elements arrive in order: `elements` counts
+ * those attached (so a partial array frees cleanly) and equals the declared
+ * count once complete. NULL (r freed) when out of memory. */
 static void *reply_attach(const redisReadTask *task, kv_redis_reply_t *r) {
   if (task->parent != NULL) {
     kv_redis_reply_t *parent = task->parent->obj;
-    parent->element[task->idx] = r;
+    size_t count = (size_t)task->parent->elements, idx = (size_t)task->idx;
+    if (idx != parent->elements || idx >= count) {
+      kv__rds_reply_free(r);
+      return NULL;
+    }
+    if (array_room(idx + 1, count) > array_room(idx, count)) {
+      size_t need = array_room(idx + 1, count);
+      kv_redis_reply_t **e = kv_realloc(parent->element, need * sizeof *e);
+      if (e == NULL) {
+        kv__rds_reply_free(r);
+        return NULL;
+      }
+      parent->element = e;
+    }
+    parent->element[idx] = r;
+    parent->elements = idx + 1;
   }
   return r;
 }
@@ -122,15 +151,8 @@ static void *create_string(const redisReadTask *task, char *str, size_t len) {
 
 static void *create_array(const redisReadTask *task, int elements) {
   kv_redis_reply_t *r = reply_new(KV_REDIS_REPLY_ARRAY);
+  (void)elements; /* the room grows as elements arrive (reply_attach) */
   if (r == NULL) return NULL;
-  if (elements > 0) {
-    r->element = kv_calloc((size_t)elements, sizeof *r->element);
-    if (r->element == NULL) {
-      kv_free(r);
-      return NULL;
-    }
-    r->elements = (size_t)elements;
-  }
   return reply_attach(task, r);
 }
 

@@ -50,6 +50,7 @@
 
 #include "internal.h"
 #include "kvio/rocksdb.h"
+#include "rocksdb_int.h"
 
 #define RDB_RAW_MAX 200
 #define RDB_ENC_MAX (RDB_RAW_MAX + 1 + SHA256_DIGEST_LENGTH)
@@ -142,16 +143,7 @@ typedef struct rdb_key_s {
 } rdb_key_t;
 
 /* A parsed record. Pointers into the value: valid while it is. */
-typedef struct rdb_rec_s {
-  unsigned flags;
-  int64_t expires_at;
-  const char *coll; /* the original collection when hashed, else NULL */
-  size_t coll_len;
-  const char *key; /* the original key when hashed, else NULL */
-  size_t key_len;
-  const char *value;
-  size_t value_len;
-} rdb_rec_t;
+typedef kv__rdb_rec_t rdb_rec_t; /* rocksdb_int.h */
 
 /* A looked-up entry: `raw` is RocksDB's copy (rocksdb_free). */
 typedef struct rdb_found_s {
@@ -260,7 +252,7 @@ static int rdb_has_prefix(const char *k, size_t klen, const void *prefix,
 }
 
 /* Parse a record; 0, or KV_ECORRUPT for bytes that are no record. */
-static int rdb_rec_parse(const char *v, size_t size, rdb_rec_t *r) {
+int kv__rdb_rec_parse(const char *v, size_t size, kv__rdb_rec_t *r) {
   const unsigned char *p = (const unsigned char *)v;
   size_t off = RDB_REC_HDR;
   if (size < RDB_REC_HDR || p[0] != RDB_REC_VERSION ||
@@ -414,7 +406,7 @@ static int rdb_lookup(kv_rocksdb_t *d, rdb_slot_t *slot, const rdb_key_t *k,
   }
   if (f->raw == NULL)
     f->state = RDB_ABSENT;
-  else if (rdb_rec_parse(f->raw, len, &f->rec) != 0)
+  else if (kv__rdb_rec_parse(f->raw, len, &f->rec) != 0)
     f->state = RDB_BAD;
   else if (KV_EXPIRED(f->rec.expires_at, now))
     f->state = RDB_EXPIRED;
@@ -707,7 +699,7 @@ static void rdb_do_keys(kv_rocksdb_t *d, rdb_slot_t *slot, int64_t now) {
     const char *val;
     if (!rdb_has_prefix(key, klen, k.buf, k.prefix_len)) break;
     val = rocksdb_iter_value(it, &vlen);
-    if (klen > RDB_KEY_MAX || rdb_rec_parse(val, vlen, &rec) != 0 ||
+    if (klen > RDB_KEY_MAX || kv__rdb_rec_parse(val, vlen, &rec) != 0 ||
         KV_EXPIRED(rec.expires_at, now))
       continue; /* not a record of this format, or expired */
     if (n == limit) {
@@ -777,7 +769,7 @@ static void rdb_do_collections(kv_rocksdb_t *d, rdb_slot_t *slot, int64_t now) {
       key = rocksdb_iter_key(it, &klen);
       if (!rdb_has_prefix(key, klen, prefix, plen)) break;
       val = rocksdb_iter_value(it, &vlen);
-      if (rdb_rec_parse(val, vlen, &rec) == 0 &&
+      if (kv__rdb_rec_parse(val, vlen, &rec) == 0 &&
           !KV_EXPIRED(rec.expires_at, now)) {
         live = 1;
         break;
@@ -834,7 +826,7 @@ static size_t rdb_sweep(kv_rocksdb_t *d, rdb_slot_t *slot,
     if (expired_only) {
       const char *val = rocksdb_iter_value(it, &vlen);
       if (!rdb_entry_key((const unsigned char *)key, klen, &plen) ||
-          rdb_rec_parse(val, vlen, &rec) != 0 ||
+          kv__rdb_rec_parse(val, vlen, &rec) != 0 ||
           !KV_EXPIRED(rec.expires_at, now))
         continue; /* keep live entries and unknown data */
     }
@@ -1167,8 +1159,12 @@ static rocksdb_t *rdb_open_wait(const char *path, int64_t lock_timeout,
   rocksdb_t *db = NULL;
   char *err = NULL;
   rocksdb_options_set_create_if_missing(opts, 1);
-  /* Each open starts a new info LOG; keep a few, quietly. */
-  rocksdb_options_set_info_log_level(opts, 2 /* WARN */);
+  /* Each open starts a new info LOG; keep a few, quietly. Only its header:
+   * on a full disk a failed LOG write followed by a second log line trips an
+   * assertion in RocksDB 7.8 (WritableFileWriter, Debian's build keeps
+   * assertions) and aborts the process; errors reach the caller through
+   * the requests' details instead (docs/faults.md). */
+  rocksdb_options_set_info_log_level(opts, 5 /* HEADER */);
   rocksdb_options_set_keep_log_file_num(opts, 4);
   for (;;) {
     db = rocksdb_open(opts, path, &err);

@@ -680,7 +680,19 @@ static int sql_op_is_read(kv_op_t op) {
 
 /* Keep SQLite's message for a failure, then roll back what is open. */
 static void sql_failed(kv_sqlite_t *d) {
-  snprintf(d->w_errmsg, sizeof(d->w_errmsg), "%s", sqlite3_errmsg(d->db));
+  /* An I/O failure also names the system's error ("disk I/O error: File too
+   * large"): SQLite's text alone does not say why. sqlite3_system_errno()
+   * is often 0 here; errno still holds what the failing call set. */
+  int last = errno;
+  int code = sqlite3_extended_errcode(d->db) & 0xff;
+  int sys = sqlite3_system_errno(d->db);
+  if (sys == 0) sys = last;
+  if (sys != 0 &&
+      (code == SQLITE_IOERR || code == SQLITE_FULL || code == SQLITE_CANTOPEN))
+    snprintf(d->w_errmsg, sizeof(d->w_errmsg), "%s: %s", sqlite3_errmsg(d->db),
+             strerror(sys));
+  else
+    snprintf(d->w_errmsg, sizeof(d->w_errmsg), "%s", sqlite3_errmsg(d->db));
   if (!sqlite3_get_autocommit(d->db)) sql_run(d->stmt[SQL_ROLLBACK]);
 }
 

@@ -227,6 +227,16 @@ static int lz4_decompress(const unsigned char *src, size_t n, char *dst,
              : -1;
 }
 
+/* The most `n` bytes of payload can decompress to: a corrupt length must not
+ * make the reader allocate more than the payload could fill. deflate
+ * expands at most 1032:1; an LZ4 block about 255:1 (one byte per 255 of
+ * length); a zstd RLE block gives 128 KiB from 4 bytes. */
+static uint64_t max_expansion(unsigned alg, size_t n) {
+  return (uint64_t)n * (alg == KV_COMPRESSION_GZIP   ? 1032u
+                        : alg == KV_COMPRESSION_ZSTD ? 32768u
+                                                     : 256u);
+}
+
 static int comp_decode(kv_wrap_t *s, const char *in, size_t len, char **out,
                        size_t *out_len, char *errbuf, size_t errbuf_len) {
   comp_store_t *st = (comp_store_t *)s;
@@ -260,7 +270,8 @@ static int comp_decode(kv_wrap_t *s, const char *in, size_t len, char **out,
   if (p[5] > KV_COMPRESSION_LZ4)
     return kv__errbuf(errbuf, errbuf_len, KV_ECORRUPT,
                       "compression algorithm %u is not known", p[5]);
-  if (len < ENV_HEAD_LEN || (orig = get_be64(p + 6)) > MAX_ORIGINAL)
+  if (len < ENV_HEAD_LEN || (orig = get_be64(p + 6)) > MAX_ORIGINAL ||
+      orig > max_expansion(p[5], len - ENV_HEAD_LEN))
     return kv__errbuf(errbuf, errbuf_len, KV_ECORRUPT,
                       "corrupt %s envelope (%zu bytes)", alg_names[p[5]], len);
   if ((dst = kv_malloc((size_t)orig + 1)) == NULL) return KV_ENOMEM;

@@ -58,9 +58,9 @@ void c45_persistent_reopen(void **state) {
   CHECK_OK(run_ttl(fx, &r, COLL, "hundred"));
   CHECK_INT(r.req.found, 1);
   CHECK_BYTES(r.req.value, V2, 6);
-  if (!(r.req.ttl >= 97 && r.req.ttl <= 99.45))
+  if (!(r.req.ttl >= 90 && r.req.ttl <= 99.45))
     conf_fail_at(__FILE__, __LINE__,
-                 "after reopening, ttl is %.3f, expected within [97, 99.45]",
+                 "after reopening, ttl is %.3f, expected within [90, 99.45]",
                  r.req.ttl);
   kv_req_cleanup(&r.req);
   EXPECT_MISSING(fx, "short", "expiring");

@@ -8,11 +8,12 @@
 #   @PORT@    the first server's port
 #   @PORTS@   every server as a comma list: 127.0.0.1:P1,127.0.0.1:P2,...
 #   @PORT1@.. @PORTn@   each server's port
+#   @PID@     the first server's process id (for tests that stop it)
 #
 # The same values are exported as KV_MEMCACHED_PORT, KV_MEMCACHED_PORTS and
-# KV_MEMCACHED_PORT1..n, plus KV_MEMCACHED_SERVER (the memcached binary) and
-# KV_MEMCACHED_ARGS (the options used), for tests that stop and restart a
-# server themselves. Each server is started as
+# KV_MEMCACHED_PORT1..n, KV_MEMCACHED_PID, plus KV_MEMCACHED_SERVER (the
+# memcached binary) and KV_MEMCACHED_ARGS (the options used), for tests that
+# stop and restart a server themselves. Each server is started as
 #   memcached -l 127.0.0.1 -p PORT -U 0 -m 64 -I 32m [-u root]
 # (-I 32m lets the 16 MiB value of conformance case 18 through).
 #
@@ -44,6 +45,7 @@ dir=$(mktemp -d "${TMPDIR:-/tmp}/kvio-memcached-XXXXXX")
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do
+    kill -CONT "$p" 2>/dev/null # a test may have left it stopped
     kill "$p" 2>/dev/null
   done
   for p in "${pids[@]}"; do
@@ -98,7 +100,7 @@ for p in "${ports[@]}"; do
   list="${list:+$list,}127.0.0.1:$p"
 done
 export KV_MEMCACHED_PORT=${ports[0]} KV_MEMCACHED_PORTS=$list
-export KV_MEMCACHED_SERVER=$server
+export KV_MEMCACHED_SERVER=$server KV_MEMCACHED_PID=${pids[0]}
 export KV_MEMCACHED_ARGS="${common[*]}"
 args=()
 for a in "$@"; do
@@ -107,6 +109,7 @@ for a in "$@"; do
     a=${a//@PORT$i@/${ports[$((i - 1))]}}
   done
   a=${a//@PORT@/${ports[0]}}
+  a=${a//@PID@/${pids[0]}}
   args+=("$a")
 done
 for i in $(seq 1 "$n"); do

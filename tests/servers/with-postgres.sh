@@ -13,11 +13,13 @@
 #   @STOP@     a script that stops it (pg_ctl stop -m fast -w)
 #   @START@    a script that starts it again after @STOP@ (waits until ready)
 #   @DIR@      the temporary directory
+#   @PID@      the postmaster's process id at start (a test that stops the
+#              server, SIGSTOP, stops it and its children: the backends)
 #
 # The same values are exported as KV_PG_PORT, KV_PG_URL, KV_PG_RESTART,
-# KV_PG_STOP, KV_PG_START, KV_PG_DIR. PostgreSQL refuses to run as root: as
-# root, the server runs as the system user "kvio-test" (created when missing;
-# "nobody" when that cannot be done), and the command as the caller.
+# KV_PG_STOP, KV_PG_START, KV_PG_DIR, KV_PG_PID. PostgreSQL refuses to run as
+# root: as root, the server runs as the system user "kvio-test" (created when
+# missing; "nobody" when that cannot be done), and the command as the caller.
 #
 # Environment: PG_BINDIR (default: pg_config --bindir, then the newest
 # /usr/lib/postgresql/*/bin), KV_PG_DURABLE=1 keeps fsync on (off by default:
@@ -75,6 +77,15 @@ log=$dir/server.log
 
 cleanup() {
   local rc=$?
+  if [ -f "$data/postmaster.pid" ]; then
+    # A test may have left the server stopped (SIGSTOP): wake it first.
+    local spm
+    spm=$(head -1 "$data/postmaster.pid" 2>/dev/null || true)
+    if [ -n "$spm" ]; then
+      # shellcheck disable=SC2046 # the list of child pids, split on purpose
+      kill -CONT "$spm" $(ps -o pid= --ppid "$spm" 2>/dev/null) 2>/dev/null || true
+    fi
+  fi
   if [ -f "$data/postmaster.pid" ]; then
     (cd "$dir" && "${as_user[@]}" "$bindir/pg_ctl" -D "$data" stop -m immediate \
       >/dev/null 2>&1) || true
@@ -146,7 +157,8 @@ EOF
 chmod 755 "$dir/restart.sh" "$dir/stop.sh" "$dir/start.sh"
 
 url="postgresql://kv:kvpass@127.0.0.1:$port/kvtest"
-export KV_PG_PORT=$port KV_PG_URL=$url KV_PG_DIR=$dir
+pgpid=$(head -1 "$data/postmaster.pid")
+export KV_PG_PORT=$port KV_PG_URL=$url KV_PG_DIR=$dir KV_PG_PID=$pgpid
 export KV_PG_RESTART=$dir/restart.sh KV_PG_STOP=$dir/stop.sh KV_PG_START=$dir/start.sh
 args=()
 for a in "$@"; do
@@ -156,6 +168,7 @@ for a in "$@"; do
   a=${a//@STOP@/$dir/stop.sh}
   a=${a//@START@/$dir/start.sh}
   a=${a//@DIR@/$dir}
+  a=${a//@PID@/$pgpid}
   args+=("$a")
 done
 set +e

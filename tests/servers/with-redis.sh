@@ -10,12 +10,13 @@
 #   @RTMP@    the temporary directory
 #   @CA@      (--tls) the CA that signed the server's certificate
 #   @BADCA@   (--tls) another CA, which did not
+#   @PID@     the server's process id (for tests that stop it: SIGSTOP)
 #
 # The same values are exported as KV_REDIS_PORT, KV_REDIS_SOCK, KV_REDIS_DIR,
-# KV_REDIS_CA, KV_REDIS_BADCA, plus KV_REDIS_MODE (plain, tls, unix, acl) and
-# KV_REDIS_SERVER (the redis-server binary), for tests that start servers of
-# their own. --acl adds the user kvuser (password kvpass) and gives the
-# default user the password "defaultpass".
+# KV_REDIS_CA, KV_REDIS_BADCA, KV_REDIS_PID, plus KV_REDIS_MODE (plain, tls,
+# unix, acl) and KV_REDIS_SERVER (the redis-server binary), for tests that
+# start servers of their own. --acl adds the user kvuser (password kvpass)
+# and gives the default user the password "defaultpass".
 #
 # Without redis-server: exit 77 (skipped), or 1 when CI=true.
 set -u
@@ -49,6 +50,7 @@ pid=
 # shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
   if [ -n "$pid" ]; then
+    kill -CONT "$pid" 2>/dev/null # a test may have left it stopped
     kill "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
   fi
@@ -130,7 +132,7 @@ fi
 
 export KV_REDIS_PORT=$port KV_REDIS_SOCK=$sock KV_REDIS_DIR=$dir
 export KV_REDIS_CA=$ca KV_REDIS_BADCA=$badca KV_REDIS_MODE=$mode
-export KV_REDIS_SERVER=$server
+export KV_REDIS_SERVER=$server KV_REDIS_PID=$pid
 cmd=()
 for a in "$@"; do
   a=${a//@PORT@/$port}
@@ -138,6 +140,7 @@ for a in "$@"; do
   a=${a//@RTMP@/$dir}
   a=${a//@CA@/$ca}
   a=${a//@BADCA@/$badca}
+  a=${a//@PID@/$pid}
   cmd+=("$a")
 done
 "${cmd[@]}"
