@@ -197,7 +197,9 @@ KV_EXTERN void kv_free(void *ptr); /* accepts NULL */
 /* Open the store named by `url` on `loop`. Synchronous: no network is
  * contacted (network stores connect on first use). On success *out is a new
  * store, to be closed with kv_store_close(). On failure *out is NULL and the
- * error is returned; kv_open_ex() also writes the detail text. */
+ * error is returned; kv_open_ex() also writes the detail text. A URL that
+ * opens other stores (wrap://…@URL) may leave their asynchronous close on the
+ * loop after a failure: run the loop before uv_loop_close(). */
 KV_EXTERN int kv_open(uv_loop_t *loop, const char *url, kv_store_t **out);
 KV_EXTERN int kv_open_ex(uv_loop_t *loop, const char *url, kv_store_t **out,
                          char *errbuf, size_t errbuf_len);

@@ -180,7 +180,11 @@ typedef struct kv_req_in_s kv_req_in_t;
  * do, while the outer request is pending). Capabilities are checked as for
  * any submit. Returns 0 (cb runs exactly once, from the loop) or < 0 (cb
  * never runs). Names or values the wrapper rewrote must go through the
- * public kv_get/kv_put/... instead, which validate and copy them. */
+ * public kv_get/kv_put/... instead, which validate and copy them.
+ * The caller must keep the outer request pending until `cb` has run: a
+ * wrapper that may complete its outer request early (a timeout, an
+ * allocation failure) must not use kv_forward, because the layer above may
+ * then free the memory the inner request still points into. */
 KV_EXTERN int kv_forward(kv_store_t *s, kv_req_t *req, kv_op_t op,
                          const kv_req_in_t *in, kv_cb cb);
 

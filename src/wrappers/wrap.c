@@ -259,29 +259,6 @@ static void inner_cb(kv_req_t *req) {
   wr->cb(wr);
 }
 
-/* Whether the inner request would carry exactly the outer request's names
- * and values (a wrapper may have changed the TTL only): then it can share
- * the outer's validated inputs (kv_forward) instead of a validated copy. */
-static int args_unchanged(const kv_wrap_req_t *wr) {
-  const kv_wrap_args_t *a = &wr->args;
-  const kv_req_t *o = wr->outer;
-  if (o == NULL || a->op != o->op || a->collection != o->in.collection ||
-      a->key != o->in.key || a->delta != o->in.delta || a->n != o->in.n ||
-      a->values != o->in.values || a->cursor != o->in.cursor ||
-      a->limit != o->in.limit)
-    return 0;
-  if (a->op == KV_OP_PUT || a->op == KV_OP_PUT_IF_ABSENT || a->op == KV_OP_CAS)
-    if (a->value != o->in.value.base || a->value_len != o->in.value.len)
-      return 0;
-  if (a->op == KV_OP_CAS &&
-      (o->in.expected_absent ? a->expected != NULL
-                             : a->expected != o->in.expected.base ||
-                                   a->expected_len != o->in.expected.len))
-    return 0;
-  if (a->n > 0 && a->keys != wr->keys_) return 0;
-  return 1;
-}
-
 int kv_wrap_submit(kv_wrap_req_t *wr, kv_store_t *target, kv_wrap_cb cb) {
   const kv_wrap_args_t *a = &wr->args;
   kv_req_t *r = &wr->inner;
@@ -294,12 +271,6 @@ int kv_wrap_submit(kv_wrap_req_t *wr, kv_store_t *target, kv_wrap_cb cb) {
     /* A later step of an op caught by the wrapper's close. */
     r->status = kv_req_set_error(r, KV_ECANCELED, "the store was closed");
     return KV_ECANCELED;
-  }
-  if (args_unchanged(wr)) {
-    kv_req_in_t in = wr->outer->in;
-    in.ttl = a->ttl;
-    err = kv_forward(target, r, a->op, &in, inner_cb);
-    goto out;
   }
   switch (a->op) {
   case KV_OP_GET:
@@ -361,7 +332,6 @@ int kv_wrap_submit(kv_wrap_req_t *wr, kv_store_t *target, kv_wrap_cb cb) {
     err = kv_req_set_error(r, KV_EINVAL, "unknown operation %d", (int)a->op);
     break;
   }
-out:
   if (err == KV_ECLOSED && wr->w->wrap.closing)
     /* A later step of an op caught by the wrapper's own close. */
     err = kv_req_set_error(r, KV_ECANCELED, "the store was closed");
@@ -516,9 +486,12 @@ static int hexval(int c) {
   return -1;
 }
 
-static char *decode(const char *s, size_t len) {
+/* Percent-decode s[0..len). NULL on a bad escape or out of memory; *oom
+ * tells which. */
+static char *decode_ex(const char *s, size_t len, int *oom) {
   char *out = kv_malloc(len + 1);
   size_t o = 0;
+  *oom = out == NULL;
   if (out == NULL) return NULL;
   for (size_t i = 0; i < len; i++) {
     if (s[i] == '%') {
@@ -571,12 +544,18 @@ int kv_wrap_opts_parse(const char *text, kv_url_t *out, char *errbuf,
     }
     out->params = prm;
     prm = &out->params[out->nparams++];
-    prm->name = decode(p, nl);
-    prm->value = eq ? decode(eq + 1, n - nl - 1) : decode("", 0);
-    if (prm->name == NULL || prm->value == NULL) {
-      kv_wrap_opts_free(out);
-      return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
-                        "invalid percent-escape in options '%s'", text);
+    {
+      int oom1 = 0, oom2 = 0;
+      prm->name = decode_ex(p, nl, &oom1);
+      prm->value =
+          eq ? decode_ex(eq + 1, n - nl - 1, &oom2) : decode_ex("", 0, &oom2);
+      if (prm->name == NULL || prm->value == NULL) {
+        kv_wrap_opts_free(out);
+        if (oom1 || oom2)
+          return kv__errbuf(errbuf, errbuf_len, KV_ENOMEM, "out of memory");
+        return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
+                          "invalid percent-escape in options '%s'", text);
+      }
     }
     for (size_t i = 0; i + 1 < out->nparams; i++) {
       if (strcmp(out->params[i].name, prm->name) == 0) {
