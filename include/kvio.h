@@ -262,7 +262,9 @@ KV_EXTERN int kv_delete_many(kv_store_t *s, kv_req_t *req,
  * req->cursor of the previous page for the next; req->cursor is NULL after
  * the last page. limit 0 means the store's default page size (1000). Expired
  * entries are never listed. Entries written or removed while a listing is in
- * progress may or may not be listed; every other entry is listed once. */
+ * progress may or may not be listed; every other entry is listed at least
+ * once, and exactly once unless the store reorganised itself meanwhile (a
+ * memory:// table that grew, a Redis rehash: see each store's doc). */
 KV_EXTERN int kv_keys(kv_store_t *s, kv_req_t *req, const char *collection,
                       const char *cursor, size_t limit, kv_cb cb);
 KV_EXTERN int kv_collections(kv_store_t *s, kv_req_t *req, const char *cursor,

@@ -9,6 +9,7 @@
  * Every operation completes inside its submit call; the core delivers the
  * callback on the next loop turn. All segments, including atomic: the store
  * is single-threaded, so each operation is atomic by construction. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,6 +68,13 @@ static uint32_t hash_bytes(const char *p, size_t n) {
   h = (h ^ v) * 0xc4ceb9fe1a85ec53ull;
   h ^= h >> 29;
   return (uint32_t)h;
+}
+
+static int hexval(int c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
 }
 
 /* ---- Collections ------------------------------------------------------- */
@@ -398,8 +406,14 @@ static int mem_delete_many(kv_store_t *s, kv_req_t *req) {
 }
 
 /* keys(): buckets are visited in reverse-binary order (as Redis's SCAN
- * does), so a table that grows between pages neither repeats nor skips the
- * buckets already visited. Cursor: "<bucket>.<index in chain>" in hex. */
+ * does), so a table that grows between pages does not revisit the buckets
+ * already finished. Within a bucket, entries are listed in (hash, key)
+ * order, and a page that ends inside a bucket resumes after the last
+ * (hash, key) it listed: neither a growth (which splits and reorders chains)
+ * nor a removal can make it skip an entry. After a growth, entries of the
+ * bucket being listed may be listed again from its split sibling.
+ * Cursor: "<bucket>.<hash>.<hex of the last key>", or "<bucket>" at a bucket
+ * boundary. */
 static size_t rev_bits(size_t v) {
   size_t r = 0;
   for (size_t i = 0; i < sizeof v * 8; i++) {
@@ -409,32 +423,87 @@ static size_t rev_bits(size_t v) {
   return r;
 }
 
+static int after(const mem_entry_t *e, uint32_t h, const char *k, size_t kl) {
+  if (e->hash != h) return e->hash > h;
+  return name_cmp(e->data, e->klen, k, kl) > 0;
+}
+
+static int keys_cursor(kv_req_t *req, unsigned long long v,
+                       const mem_entry_t *last) {
+  char *cur = kv_malloc(48 + 2 * (size_t)last->klen);
+  size_t o;
+  if (cur == NULL) return KV_ENOMEM;
+  o = (size_t)snprintf(cur, 48, "%llx.%x.", v, (unsigned)last->hash);
+  for (size_t i = 0; i < last->klen; i++)
+    o += (size_t)snprintf(cur + o, 3, "%02x", (unsigned char)last->data[i]);
+  req->cursor = cur;
+  return 0;
+}
+
+static int keys_cursor_parse(const char *s, unsigned long long *v, uint32_t *h,
+                             char *key, size_t *klen) {
+  char *end;
+  *klen = SIZE_MAX; /* no position inside the bucket */
+  *v = strtoull(s, &end, 16);
+  if (end == s) return KV_EINVAL;
+  if (*end == '\0') return 0;
+  if (*end != '.') return KV_EINVAL;
+  s = end + 1;
+  *h = (uint32_t)strtoul(s, &end, 16);
+  if (end == s || *end != '.') return KV_EINVAL;
+  s = end + 1;
+  if (strlen(s) % 2 != 0 || strlen(s) / 2 > KV_NAME_MAX) return KV_EINVAL;
+  for (*klen = 0; s[0] && s[1]; s += 2) {
+    int hi = hexval((unsigned char)s[0]), lo = hexval((unsigned char)s[1]);
+    if (hi < 0 || lo < 0) return KV_EINVAL;
+    key[(*klen)++] = (char)(hi * 16 + lo);
+  }
+  return 0;
+}
+
 static int mem_keys(kv_store_t *s, kv_req_t *req) {
   mem_store_t *st = STORE(s);
   mem_coll_t *c = COLL(st, req);
-  unsigned long long v = 0, skip = 0;
-  char cur[64];
-  if (req->in.cursor) {
-    char *end;
-    v = strtoull(req->in.cursor, &end, 16);
-    if (*end != '.' || (skip = strtoull(end + 1, &end, 16), *end != '\0'))
-      return kv_req_set_error(req, KV_EINVAL, "invalid cursor '%s'",
-                              req->in.cursor);
-  }
+  unsigned long long v = 0;
+  uint32_t lh = 0;
+  size_t lkl = SIZE_MAX; /* SIZE_MAX: from the start of the bucket */
+  char lkey[KV_NAME_MAX];
+  const char *lk = lkey;
+  const mem_entry_t *last = NULL;
+  if (req->in.cursor &&
+      keys_cursor_parse(req->in.cursor, &v, &lh, lkey, &lkl) != 0)
+    return kv_req_set_error(req, KV_EINVAL, "invalid cursor '%s'",
+                            req->in.cursor);
   if (c == NULL) return done(req);
   for (;;) {
-    size_t idx = 0, m = c->mask;
-    mem_entry_t *e = c->buckets[v & m];
-    for (; e; e = e->hnext, idx++) {
-      if (idx < skip || KV_EXPIRED(e->expires_at_ms, req->in.now_ms)) continue;
-      if (req->nnames == req->in.limit) {
-        snprintf(cur, sizeof cur, "%llx.%zx", v, idx);
-        return kv_req_set_cursor(req, cur) ? finish(req, KV_ENOMEM) : done(req);
+    size_t m = c->mask;
+    for (;;) { /* the next live entry of the bucket in (hash, key) order */
+      mem_entry_t *best = NULL;
+      for (mem_entry_t *e = c->buckets[v & m]; e; e = e->hnext) {
+        if (KV_EXPIRED(e->expires_at_ms, req->in.now_ms)) continue;
+        if (lkl != SIZE_MAX && !after(e, lh, lk, lkl)) continue;
+        if (best == NULL || !after(e, best->hash, best->data, best->klen))
+          best = e;
       }
-      if (kv_req_add_name(req, e->data, e->klen) != 0)
+      if (best == NULL) break;
+      if (req->nnames == req->in.limit) {
+        if (lkl == SIZE_MAX) { /* the page ends at a bucket boundary */
+          char cur[32];
+          snprintf(cur, sizeof cur, "%llx", v);
+          return kv_req_set_cursor(req, cur) ? finish(req, KV_ENOMEM)
+                                             : done(req);
+        }
+        return finish(req, keys_cursor(req, v, last));
+      }
+      if (kv_req_add_name(req, best->data, best->klen) != 0)
         return finish(req, KV_ENOMEM);
+      last = best;
+      lh = best->hash;
+      lk = best->data;
+      lkl = best->klen;
     }
-    skip = 0;
+    lkl = SIZE_MAX;
+    lk = lkey;
     v |= ~(unsigned long long)m;
     v = rev_bits((size_t)v);
     v++;

@@ -457,6 +457,51 @@ static void sync_facade_round_trip(void **state) {
   assert_int_equal(kv_sync_close(s), 0);
 }
 
+/* ---- memory:// listing while the table changes under it ------------------- */
+
+static void memory_keys_survive_growth_and_removal(void **state) {
+  kv_sync_t *s;
+  kv_req_t req;
+  char err[256], key[32];
+  enum { N = 60 };
+  int seen[N] = {0};
+  char *cursor = NULL;
+  int pages = 0, added = 0;
+  (void)state;
+  assert_int_equal(kv_sync_open("memory://", &s, err, sizeof err), 0);
+  for (int i = 0; i < N; i++) {
+    snprintf(key, sizeof key, "orig-%d", i);
+    assert_int_equal(kv_sync_put(s, &req, "c", key, "v", 1, 0), 0);
+    kv_req_cleanup(&req);
+  }
+  do {
+    assert_int_equal(kv_sync_keys(s, &req, "c", cursor, 3), 0);
+    free(cursor);
+    cursor = req.cursor ? strdup(req.cursor) : NULL;
+    for (size_t i = 0; i < req.nnames; i++) {
+      int n;
+      if (sscanf(req.names[i].base, "orig-%d", &n) == 1) {
+        seen[n]++;
+        /* Remove what was just listed: chains shrink under the cursor. */
+        kv_req_t d;
+        assert_int_equal(kv_sync_delete(s, &d, "c", req.names[i].base), 0);
+        kv_req_cleanup(&d);
+      }
+    }
+    kv_req_cleanup(&req);
+    /* Grow the table between pages: chains split and reorder. */
+    for (int j = 0; j < 40; j++, added++) {
+      snprintf(key, sizeof key, "new-%d", added);
+      assert_int_equal(kv_sync_put(s, &req, "c", key, "v", 1, 0), 0);
+      kv_req_cleanup(&req);
+    }
+    pages++;
+  } while (cursor != NULL && pages < 10000);
+  for (int i = 0; i < N; i++)
+    if (seen[i] == 0) fail_msg("orig-%d was never listed", i);
+  assert_int_equal(kv_sync_close(s), 0);
+}
+
 /* ---- The memory store's sweep and per-collection LRU
  * -------------------------------- */
 
@@ -510,6 +555,7 @@ int main(void) {
       cmocka_unit_test(forward_shares_validated_inputs),
       cmocka_unit_test(sync_facade_round_trip),
       cmocka_unit_test(memory_sweep_purges_without_reads),
+      cmocka_unit_test(memory_keys_survive_growth_and_removal),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
