@@ -91,6 +91,38 @@ static int is_descendant(pid_t pid) {
 
 /* SIGSTOP the server and its descendants (the server first: it then starts
  * no new child). */
+/* SIGSTOP is delivered asynchronously: kill() may return while some thread
+ * of the target still runs (and answers one more request). Wait until every
+ * thread of pid shows state T (stopped), for at most 2 s. */
+static void wait_stopped(pid_t pid) {
+  char path[64];
+  for (int tries = 0; tries < 2000; tries++) {
+    int running = 0;
+    DIR *d;
+    struct dirent *e;
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    d = opendir(path);
+    if (d == NULL) return; /* gone: nothing to wait for */
+    while ((e = readdir(d)) != NULL) {
+      char stat[320], buf[512];
+      FILE *f;
+      if (e->d_name[0] == '.') continue;
+      snprintf(stat, sizeof stat, "/proc/%d/task/%s/stat", (int)pid, e->d_name);
+      f = fopen(stat, "r");
+      if (f == NULL) continue;
+      if (fgets(buf, sizeof buf, f) != NULL) {
+        const char *rp = strrchr(buf, ')'); /* "pid (comm) S ..." */
+        if (rp && rp[1] == ' ' && rp[2] != 'T' && rp[2] != 't') running = 1;
+      }
+      fclose(f);
+    }
+    closedir(d);
+    if (!running) return;
+    uv_sleep(1);
+  }
+  fail_msg("process %d did not stop within 2 s of SIGSTOP", (int)pid);
+}
+
 static void stall(void) {
   DIR *d;
   struct dirent *e;
@@ -108,6 +140,8 @@ static void stall(void) {
     if (kill((pid_t)pid, SIGSTOP) == 0) stopped[n_stopped++] = (pid_t)pid;
   }
   closedir(d);
+  for (int i = 0; i < n_stopped; i++)
+    wait_stopped(stopped[i]);
 }
 
 typedef struct stall_s {
