@@ -67,27 +67,79 @@ typedef struct kv_buf_s {
   size_t len;
 } kv_buf_t;
 
+/* The operations, once: XX(NAME, name, member, cap, params, args)
+ *   NAME    the enum suffix (KV_OP_GET)
+ *   name    the submit function's suffix (kv_get, kv_sync_get) and the op's
+ *           name (kv_op_name)
+ *   member  the kv_store_methods_t member that implements it
+ *   cap     the capability bit a store must announce (0: every store)
+ *   params  the submit function's parameters after (store, req), each
+ *           preceded by a comma
+ *   args    the same parameters as arguments
+ * The enum, kv_op_name, the capability check, the vtable dispatch, the
+ * blocking facade and the wrapper infrastructure are generated from it:
+ * adding an operation is one line here plus its implementations. */
+#define KV_OP_MAP(XX)                                                          \
+  XX(GET, get, get, 0, (, const char *collection, const char *key),            \
+     (, collection, key))                                                      \
+  XX(TTL, ttl, ttl, 0, (, const char *collection, const char *key),            \
+     (, collection, key))                                                      \
+  XX(PUT, put, put, 0,                                                         \
+     (, const char *collection, const char *key, const void *value,           \
+      size_t len, double ttl),                                                 \
+     (, collection, key, value, len, ttl))                                     \
+  XX(DELETE, delete, del, 0, (, const char *collection, const char *key),      \
+     (, collection, key))                                                      \
+  XX(GET_MANY, get_many, get_many, 0,                                          \
+     (, const char *collection, const char *const *keys, size_t n),            \
+     (, collection, keys, n))                                                  \
+  XX(TTL_MANY, ttl_many, ttl_many, 0,                                          \
+     (, const char *collection, const char *const *keys, size_t n),            \
+     (, collection, keys, n))                                                  \
+  XX(PUT_MANY, put_many, put_many, 0,                                          \
+     (, const char *collection, const char *const *keys,                       \
+      const kv_buf_t *values, size_t n, double ttl),                           \
+     (, collection, keys, values, n, ttl))                                     \
+  XX(DELETE_MANY, delete_many, delete_many, 0,                                 \
+     (, const char *collection, const char *const *keys, size_t n),            \
+     (, collection, keys, n))                                                  \
+  XX(KEYS, keys, keys, KV_CAP_ENUMERATE,                                       \
+     (, const char *collection, const char *cursor, size_t limit),             \
+     (, collection, cursor, limit))                                            \
+  XX(COLLECTIONS, collections, collections, KV_CAP_ENUMERATE,                  \
+     (, const char *cursor, size_t limit), (, cursor, limit))                  \
+  XX(DESTROY, destroy, destroy, KV_CAP_DESTROY, (), ())                        \
+  XX(DESTROY_COLLECTION, destroy_collection, destroy_collection,               \
+     KV_CAP_DESTROY, (, const char *collection), (, collection))               \
+  XX(CULL, cull, cull, KV_CAP_CULL, (), ())                                    \
+  XX(PUT_IF_ABSENT, put_if_absent, put_if_absent, KV_CAP_ATOMIC,               \
+     (, const char *collection, const char *key, const void *value,           \
+      size_t len, double ttl),                                                 \
+     (, collection, key, value, len, ttl))                                     \
+  XX(CAS, cas, cas, KV_CAP_ATOMIC,                                             \
+     (, const char *collection, const char *key, const void *expected,        \
+      size_t expected_len, const void *value, size_t len, double ttl),         \
+     (, collection, key, expected, expected_len, value, len, ttl))             \
+  XX(INCR, incr, incr, KV_CAP_ATOMIC,                                          \
+     (, const char *collection, const char *key, int64_t delta, double ttl),   \
+     (, collection, key, delta, ttl))                                          \
+  XX(TAKE, take, take, KV_CAP_ATOMIC, (, const char *collection, const char *key), \
+     (, collection, key))
+
+/* Removes the parentheses of a KV_OP_MAP params or args column. */
+#define KV_OP_UNPAREN(...) __VA_ARGS__
+
 typedef enum {
   KV_OP_NONE = 0,
-  KV_OP_GET,
-  KV_OP_TTL,
-  KV_OP_PUT,
-  KV_OP_DELETE,
-  KV_OP_GET_MANY,
-  KV_OP_TTL_MANY,
-  KV_OP_PUT_MANY,
-  KV_OP_DELETE_MANY,
-  KV_OP_KEYS,
-  KV_OP_COLLECTIONS,
-  KV_OP_DESTROY,
-  KV_OP_DESTROY_COLLECTION,
-  KV_OP_CULL,
-  KV_OP_PUT_IF_ABSENT,
-  KV_OP_CAS,
-  KV_OP_INCR,
-  KV_OP_TAKE,
+#define KV__OP_ENUM(NAME, name, member, cap, params, args) KV_OP_##NAME,
+  KV_OP_MAP(KV__OP_ENUM)
+#undef KV__OP_ENUM
   KV_OP_COUNT_ /* not an op: the number of ops */
 } kv_op_t;
+
+/* The op's name ("get", "put_many", ...; "none" for KV_OP_NONE, "unknown"
+ * out of range). */
+KV_EXTERN const char *kv_op_name(kv_op_t op);
 
 /* One slot of a get_many / ttl_many result. */
 typedef struct kv_result_s {
@@ -155,7 +207,16 @@ struct kv_req_s {
     char *errmsg; /* detail text */
     unsigned state;
     void *store_data[4];     /* scratch space for the store executing it */
-    uint64_t inline_buf[12]; /* small inputs are copied here: no malloc */
+    unsigned nhooks;         /* completion hooks pushed (kvio/wrap.h) */
+    uint64_t inline_buf[32]; /* small inputs are copied here: no malloc */
+    /* Completion hooks of the wrapper layers the request passes through
+     * (innermost last); written before they are read. */
+    struct kv_hook_s {
+      int (*fn)(kv_store_t *layer, kv_req_t *req, struct kv_hook_s *h);
+      kv_store_t *layer;
+      uint64_t u;
+      void *p;
+    } hooks[8];
   } priv;
 };
 
@@ -215,9 +276,12 @@ KV_EXTERN unsigned kv_store_caps(const kv_store_t *store);
 KV_EXTERN const char *kv_store_name(const kv_store_t *store);
 /* The loop the store was opened on. */
 KV_EXTERN uv_loop_t *kv_store_loop(const kv_store_t *store);
-/* A store-specific control (see the store's header, e.g. kvio/disk.h).
- * Returns the store's answer, or KV_ENOTSUP for an op it does not know. */
-KV_EXTERN int kv_store_ctl(kv_store_t *store, int op, void *arg);
+/* A store-specific control (see the store's header, e.g. kvio/disk.h):
+ * `arg` points to the struct the opcode takes and `size` is its size
+ * (sizeof *arg). Returns the store's answer, KV_ENOTSUP for an opcode it
+ * does not know (wrappers pass every ctl down to the store they wrap) and
+ * KV_EINVAL when `size` is not the size that opcode takes. */
+KV_EXTERN int kv_store_ctl(kv_store_t *store, int op, void *arg, size_t size);
 /* The comma-separated list of registered URL schemes. Static storage until
  * the next kv_register(). */
 KV_EXTERN const char *kv_schemes(void);
@@ -339,46 +403,14 @@ KV_EXTERN uv_loop_t *kv_sync_loop(kv_sync_t *sync);
  * req->status. Use it to drive any async call on kv_sync_store(). */
 KV_EXTERN int kv_sync_wait(kv_sync_t *sync, kv_req_t *req);
 
-KV_EXTERN int kv_sync_get(kv_sync_t *s, kv_req_t *req, const char *collection,
-                          const char *key);
-KV_EXTERN int kv_sync_ttl(kv_sync_t *s, kv_req_t *req, const char *collection,
-                          const char *key);
-KV_EXTERN int kv_sync_put(kv_sync_t *s, kv_req_t *req, const char *collection,
-                          const char *key, const void *value, size_t len,
-                          double ttl);
-KV_EXTERN int kv_sync_delete(kv_sync_t *s, kv_req_t *req,
-                             const char *collection, const char *key);
-KV_EXTERN int kv_sync_get_many(kv_sync_t *s, kv_req_t *req,
-                               const char *collection, const char *const *keys,
-                               size_t n);
-KV_EXTERN int kv_sync_ttl_many(kv_sync_t *s, kv_req_t *req,
-                               const char *collection, const char *const *keys,
-                               size_t n);
-KV_EXTERN int kv_sync_put_many(kv_sync_t *s, kv_req_t *req,
-                               const char *collection, const char *const *keys,
-                               const kv_buf_t *values, size_t n, double ttl);
-KV_EXTERN int kv_sync_delete_many(kv_sync_t *s, kv_req_t *req,
-                                  const char *collection,
-                                  const char *const *keys, size_t n);
-KV_EXTERN int kv_sync_keys(kv_sync_t *s, kv_req_t *req, const char *collection,
-                           const char *cursor, size_t limit);
-KV_EXTERN int kv_sync_collections(kv_sync_t *s, kv_req_t *req,
-                                  const char *cursor, size_t limit);
-KV_EXTERN int kv_sync_destroy(kv_sync_t *s, kv_req_t *req);
-KV_EXTERN int kv_sync_destroy_collection(kv_sync_t *s, kv_req_t *req,
-                                         const char *collection);
-KV_EXTERN int kv_sync_cull(kv_sync_t *s, kv_req_t *req);
-KV_EXTERN int kv_sync_put_if_absent(kv_sync_t *s, kv_req_t *req,
-                                    const char *collection, const char *key,
-                                    const void *value, size_t len, double ttl);
-KV_EXTERN int kv_sync_cas(kv_sync_t *s, kv_req_t *req, const char *collection,
-                          const char *key, const void *expected,
-                          size_t expected_len, const void *value, size_t len,
-                          double ttl);
-KV_EXTERN int kv_sync_incr(kv_sync_t *s, kv_req_t *req, const char *collection,
-                           const char *key, int64_t delta, double ttl);
-KV_EXTERN int kv_sync_take(kv_sync_t *s, kv_req_t *req, const char *collection,
-                           const char *key);
+/* One blocking call per operation, with the async submit's parameters:
+ * kv_sync_get(s, req, collection, key), kv_sync_put(s, req, collection, key,
+ * value, len, ttl), ... (generated from KV_OP_MAP). Each returns
+ * req->status; results are in req until kv_req_cleanup(). */
+#define KV__SYNC_DECL(NAME, name, member, cap, params, args) \
+  KV_EXTERN int kv_sync_##name(kv_sync_t *s, kv_req_t *req KV_OP_UNPAREN params);
+KV_OP_MAP(KV__SYNC_DECL)
+#undef KV__SYNC_DECL
 
 /* ---- Version ----------------------------------------------------------------
  */

@@ -24,6 +24,26 @@ int kv__store_init(kv_store_t *s);        /* default collection; 0 or ENOMEM */
 void kv__store_start(kv_store_t *s);      /* the delivery handle */
 int kv__store_deliver_now(kv_store_t *s); /* deliver queued completions */
 
+/* src/wrappers/wrap.c: a completion hook of `layer` has run. */
+void kv__wrap_hook_done(kv_store_t *layer);
+/* src/core/store.c: the size of a methods table of `version`. */
+size_t kv__methods_size(int version);
+/* The method implementing op, or NULL. */
+kv_op_fn kv__method(const kv_store_methods_t *m, kv_op_t op);
+/* Capability an op needs (0: none) and its segment's name. */
+unsigned kv__op_cap(kv_op_t op);
+/* Submit `op` on `s` with inputs already validated (`in`, e.g. an outer
+ * request's): the request copies them into its own block, keeps in->now_ms
+ * and recomputes the expiry from in->ttl. 0, or < 0 (cb never runs). */
+int kv__submit_in(kv_store_t *s, kv_req_t *req, kv_op_t op,
+                  const kv_req_in_t *in, kv_cb cb);
+/* The absolute expiry (Unix ms, 0 = none) of a write at now_ms with a
+ * valid ttl in seconds (rule 14 of docs/design.md). */
+int64_t kv__expiry(int64_t now_ms, double ttl);
+/* Put a completed request (DONE, in a hook) back to pending on its store,
+ * its results cleared; it is then completed again with kv_req_complete. */
+void kv__req_hold(kv_req_t *req);
+
 /* src/core/url.c */
 int kv__url_parse(const char *raw, kv_url_t *url, char *errbuf,
                   size_t errbuf_len);

@@ -49,6 +49,7 @@
 #define KVIO_BACKEND_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 #include "../kvio.h"
 
@@ -56,7 +57,7 @@
 extern "C" {
 #endif
 
-#define KV_STORE_METHODS_VERSION 1
+#define KV_STORE_METHODS_VERSION 2
 
 /* A parsed store URL: scheme://[user[:password]@]host[:port][/path][?query]
  * For path stores (disk://PATH) `target` holds everything between "://" and
@@ -132,10 +133,41 @@ struct kv_store_methods_s {
   kv_op_fn cas;
   kv_op_fn incr;
   kv_op_fn take;
-  /* Backend-specific controls (xFileControl): unknown ops → KV_ENOTSUP. */
+  /* Version 1's control method, without the caller's struct size: the
+   * core calls it only for a version-1 table. Newer stores set ctl_ex. */
   int (*ctl)(kv_store_t *s, int op, void *arg);
   /* members above are version 1; append only */
+
+  /* Version 2. Backend-specific controls (xFileControl): `op` is one of
+   * the store's own opcodes (KV_CTL_* ranges below), `arg` points to the
+   * caller's struct of `size` bytes. A store answers KV_ENOTSUP for an
+   * opcode it does not know and KV_EINVAL when size is not the size of the
+   * struct that opcode takes, so no struct is ever misread. */
+  int (*ctl_ex)(kv_store_t *s, int op, void *arg, size_t size);
 };
+
+/* The size of a methods table written for `version` (the core never reads
+ * a member appended after the table's version). */
+#define KV_STORE_METHODS_V1_SIZE offsetof(kv_store_methods_t, ctl_ex)
+#define KV_STORE_METHODS_V2_SIZE sizeof(kv_store_methods_t)
+
+/* ctl opcodes: each store and wrapper owns a range of 256, so an opcode
+ * names its owner and a wrapper may forward every ctl unchanged. */
+#define KV_CTL_RANGE_CORE 0x0000 /* reserved for kvio's core */
+#define KV_CTL_RANGE_MEMORY 0x0100
+#define KV_CTL_RANGE_DISK 0x0200
+#define KV_CTL_RANGE_FILE 0x0300
+#define KV_CTL_RANGE_SQLITE 0x0400
+#define KV_CTL_RANGE_ROCKSDB 0x0500
+#define KV_CTL_RANGE_REDIS 0x0600
+#define KV_CTL_RANGE_MEMCACHED 0x0700
+#define KV_CTL_RANGE_POSTGRESQL 0x0800
+#define KV_CTL_RANGE_REDIS_CLUSTER 0x0900
+#define KV_CTL_RANGE_S3 0x0a00
+#define KV_CTL_RANGE_DYNAMODB 0x0b00
+/* 0x0c00-0x3fff: further stores of kvio */
+#define KV_CTL_RANGE_WRAPPERS 0x4000 /* 0x4000-0x7fff: kvio's wrappers */
+#define KV_CTL_RANGE_USER 0x8000     /* 0x8000-0xffff: stores outside kvio */
 
 /* The base of every store. A store's struct begins with it. */
 struct kv_store_s {
@@ -149,8 +181,9 @@ struct kv_store_s {
   /* private: the core's */
   struct {
     kv_req_t *pending_head; /* requests accepted and not yet completed */
-    kv_req_t *done_head;    /* completions waiting for delivery */
+    kv_req_t *done_head;    /* completions waiting for this store's idle */
     kv_req_t *done_tail;
+    size_t queued; /* completed, not yet delivered (here or in a turn) */
     uv_idle_t idle; /* delivers completions on the loop */
     kv_close_cb close_cb;
     unsigned flags;
@@ -172,24 +205,19 @@ KV_EXTERN int kv_store_create(uv_loop_t *loop, const kv_store_methods_t *m,
 /* The inputs of a request, as the core filled them in (req->in). */
 typedef struct kv_req_in_s kv_req_in_t;
 
-/* For wrappers: submit `op` to store `s` with inputs the core has already
- * validated — the outer request's `in`, or a copy of it in which the wrapper
- * changed only the TTL (it must be valid; the expiry is recomputed from the
- * same timestamp). Nothing is validated again or copied: everything `in`
- * points to must stay valid until `cb` has run (the outer request's inputs
- * do, while the outer request is pending). Capabilities are checked as for
- * any submit. Returns 0 (cb runs exactly once, from the loop) or < 0 (cb
- * never runs). Names or values the wrapper rewrote must go through the
- * public kv_get/kv_put/... instead, which validate and copy them.
- * The caller must keep the outer request pending until `cb` has run: a
- * wrapper that may complete its outer request early (a timeout, an
- * allocation failure) must not use kv_forward, because the layer above may
- * then free the memory the inner request still points into. */
-KV_EXTERN int kv_forward(kv_store_t *s, kv_req_t *req, kv_op_t op,
-                         const kv_req_in_t *in, kv_cb cb);
+/* Completion hooks (kvio/wrap.h: kv_wrap_pass): a hook returns 0 to let
+ * the result rise to the next layer, or KV_HOOK_HELD when it has taken the
+ * request back (a retry) and will complete it again later. */
+typedef struct kv_hook_s kv_hook_t;
+typedef int (*kv_hook_fn)(kv_store_t *layer, kv_req_t *req, kv_hook_t *h);
+#define KV_HOOK_HELD 1
 
-/* Complete a request accepted by a method (see the rules above). */
+/* Complete a request accepted by a method (see the rules above). A second
+ * completion of the same request is a store bug: it aborts in debug builds
+ * (NDEBUG undefined); in release builds it is ignored and counted. */
 KV_EXTERN void kv_req_complete(kv_req_t *req, int status);
+/* How many second completions were ignored in this process. */
+KV_EXTERN uint64_t kv_double_completions(void);
 /* Set the request's detail text (printf format). Returns `err`, so
  * `return kv_req_set_error(req, KV_EINVAL, "bad %s", x);` reads well. */
 KV_EXTERN int kv_req_set_error(kv_req_t *req, int err, const char *fmt, ...)

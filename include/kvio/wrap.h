@@ -61,15 +61,37 @@ extern "C" {
  *     return 0;
  *   }
  *
- * Completion interposition: a method that acts on the result makes a
- * kv_wrap_req_t (kv_wrap_req_new: an inner request plus a copy of the outer
- * request's arguments), may change wr->args, submits it with
- * kv_wrap_submit(wr, store, cb), and completes the outer request from cb —
- * usually with kv_wrap_finish(wr), which moves the inner results over
- * without copying values. A method may also complete the outer request
- * itself at once (kv_req_complete): the core delivers it on the loop,
- * never inside the submit.
+ * A method has two ways down to the inner store:
+ *
+ *  - kv_wrap_pass(s, req, hook, u, p): the same request goes down. The
+ *    method may first change req->in (a clamped TTL, a renamed key in memory
+ *    it owns) and push a completion hook; the inner store's method then runs
+ *    on req itself, with the inputs the core validated and copied once. When
+ *    the request completes, the hooks run innermost first, in the loop turn
+ *    of the completion, each seeing the results (and undoing what it changed
+ *    in req->in); then the user's callback runs. A hook cannot complete the
+ *    request early: the store below holds it. A hook may take it back
+ *    (kv_wrap_hold, return KV_HOOK_HELD: a retry) and complete it later.
+ *    Used by statistics, ttl-clamp, retry, logging, prefix-keys and every
+ *    forwarded op. When the wrapper borrows its inner store, or more than
+ *    KV_WRAP_HOOKS_MAX hooks are stacked, kv_wrap_pass interposes a request
+ *    instead (below) and runs the hook on its result: same behaviour.
+ *  - An interposed request (kv_wrap_req_t): an inner request of the
+ *    wrapper's own, whose inputs (wr->in, the outer's to start with) the
+ *    wrapper may change and which kv_wrap_submit copies into the inner
+ *    request, so the layers never share input memory: a wrapper may complete
+ *    its outer request early (a timeout) while the store below still works
+ *    on the inner one. The wrapper completes the outer request from cb,
+ *    usually with kv_wrap_finish(wr), which moves the inner results over
+ *    without copying values. Used where a wrapper answers by itself (cache,
+ *    timeout, fallback) or sends something else down (encryption,
+ *    compression, routing).
+ * A method may also complete the outer request itself at once
+ * (kv_req_complete): the core delivers it on the loop, never inside the
+ * submit.
  */
+
+#define KV_WRAP_HOOKS_MAX 8 /* hooks one request carries (kv_req_t) */
 
 typedef struct kv_wrap_s kv_wrap_t;
 typedef struct kv_wrap_req_s kv_wrap_req_t;
@@ -108,33 +130,16 @@ struct kv_wrap_s {
   } wrap;
 };
 
-/* The arguments of an operation, as the kv_* submit functions take them.
- * kv_wrap_req_new() fills them from the outer request (pointing into its
- * inputs, valid until the outer request completes); a wrapper may point
- * them elsewhere (e.g. a renamed key in memory it owns) before submitting. */
-typedef struct kv_wrap_args_s {
-  kv_op_t op;
-  const char *collection; /* NUL-terminated; never NULL from the outer */
-  const char *key;        /* NUL-terminated */
-  const void *value;      /* put, put_if_absent, cas (new value) */
-  size_t value_len;
-  const void *expected; /* cas: NULL means "expect absent" */
-  size_t expected_len;
-  double ttl;
-  int64_t delta;           /* incr */
-  const char *const *keys; /* *_many */
-  const kv_buf_t *values;  /* put_many */
-  size_t n;                /* *_many */
-  const char *cursor;      /* keys, collections */
-  size_t limit;            /* keys, collections */
-} kv_wrap_args_t;
-
 /* One interposed operation: the inner request and the outer one. */
 struct kv_wrap_req_s {
   kv_req_t inner;      /* submitted to an inner store by kv_wrap_submit */
   kv_req_t *outer;     /* the wrapper's request; NULL once completed */
   kv_wrap_t *w;        /* the wrapper */
-  kv_wrap_args_t args; /* what kv_wrap_submit sends */
+  kv_op_t op;          /* what kv_wrap_submit sends: the outer's op ... */
+  kv_req_in_t in;      /* ... with these inputs: the outer's (pointing into
+                          the outer request) until the wrapper changes them;
+                          collection and key NUL-terminated; a changed ttl
+                          gets its expiry from in.now_ms */
   kv_wrap_cb cb;       /* called when the inner request completes */
   void *data;          /* for the wrapper */
   void *mem;           /* for the wrapper: kv_free'd with the request */
@@ -144,14 +149,33 @@ struct kv_wrap_req_s {
   kv_wrap_req_t *link_prev;
   double due; /* for the wrapper's own timers */
   /* private */
-  const char **keys_;   /* the outer keys as C strings (*_many) */
+  kv_hook_fn hook_; /* kv_wrap_pass's hook, when it interposed */
+  uint64_t hook_u_;
+  void *hook_p_;
   kv_wrap_req_t *next_; /* the wrapper's free list */
   int recyclable_;
 };
 
+/* A completion hook's frame (struct kv_hook_s, in kvio.h's kv_req_t): fn,
+ * layer (the wrapper), and the u and p kv_wrap_pass was given. */
+
+
+/* Send req down to the inner store of wrapper s, the same request, after
+ * pushing `hook` (NULL: none) with its data u and p; see above. Returns
+ * what the inner method returns (0 accepted, < 0 refused: the method
+ * returns it). */
+KV_EXTERN int kv_wrap_pass(kv_store_t *s, kv_req_t *req, kv_hook_fn hook,
+                           uint64_t u, void *p);
+
+/* In a hook: take the request back (its results are cleared, it is
+ * pending again) before returning KV_HOOK_HELD. The layer completes it
+ * later with kv_req_complete (e.g. kv_wrap_finish of an interposed request
+ * made for it); the hooks of the layers above then run. */
+KV_EXTERN void kv_wrap_hold(kv_req_t *req);
+
 /* Fill a methods table with the defaults: version, name, store_size, no
  * caps, no options, no open, close = kv_wrap_close, every op =
- * kv_wrap_forward, ctl = kv_wrap_ctl_forward. The table must stay valid as
+ * kv_wrap_forward, ctl_ex = kv_wrap_ctl_forward. The table must stay valid as
  * long as stores use it (make it static). */
 KV_EXTERN void kv_wrap_methods_init(kv_store_methods_t *m, const char *name,
                                     size_t store_size);
@@ -184,18 +208,20 @@ KV_EXTERN void kv_wrap_close_handle(kv_wrap_t *w, uv_handle_t *h);
  * (values are not copied). */
 KV_EXTERN int kv_wrap_forward(kv_store_t *s, kv_req_t *req);
 /* The default ctl: kv_store_ctl on the inner store. */
-KV_EXTERN int kv_wrap_ctl_forward(kv_store_t *s, int op, void *arg);
+KV_EXTERN int kv_wrap_ctl_forward(kv_store_t *s, int op, void *arg,
+                                  size_t size);
 
 /* A new interposed request for `outer` (on wrapper s), with `extra` zeroed
- * bytes for the wrapper at kv_wrap_req_extra(wr). args are filled from the
- * outer request. NULL on ENOMEM. The wrapper does not finish closing while
+ * bytes for the wrapper at kv_wrap_req_extra(wr). op and in are the outer
+ * request's. NULL on ENOMEM. The wrapper does not finish closing while
  * one is alive: free it with kv_wrap_req_free (or kv_wrap_finish). */
 KV_EXTERN kv_wrap_req_t *kv_wrap_req_new(kv_store_t *s, kv_req_t *outer,
                                          size_t extra);
 #define kv_wrap_req_extra(wr) ((void *)((wr) + 1))
 
-/* Submit wr->args to `target` with wr->inner; cb(wr) runs when it
- * completes (always on the loop). The inner request is cleaned first, so a
+/* Submit wr->op with wr->in to `target` with wr->inner (the inputs are
+ * copied into it; nothing is validated again, the timestamp is the
+ * outer's); cb(wr) runs when it completes (always on the loop). The inner request is cleaned first, so a
  * wrapper may submit again from cb (retry, fallback). Returns 0, or the
  * submit's error (cb will not run; wr->inner.status is set to it and its
  * detail is in kv_req_errmsg(&wr->inner)). */
@@ -485,8 +511,7 @@ KV_EXTERN int kv_stats_foreach(kv_store_t *s, kv_stats_visit_cb cb, void *data);
  * statistics wrapper or on ENOMEM. */
 KV_EXTERN char *kv_stats_prometheus(kv_store_t *s, size_t *len);
 KV_EXTERN void kv_stats_reset(kv_store_t *s);
-/* "get", "put_many", ... ("none" for KV_OP_NONE). */
-KV_EXTERN const char *kv_op_name(kv_op_t op);
+/* kv_op_name() is in kvio.h. */
 
 /* [timeout] Each operation completes with KV_ETIMEDOUT after `seconds`
  * unless the inner store answered first. The late answer is absorbed (its

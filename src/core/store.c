@@ -46,26 +46,113 @@ static void pending_remove(kv_store_t *s, kv_req_t *req) {
   req->priv.prev = req->priv.next = NULL;
 }
 
-/* ---- Delivery ------------------------------------------------------------ */
+/* ---- Delivery ------------------------------------------------------------
+ *
+ * A completion is queued, never delivered inside the call that completes it.
+ * Each store has a queue drained by its idle handle. While a drain runs (a
+ * "turn" of deliveries on this thread), completions on any store of the same
+ * loop join the turn's queue and are delivered in the same loop turn, in
+ * order, until the turn has delivered KV__TURN_MAX requests or spent
+ * KV__TURN_BUDGET_NS; later ones wait for the next loop turn (their store's
+ * idle handle), so timers and I/O are never starved (docs/design.md, rule
+ * 4). */
+
+#define KV__TURN_MAX 4096
+#define KV__TURN_BUDGET_NS 1000000 /* 1 ms */
+
+typedef struct turn_s {
+  uv_loop_t *loop;
+  kv_req_t *head, *tail;
+  unsigned count;
+  int open; /* still taking new completions */
+  uint64_t deadline;
+  struct turn_s *prev;
+} turn_t;
+
+static _Thread_local turn_t *turn;
+
+static uint64_t double_completions;
 
 static void finish_close_if_ready(kv_store_t *s);
 
-static void deliver(kv_store_t *s) {
-  kv_req_t *batch = s->core.done_head;
-  /* Only what is queued now: completions queued by these callbacks wait for
-   * the next loop turn, so a busy client cannot starve timers and I/O. */
+static void queue_append(kv_req_t **head, kv_req_t **tail, kv_req_t *req) {
+  req->priv.next = NULL;
+  if (*tail)
+    (*tail)->priv.next = req;
+  else
+    *head = req;
+  *tail = req;
+}
+
+/* Move store s's own queue to the end of the turn's queue. */
+static void splice_into_turn(turn_t *t, kv_store_t *s) {
+  if (s->core.done_head == NULL) return;
+  if (t->tail)
+    t->tail->priv.next = s->core.done_head;
+  else
+    t->head = s->core.done_head;
+  t->tail = s->core.done_tail;
   s->core.done_head = s->core.done_tail = NULL;
-  s->core.delivering++;
-  while (batch != NULL) {
-    kv_req_t *r = batch;
-    batch = r->priv.next;
-    r->priv.next = NULL;
-    r->priv.state = REQ_DELIVERED;
-    r->priv.cb(r); /* may free or reuse r, or close s */
+}
+
+static void on_idle(uv_idle_t *handle);
+
+/* Run the completion hooks of the wrapper layers the request went through,
+ * innermost first. Returns 1 if a hook held the request (it is pending
+ * again: a retry), 0 when it is ready for its callback. */
+static int run_hooks(kv_req_t *r) {
+  while (r->priv.nhooks > 0) {
+    struct kv_hook_s h = r->priv.hooks[--r->priv.nhooks];
+    int held = h.fn(h.layer, r, &h) == KV_HOOK_HELD;
+    kv__wrap_hook_done(h.layer);
+    if (held) return 1;
   }
+  return 0;
+}
+
+static void deliver_one(kv_req_t *r) {
+  kv_store_t *s = r->store;
+  s->core.queued--;
+  if (r->priv.nhooks > 0) {
+    r->priv.state = KV__REQ_DONE; /* hooks may inspect it */
+    if (run_hooks(r)) return;
+  }
+  r->priv.state = REQ_DELIVERED;
+  s->core.delivering++;
+  r->priv.cb(r); /* may free or reuse r, or close s */
   s->core.delivering--;
-  if (s->core.done_head == NULL) uv_idle_stop(&s->core.idle);
   finish_close_if_ready(s);
+}
+
+static void deliver(kv_store_t *s) {
+  turn_t t;
+  int nested = turn != NULL && turn->loop == s->loop;
+  if (nested) {
+    /* Already inside a turn on this loop (a blocking call from a callback):
+     * take part in it. */
+    splice_into_turn(turn, s);
+    return;
+  }
+  t.loop = s->loop;
+  t.head = t.tail = NULL;
+  t.count = 0;
+  t.open = 1;
+  t.deadline = uv_hrtime() + KV__TURN_BUDGET_NS;
+  t.prev = turn;
+  turn = &t;
+  splice_into_turn(&t, s);
+  uv_idle_stop(&s->core.idle);
+  while (t.head != NULL) {
+    kv_req_t *r = t.head;
+    t.head = r->priv.next;
+    if (t.head == NULL) t.tail = NULL;
+    r->priv.next = NULL;
+    deliver_one(r);
+    if (t.open && (++t.count >= KV__TURN_MAX ||
+                   ((t.count & 31) == 0 && uv_hrtime() >= t.deadline)))
+      t.open = 0; /* what is queued still goes; new completions wait */
+  }
+  turn = t.prev;
 }
 
 static void on_idle(uv_idle_t *handle) {
@@ -78,22 +165,33 @@ int kv__store_deliver_now(kv_store_t *s) {
   return 1;
 }
 
+uint64_t kv_double_completions(void) {
+  return double_completions;
+}
+
 void kv_req_complete(kv_req_t *req, int status) {
   kv_store_t *s = req->store;
   if (req->priv.state != REQ_PENDING) {
-    /* A second completion (a store bug). The first one stands. */
-    fprintf(stderr, "kvio: store '%s' completed a request twice (ignored)\n",
+    /* A second completion: a store bug. The first one stands. */
+    double_completions++;
+#ifndef NDEBUG
+    fprintf(stderr, "kvio: store '%s' completed a request twice\n",
             s && s->methods ? s->methods->name : "?");
+    abort();
+#endif
     return;
   }
   pending_remove(s, req);
   req->status = status;
   req->priv.state = REQ_DONE;
-  if (s->core.done_tail)
-    s->core.done_tail->priv.next = req;
-  else
-    s->core.done_head = req;
-  s->core.done_tail = req;
+  s->core.queued++;
+  if (turn != NULL && turn->open && turn->loop == s->loop) {
+    /* Same turn; behind whatever the store already has queued. */
+    splice_into_turn(turn, s);
+    queue_append(&turn->head, &turn->tail, req);
+    return;
+  }
+  queue_append(&s->core.done_head, &s->core.done_tail, req);
   if (!uv_is_active((uv_handle_t *)&s->core.idle))
     uv_idle_start(&s->core.idle, on_idle);
 }
@@ -111,7 +209,7 @@ static void finish_close_if_ready(kv_store_t *s) {
   unsigned need = STORE_CLOSING | STORE_BACKEND_CLOSED;
   if ((s->core.flags & need) != need ||
       (s->core.flags & STORE_HANDLE_CLOSING) || s->core.delivering ||
-      s->core.pending_head != NULL || s->core.done_head != NULL)
+      s->core.pending_head != NULL || s->core.queued != 0)
     return;
   s->core.flags |= STORE_HANDLE_CLOSING;
   uv_close((uv_handle_t *)&s->core.idle, on_handle_closed);
@@ -149,10 +247,17 @@ unsigned kv_store_caps(const kv_store_t *s) {
   return s->caps;
 }
 
-int kv_store_ctl(kv_store_t *s, int op, void *arg) {
-  if (s == NULL) return KV_EINVAL;
-  if (s->methods->ctl == NULL) return KV_ENOTSUP;
-  return s->methods->ctl(s, op, arg);
+size_t kv__methods_size(int version) {
+  return version >= 2 ? KV_STORE_METHODS_V2_SIZE : KV_STORE_METHODS_V1_SIZE;
+}
+
+int kv_store_ctl(kv_store_t *s, int op, void *arg, size_t size) {
+  const kv_store_methods_t *m;
+  if (s == NULL || (arg == NULL && size != 0)) return KV_EINVAL;
+  m = s->methods;
+  if (m->version >= 2 && m->ctl_ex != NULL) return m->ctl_ex(s, op, arg, size);
+  if (m->ctl != NULL) return m->ctl(s, op, arg); /* a version-1 store */
+  return KV_ENOTSUP;
 }
 
 const char *kv_store_name(const kv_store_t *s) {
@@ -289,93 +394,75 @@ int kv_req_set_cursor(kv_req_t *req, const char *cursor) {
   return req->cursor ? 0 : KV_ENOMEM;
 }
 
+static void clear_results(kv_req_t *req);
+
 void kv_req_cleanup(kv_req_t *req) {
   if (req == NULL) return;
   if (req->priv.state == REQ_PENDING || req->priv.state == REQ_DONE)
     return; /* still in flight: cleaning it would break the store */
-  kv_free(req->value.base);
-  for (size_t i = 0; i < req->nresults; i++)
-    kv_free(req->results[i].value.base);
-  kv_free(req->results);
-  for (size_t i = 0; i < req->nnames; i++)
-    kv_free(req->names[i].base);
-  kv_free(req->names);
-  kv_free(req->cursor);
-  kv_free(req->priv.errmsg);
+  clear_results(req);
   if (req->priv.block != req->priv.inline_buf) kv_free(req->priv.block);
-  /* Reset what was released (a second cleanup is then harmless); the next
-   * submit clears the rest. */
-  req->value.base = NULL;
-  req->value.len = 0;
-  req->results = NULL;
-  req->nresults = 0;
-  req->names = NULL;
-  req->nnames = 0;
-  req->cursor = NULL;
-  req->priv.errmsg = NULL;
+  /* A second cleanup is then harmless; the next submit clears the rest. */
   req->priv.block = NULL;
   req->priv.state = REQ_IDLE;
-  req->found = 0;
-  req->status = 0;
 }
 
 /* ---- Submitting ------------------------------------------------------------
  */
 
-static const struct {
-  unsigned cap;
-  const char *segment;
-} op_caps[KV_OP_COUNT_] = {
-    [KV_OP_KEYS] = {KV_CAP_ENUMERATE, "enumeration"},
-    [KV_OP_COLLECTIONS] = {KV_CAP_ENUMERATE, "enumeration"},
-    [KV_OP_DESTROY] = {KV_CAP_DESTROY, "destroy"},
-    [KV_OP_DESTROY_COLLECTION] = {KV_CAP_DESTROY, "destroy"},
-    [KV_OP_CULL] = {KV_CAP_CULL, "cull"},
-    [KV_OP_PUT_IF_ABSENT] = {KV_CAP_ATOMIC, "atomic operations"},
-    [KV_OP_CAS] = {KV_CAP_ATOMIC, "atomic operations"},
-    [KV_OP_INCR] = {KV_CAP_ATOMIC, "atomic operations"},
-    [KV_OP_TAKE] = {KV_CAP_ATOMIC, "atomic operations"},
+/* ---- Operations (generated from KV_OP_MAP) -------------------------------- */
+
+static const char *const op_names[KV_OP_COUNT_] = {
+#define XX(NAME, name, member, cap, params, args) [KV_OP_##NAME] = #name,
+    KV_OP_MAP(XX)
+#undef XX
 };
 
-static kv_op_fn method_for(const kv_store_methods_t *m, kv_op_t op) {
-  switch (op) {
-  case KV_OP_GET:
-    return m->get;
-  case KV_OP_TTL:
-    return m->ttl;
-  case KV_OP_PUT:
-    return m->put;
-  case KV_OP_DELETE:
-    return m->del;
-  case KV_OP_GET_MANY:
-    return m->get_many;
-  case KV_OP_TTL_MANY:
-    return m->ttl_many;
-  case KV_OP_PUT_MANY:
-    return m->put_many;
-  case KV_OP_DELETE_MANY:
-    return m->delete_many;
-  case KV_OP_KEYS:
-    return m->keys;
-  case KV_OP_COLLECTIONS:
-    return m->collections;
-  case KV_OP_DESTROY:
-    return m->destroy;
-  case KV_OP_DESTROY_COLLECTION:
-    return m->destroy_collection;
-  case KV_OP_CULL:
-    return m->cull;
-  case KV_OP_PUT_IF_ABSENT:
-    return m->put_if_absent;
-  case KV_OP_CAS:
-    return m->cas;
-  case KV_OP_INCR:
-    return m->incr;
-  case KV_OP_TAKE:
-    return m->take;
+static const unsigned op_caps[KV_OP_COUNT_] = {
+#define XX(NAME, name, member, cap, params, args) [KV_OP_##NAME] = cap,
+    KV_OP_MAP(XX)
+#undef XX
+};
+
+/* Where each op's method sits in kv_store_methods_t. */
+static const size_t op_offsets[KV_OP_COUNT_] = {
+#define XX(NAME, name, member, cap, params, args)                             \
+  [KV_OP_##NAME] = offsetof(kv_store_methods_t, member),
+    KV_OP_MAP(XX)
+#undef XX
+};
+
+const char *kv_op_name(kv_op_t op) {
+  if (op == KV_OP_NONE) return "none";
+  if ((int)op < KV_OP_NONE || op >= KV_OP_COUNT_) return "unknown";
+  return op_names[op];
+}
+
+unsigned kv__op_cap(kv_op_t op) {
+  return (int)op > KV_OP_NONE && op < KV_OP_COUNT_ ? op_caps[op] : 0;
+}
+
+static const char *segment_name(unsigned cap) {
+  switch (cap) {
+  case KV_CAP_ENUMERATE:
+    return "enumeration";
+  case KV_CAP_DESTROY:
+    return "destroy";
+  case KV_CAP_CULL:
+    return "cull";
   default:
-    return NULL;
+    return "atomic operations";
   }
+}
+
+kv_op_fn kv__method(const kv_store_methods_t *m, kv_op_t op) {
+  size_t off;
+  if ((int)op <= KV_OP_NONE || op >= KV_OP_COUNT_) return NULL;
+  off = op_offsets[op];
+  /* Members past the version the table was written for are not read
+   * (none of the ops is past version 1 today). */
+  if (off + sizeof(kv_op_fn) > kv__methods_size(m->version)) return NULL;
+  return *(const kv_op_fn *)(const void *)((const char *)m + off);
 }
 
 /* Start a request: reset it, check the store's state and capabilities. */
@@ -397,9 +484,9 @@ static int begin(kv_store_t *s, kv_req_t *req, kv_op_t op, kv_cb cb) {
   req->priv.cb = cb;
   if (s->core.flags & STORE_CLOSING)
     return kv_req_set_error(req, KV_ECLOSED, "the store is closing");
-  if (op_caps[op].cap && !(s->caps & op_caps[op].cap))
+  if (op_caps[op] && !(s->caps & op_caps[op]))
     return kv_req_set_error(req, KV_ENOTSUP, "store '%s' does not support %s",
-                            s->methods->name, op_caps[op].segment);
+                            s->methods->name, segment_name(op_caps[op]));
   return 0;
 }
 
@@ -407,7 +494,7 @@ static int fallback_many(kv_store_t *s, kv_req_t *req);
 
 /* Hand a validated request to the store. */
 static int dispatch(kv_store_t *s, kv_req_t *req) {
-  kv_op_fn fn = method_for(s->methods, req->op);
+  kv_op_fn fn = kv__method(s->methods, req->op);
   int err;
   if (fn == NULL) {
     if (req->op >= KV_OP_GET_MANY && req->op <= KV_OP_DELETE_MANY)
@@ -472,7 +559,7 @@ static void *input_block(kv_req_t *req, size_t total) {
 }
 
 /* The absolute expiry of an entry written at now_ms with a valid ttl. */
-static int64_t expiry(int64_t now_ms, double ttl) {
+int64_t kv__expiry(int64_t now_ms, double ttl) {
   double ms;
   if (ttl <= 0) return 0;
   ms = ceil(ttl * 1000.0);
@@ -485,7 +572,7 @@ static int check_ttl(kv_req_t *req, double ttl) {
     return kv_req_set_error(req, KV_EINVAL, "%s", err);
   req->in.ttl = ttl;
   req->in.now_ms = kv_now_ms();
-  req->in.expires_at_ms = expiry(req->in.now_ms, ttl);
+  req->in.expires_at_ms = kv__expiry(req->in.now_ms, ttl);
   return 0;
 }
 
@@ -744,19 +831,105 @@ int kv_cull(kv_store_t *s, kv_req_t *req, kv_cb cb) {
   return submit_listing(s, req, KV_OP_CULL, NULL, NULL, 0, cb);
 }
 
-int kv_forward(kv_store_t *s, kv_req_t *req, kv_op_t op, const kv_req_in_t *in,
-               kv_cb cb) {
-  char err[256];
+/* ---- Internal submit (wrappers) ---------------------------------------- */
+
+/* Bytes needed to copy `in` (see copy_in). */
+static size_t in_size(const kv_req_in_t *in) {
+  size_t total = in->collection_len + 1 + in->key_len + 1 + in->value.len + 1 +
+                 in->expected.len + 1 + (in->cursor ? strlen(in->cursor) : 0) +
+                 1;
+  if (in->n > 0) {
+    total += in->n * sizeof(kv_buf_t) * (in->values ? 2 : 1);
+    for (size_t i = 0; i < in->n; i++)
+      total += in->keys[i].len + 1 + (in->values ? in->values[i].len + 1 : 0);
+  }
+  return total;
+}
+
+static char *put_bytes(char **p, const void *src, size_t len) {
+  char *d = *p;
+  if (len) memcpy(d, src, len);
+  d[len] = '\0';
+  *p = d + len + 1;
+  return d;
+}
+
+/* Copy every input of `in` into one block owned by req. */
+static int copy_in(kv_req_t *req, const kv_req_in_t *in) {
+  char *p = input_block(req, in_size(in));
+  kv_buf_t *kb = NULL, *vb = NULL;
+  if (p == NULL) return kv_req_set_error(req, KV_ENOMEM, "out of memory");
+  req->in = *in;
+  if (in->n > 0) { /* arrays first, for alignment */
+    kb = (kv_buf_t *)(void *)p;
+    p += in->n * sizeof(kv_buf_t);
+    if (in->values) {
+      vb = (kv_buf_t *)(void *)p;
+      p += in->n * sizeof(kv_buf_t);
+    }
+  }
+  req->in.collection = put_bytes(&p, in->collection, in->collection_len);
+  req->in.key = in->key ? put_bytes(&p, in->key, in->key_len) : NULL;
+  req->in.value.base = put_bytes(&p, in->value.base, in->value.len);
+  req->in.expected.base = put_bytes(&p, in->expected.base, in->expected.len);
+  req->in.cursor =
+      in->cursor ? put_bytes(&p, in->cursor, strlen(in->cursor)) : NULL;
+  for (size_t i = 0; i < in->n; i++) {
+    kb[i].base = put_bytes(&p, in->keys[i].base, in->keys[i].len);
+    kb[i].len = in->keys[i].len;
+    if (vb) {
+      vb[i].base = put_bytes(&p, in->values[i].base, in->values[i].len);
+      vb[i].len = in->values[i].len;
+    }
+  }
+  req->in.keys = kb;
+  req->in.values = vb;
+  return 0;
+}
+
+int kv__submit_in(kv_store_t *s, kv_req_t *req, kv_op_t op,
+                  const kv_req_in_t *in, kv_cb cb) {
   int rc;
-  if (in == NULL || op <= KV_OP_NONE || op >= KV_OP_COUNT_) return KV_EINVAL;
+  if (in == NULL || (int)op <= KV_OP_NONE || op >= KV_OP_COUNT_)
+    return KV_EINVAL;
   if ((rc = begin(s, req, op, cb)) != 0) return rc;
   if (in->collection == NULL)
-    return kv_req_set_error(req, KV_EINVAL, "forwarded without a collection");
-  if (kv__check_ttl(in->ttl, err, sizeof err))
-    return kv_req_set_error(req, KV_EINVAL, "%s", err);
-  req->in = *in;
-  req->in.expires_at_ms = expiry(in->now_ms, in->ttl);
+    return kv_req_set_error(req, KV_EINVAL, "submitted without a collection");
+  if ((rc = copy_in(req, in)) != 0) return rc;
+  req->in.expires_at_ms = kv__expiry(in->now_ms, in->ttl);
   return dispatch(s, req);
+}
+
+/* Clear what a completed attempt left in the request. */
+static void clear_results(kv_req_t *req) {
+  kv_free(req->value.base);
+  for (size_t i = 0; i < req->nresults; i++)
+    kv_free(req->results[i].value.base);
+  kv_free(req->results);
+  for (size_t i = 0; i < req->nnames; i++)
+    kv_free(req->names[i].base);
+  kv_free(req->names);
+  kv_free(req->cursor);
+  kv_free(req->priv.errmsg);
+  req->value.base = NULL;
+  req->value.len = 0;
+  req->results = NULL;
+  req->nresults = 0;
+  req->names = NULL;
+  req->nnames = 0;
+  req->cursor = NULL;
+  req->priv.errmsg = NULL;
+  req->found = 0;
+  req->status = 0;
+  req->ttl = 0;
+  req->number = 0;
+  req->count = 0;
+}
+
+void kv__req_hold(kv_req_t *req) {
+  if (req->priv.state == REQ_PENDING) return;
+  clear_results(req);
+  pending_add(req->store, req);
 }
 
 /* ---- Bulk forms for stores that only have the single ops ------------------

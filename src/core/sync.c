@@ -87,7 +87,7 @@ int kv_sync_wait(kv_sync_t *s, kv_req_t *req) {
      * anything else needs the loop (threadpool, inner stores, I/O). */
     if (kv__store_deliver_now(s->store)) continue;
     if (uv_run(&s->loop, UV_RUN_ONCE) == 0 && !delivered(req) &&
-        s->store->core.done_head == NULL) {
+        s->store->core.queued == 0) {
       /* Nothing can complete it any more (a store bug). */
       return kv_req_set_error(req, KV_EBACKEND, "request can never complete");
     }
@@ -105,84 +105,9 @@ int kv_sync_wait(kv_sync_t *s, kv_req_t *req) {
     return kv_sync_wait(s, req); \
   } while (0)
 
-int kv_sync_get(kv_sync_t *s, kv_req_t *req, const char *c, const char *k) {
-  SYNC_CALL(kv_get(s->store, req, c, k, sync_done));
-}
-
-int kv_sync_ttl(kv_sync_t *s, kv_req_t *req, const char *c, const char *k) {
-  SYNC_CALL(kv_ttl(s->store, req, c, k, sync_done));
-}
-
-int kv_sync_put(kv_sync_t *s, kv_req_t *req, const char *c, const char *k,
-                const void *v, size_t len, double ttl) {
-  SYNC_CALL(kv_put(s->store, req, c, k, v, len, ttl, sync_done));
-}
-
-int kv_sync_delete(kv_sync_t *s, kv_req_t *req, const char *c, const char *k) {
-  SYNC_CALL(kv_delete(s->store, req, c, k, sync_done));
-}
-
-int kv_sync_get_many(kv_sync_t *s, kv_req_t *req, const char *c,
-                     const char *const *keys, size_t n) {
-  SYNC_CALL(kv_get_many(s->store, req, c, keys, n, sync_done));
-}
-
-int kv_sync_ttl_many(kv_sync_t *s, kv_req_t *req, const char *c,
-                     const char *const *keys, size_t n) {
-  SYNC_CALL(kv_ttl_many(s->store, req, c, keys, n, sync_done));
-}
-
-int kv_sync_put_many(kv_sync_t *s, kv_req_t *req, const char *c,
-                     const char *const *keys, const kv_buf_t *values, size_t n,
-                     double ttl) {
-  SYNC_CALL(kv_put_many(s->store, req, c, keys, values, n, ttl, sync_done));
-}
-
-int kv_sync_delete_many(kv_sync_t *s, kv_req_t *req, const char *c,
-                        const char *const *keys, size_t n) {
-  SYNC_CALL(kv_delete_many(s->store, req, c, keys, n, sync_done));
-}
-
-int kv_sync_keys(kv_sync_t *s, kv_req_t *req, const char *c, const char *cursor,
-                 size_t limit) {
-  SYNC_CALL(kv_keys(s->store, req, c, cursor, limit, sync_done));
-}
-
-int kv_sync_collections(kv_sync_t *s, kv_req_t *req, const char *cursor,
-                        size_t limit) {
-  SYNC_CALL(kv_collections(s->store, req, cursor, limit, sync_done));
-}
-
-int kv_sync_destroy(kv_sync_t *s, kv_req_t *req) {
-  SYNC_CALL(kv_destroy(s->store, req, sync_done));
-}
-
-int kv_sync_destroy_collection(kv_sync_t *s, kv_req_t *req, const char *c) {
-  SYNC_CALL(kv_destroy_collection(s->store, req, c, sync_done));
-}
-
-int kv_sync_cull(kv_sync_t *s, kv_req_t *req) {
-  SYNC_CALL(kv_cull(s->store, req, sync_done));
-}
-
-int kv_sync_put_if_absent(kv_sync_t *s, kv_req_t *req, const char *c,
-                          const char *k, const void *v, size_t len,
-                          double ttl) {
-  SYNC_CALL(kv_put_if_absent(s->store, req, c, k, v, len, ttl, sync_done));
-}
-
-int kv_sync_cas(kv_sync_t *s, kv_req_t *req, const char *c, const char *k,
-                const void *expected, size_t expected_len, const void *v,
-                size_t len, double ttl) {
-  SYNC_CALL(kv_cas(s->store, req, c, k, expected, expected_len, v, len, ttl,
-                   sync_done));
-}
-
-int kv_sync_incr(kv_sync_t *s, kv_req_t *req, const char *c, const char *k,
-                 int64_t delta, double ttl) {
-  SYNC_CALL(kv_incr(s->store, req, c, k, delta, ttl, sync_done));
-}
-
-int kv_sync_take(kv_sync_t *s, kv_req_t *req, const char *c, const char *k) {
-  SYNC_CALL(kv_take(s->store, req, c, k, sync_done));
-}
+#define XX(NAME, name, member, cap, params, args)                             \
+  int kv_sync_##name(kv_sync_t *s, kv_req_t *req KV_OP_UNPAREN params) {      \
+    SYNC_CALL(kv_##name(s->store, req KV_OP_UNPAREN args, sync_done));        \
+  }
+KV_OP_MAP(XX)
+#undef XX

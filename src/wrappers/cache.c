@@ -58,7 +58,7 @@ typedef struct {
   int saved_status; /* writes: the primary's status */
   size_t *miss;     /* bulk reads: indexes of the slots that missed */
   size_t nmiss;
-  const char **mkeys;
+  kv_buf_t *mkeys;
 } cst_t;
 
 #define CST(wr) ((cst_t *)kv_wrap_req_extra(wr))
@@ -202,12 +202,12 @@ static void fill(cache_t *c, const char *coll, const char *key, int found,
   if (len) memcpy(env + ENV_HDR, val, len);
   cttl = found ? fill_ttl(c, ttl) : c->missing_ttl;
   wr->mem = env;
-  wr->args.op = KV_OP_PUT;
-  wr->args.collection = coll;
-  wr->args.key = key;
-  wr->args.value = env;
-  wr->args.value_len = ENV_HDR + len;
-  wr->args.ttl = cttl;
+  wr->op = KV_OP_PUT;
+  wr->in.collection = coll;
+  wr->in.key = key;
+  wr->in.value.base = (char *)env;
+  wr->in.value.len = ENV_HDR + len;
+  wr->in.ttl = cttl;
   /* The strings are copied by the submit. */
   if (kv_wrap_submit(wr, c->cache, internal_done) < 0) kv_wrap_req_free(wr);
 }
@@ -245,7 +245,7 @@ static void primary_read(kv_wrap_req_t *wr) {
   if (ks->read == s) ks->read = NULL;
   if (s->epoch != c->depoch) s->dirty = 1; /* a destroy ran meanwhile */
   if (in->status == 0 && !s->dirty)
-    fill(c, wr->args.collection, wr->args.key, in->found, in->value.base,
+    fill(c, wr->in.collection, wr->in.key, in->found, in->value.base,
          in->value.len, in->found ? in->ttl : 0, in->in.now_ms);
   answer_waiters(s, in);
   kv_free(s);
@@ -288,8 +288,8 @@ static void cache_read(kv_wrap_req_t *wr) {
     kv_wrap_req_free(wr);
     return;
   }
-  wr->args.op = KV_OP_TTL; /* the value and its remaining TTL */
-  ks = ks_get(c, wr->args.collection, wr->args.key);
+  wr->op = KV_OP_TTL; /* the value and its remaining TTL */
+  ks = ks_get(c, wr->in.collection, wr->in.key);
   if (ks == NULL || !ks->read || ks->read->dirty) c->misses++;
   if (ks == NULL) { /* no memory for coalescing: read, do not fill */
     if (kv_wrap_submit(wr, c->w.inner, plain_done) < 0) kv_wrap_finish(wr);
@@ -328,10 +328,10 @@ static int cache_get(kv_store_t *s, kv_req_t *req) {
   kv_wrap_req_t *wr = kv_wrap_req_new(s, req, sizeof(cst_t));
   int err;
   if (wr == NULL) return kv_req_set_error(req, KV_ENOMEM, "out of memory");
-  wr->args.op = KV_OP_GET;
+  wr->op = KV_OP_GET;
   err = kv_wrap_submit(wr, c->cache, cache_read);
   if (err < 0) { /* the cache refused: read the primary */
-    wr->args.op = KV_OP_TTL;
+    wr->op = KV_OP_TTL;
     err = kv_wrap_submit(wr, c->w.inner, plain_done);
     if (err < 0) return kv_wrap_refuse(wr, err);
   }
@@ -366,7 +366,7 @@ static void many_primary(kv_wrap_req_t *wr) {
     kv_result_t *r = &in->results[j];
     size_t i = st->miss[j];
     if (can_fill)
-      fill(c, wr->args.collection, st->mkeys[j], r->found, r->value.base,
+      fill(c, wr->in.collection, st->mkeys[j].base, r->found, r->value.base,
            r->value.len, r->found ? r->ttl : 0, in->in.now_ms);
     if (r->found) {
       o->results[i].found = 1;
@@ -414,7 +414,7 @@ static void many_cached(kv_wrap_req_t *wr) {
       c->hits++;
     } else {
       c->misses++;
-      st->mkeys[st->nmiss] = wr->args.keys[i];
+      st->mkeys[st->nmiss] = wr->in.keys[i];
       st->miss[st->nmiss++] = i;
     }
   }
@@ -422,9 +422,9 @@ static void many_cached(kv_wrap_req_t *wr) {
     many_done(wr, 0);
     return;
   }
-  wr->args.op = KV_OP_TTL_MANY;
-  wr->args.keys = st->mkeys;
-  wr->args.n = st->nmiss;
+  wr->op = KV_OP_TTL_MANY;
+  wr->in.keys = st->mkeys;
+  wr->in.n = st->nmiss;
   if (kv_wrap_submit(wr, c->w.inner, many_primary) < 0)
     many_done(wr, wr->inner.status);
 }
@@ -435,10 +435,10 @@ static int cache_get_many(kv_store_t *s, kv_req_t *req) {
   int err;
   if (wr == NULL) return kv_req_set_error(req, KV_ENOMEM, "out of memory");
   CST(wr)->epoch = c->epoch;
-  wr->args.op = KV_OP_GET_MANY;
+  wr->op = KV_OP_GET_MANY;
   err = kv_wrap_submit(wr, c->cache, many_cached);
   if (err < 0) {
-    wr->args.op = req->op;
+    wr->op = req->op;
     err = kv_wrap_submit(wr, c->w.inner, plain_done);
     if (err < 0) return kv_wrap_refuse(wr, err);
   }
@@ -452,7 +452,7 @@ static int cache_get_many(kv_store_t *s, kv_req_t *req) {
 static void writes_end(cache_t *c, kv_wrap_req_t *wr) {
   cst_t *st = CST(wr);
   if (st->kss) {
-    for (size_t i = 0; i < wr->args.n; i++)
+    for (size_t i = 0; i < wr->in.n; i++)
       write_end(c, st->kss[i]);
     kv_free(st->kss);
     st->kss = NULL;
@@ -470,16 +470,16 @@ static void invalidated(kv_wrap_req_t *wr) {
 
 static void written(kv_wrap_req_t *wr) {
   cache_t *c = (cache_t *)wr->w;
-  kv_op_t op = wr->args.op;
+  kv_op_t op = wr->op;
   CST(wr)->saved_status = wr->inner.status;
   kv_wrap_move_results(wr->outer, &wr->inner);
   /* Invalidate even after a failure: the write may have been applied. */
   if (op == KV_OP_DESTROY || op == KV_OP_DESTROY_COLLECTION)
     ; /* same op on the cache */
   else if (op == KV_OP_PUT_MANY || op == KV_OP_DELETE_MANY)
-    wr->args.op = KV_OP_DELETE_MANY;
+    wr->op = KV_OP_DELETE_MANY;
   else
-    wr->args.op = KV_OP_DELETE;
+    wr->op = KV_OP_DELETE;
   if (kv_wrap_submit(wr, c->cache, invalidated) < 0) invalidated(wr);
 }
 
@@ -508,13 +508,13 @@ static int cache_write(kv_store_t *s, kv_req_t *req) {
     break;
   case KV_OP_PUT_MANY:
   case KV_OP_DELETE_MANY:
-    st->kss = kv_calloc(wr->args.n ? wr->args.n : 1, sizeof *st->kss);
+    st->kss = kv_calloc(wr->in.n ? wr->in.n : 1, sizeof *st->kss);
     if (st->kss == NULL) {
       kv_wrap_req_free(wr);
       return kv_req_set_error(req, KV_ENOMEM, "out of memory");
     }
-    for (size_t i = 0; i < wr->args.n; i++) {
-      st->kss[i] = ks_get(c, wr->args.collection, wr->args.keys[i]);
+    for (size_t i = 0; i < wr->in.n; i++) {
+      st->kss[i] = ks_get(c, wr->in.collection, wr->in.keys[i].base);
       if (st->kss[i] == NULL) {
         for (size_t j = 0; j < i; j++)
           write_end(c, st->kss[j]);
@@ -526,7 +526,7 @@ static int cache_write(kv_store_t *s, kv_req_t *req) {
     }
     break;
   default:
-    st->ks = ks_get(c, wr->args.collection, wr->args.key);
+    st->ks = ks_get(c, wr->in.collection, wr->in.key);
     if (st->ks == NULL) {
       kv_wrap_req_free(wr);
       return kv_req_set_error(req, KV_ENOMEM, "out of memory");

@@ -17,7 +17,7 @@ static void dflt_cb(kv_wrap_req_t *wr) {
   int status = wr->inner.status;
   kv_wrap_move_results(outer, &wr->inner);
   if (status == 0) {
-    if (wr->args.op == KV_OP_GET || wr->args.op == KV_OP_TTL) {
+    if (wr->op == KV_OP_GET || wr->op == KV_OP_TTL) {
       if (!outer->found) {
         if (kv_req_set_value(outer, d->value, d->len) != 0)
           status = kv_req_set_error(outer, KV_ENOMEM, "out of memory");

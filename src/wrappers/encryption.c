@@ -47,10 +47,10 @@ typedef struct {
 
 static size_t rmw_bucket(const kv_wrap_req_t *wr) {
   uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a over collection NUL key */
-  for (const char *p = wr->args.collection; *p; p++)
+  for (const char *p = wr->in.collection; *p; p++)
     h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
   h *= 0x100000001b3ull;
-  for (const char *p = wr->args.key; *p; p++)
+  for (const char *p = wr->in.key; *p; p++)
     h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
   return (size_t)(h ^ (h >> 32)) % KV__CODEC_RMW_BUCKETS;
 }
@@ -62,8 +62,8 @@ static int rmw_enter(kv_wrap_req_t *wr, void (*start)(kv_wrap_req_t *wr)) {
   loop_t *l = LOOP(wr);
   for (kv_wrap_req_t *a = *head; a != NULL; a = LOOP(a)->chain) {
     loop_t *al = LOOP(a);
-    if (strcmp(a->args.key, wr->args.key) != 0 ||
-        strcmp(a->args.collection, wr->args.collection) != 0)
+    if (strcmp(a->in.key, wr->in.key) != 0 ||
+        strcmp(a->in.collection, wr->in.collection) != 0)
       continue;
     l->start = start;
     if (al->waiters_tail)
@@ -175,7 +175,7 @@ static int decode_slot(kv_wrap_req_t *wr, const char *key, kv_buf_t *v,
 static void on_value(kv_wrap_req_t *wr) {
   kv_req_t *in = &wr->inner;
   if (wr->outer && in->status == 0 && in->found) {
-    int rc = decode_slot(wr, wr->args.key, &in->value, &in->found, &in->ttl);
+    int rc = decode_slot(wr, wr->in.key, &in->value, &in->found, &in->ttl);
     if (rc != 0) return end(wr, rc);
   }
   kv_wrap_finish(wr);
@@ -189,7 +189,7 @@ static void on_values(kv_wrap_req_t *wr) {
       kv_result_t *r = &in->results[i];
       int rc;
       if (!r->found) continue;
-      rc = decode_slot(wr, wr->args.keys[i], &r->value, &r->found, &r->ttl);
+      rc = decode_slot(wr, wr->in.keys[i].base, &r->value, &r->found, &r->ttl);
       if (rc != 0) return end(wr, rc);
     }
   }
@@ -231,8 +231,8 @@ static int codec_write(kv_store_t *s, kv_req_t *req) {
     kv_wrap_req_free(wr);
     return rc;
   }
-  wr->args.value = l->enc;
-  wr->args.value_len = l->enc_len;
+  wr->in.value.base = (char *)l->enc;
+  wr->in.value.len = l->enc_len;
   return submit(wr, on_done);
 }
 
@@ -257,7 +257,7 @@ static int codec_put_many(kv_store_t *s, kv_req_t *req) {
       return rc;
     }
   }
-  wr->args.values = l->values;
+  wr->in.values = l->values;
   return submit(wr, on_done);
 }
 
@@ -267,7 +267,7 @@ static void cas_read(kv_wrap_req_t *wr);
 
 static void conflict(kv_wrap_req_t *wr) {
   kv_req_set_error(wr->outer, KV_ECONFLICT,
-                   "key '%s' does not hold the expected value", wr->args.key);
+                   "key '%s' does not hold the expected value", wr->in.key);
   end(wr, KV_ECONFLICT);
 }
 
@@ -289,7 +289,7 @@ static void on_cas_read(kv_wrap_req_t *wr) {
   int rc, equal;
   if (outer == NULL || in->status != 0) return on_done(wr);
   if (!in->found) return conflict(wr);
-  rc = run(wr->w, CW(wr->w)->codec->decode, outer, wr->args.key, in->value.base,
+  rc = run(wr->w, CW(wr->w)->codec->decode, outer, wr->in.key, in->value.base,
            in->value.len, &dec, &n);
   if (rc != 0) {
     if (CW(wr->w)->missing_on_error && rc == CW(wr->w)->missing_error)
@@ -301,18 +301,19 @@ static void on_cas_read(kv_wrap_req_t *wr) {
   kv_free(dec);
   if (!equal) return conflict(wr);
   l->raw = kv_req_take_value(in, &l->raw_len);
-  wr->args.op = KV_OP_CAS;
-  wr->args.expected = l->raw;
-  wr->args.expected_len = l->raw_len;
-  wr->args.value = l->enc;
-  wr->args.value_len = l->enc_len;
+  wr->op = KV_OP_CAS;
+  wr->in.expected.base = (char *)l->raw;
+  wr->in.expected_absent = l->raw == NULL;
+  wr->in.expected.len = l->raw_len;
+  wr->in.value.base = (char *)l->enc;
+  wr->in.value.len = l->enc_len;
   if ((rc = kv_wrap_submit(wr, wr->w->inner, on_cas_done)) < 0)
     fail_submit(wr, rc);
 }
 
 static void cas_read(kv_wrap_req_t *wr) {
   int rc;
-  wr->args.op = KV_OP_GET;
+  wr->op = KV_OP_GET;
   if ((rc = kv_wrap_submit(wr, wr->w->inner, on_cas_read)) < 0)
     fail_submit(wr, rc);
 }
@@ -329,10 +330,10 @@ static int codec_cas(kv_store_t *s, kv_req_t *req) {
     kv_wrap_req_free(wr);
     return rc;
   }
-  wr->args.value = l->enc;
-  wr->args.value_len = l->enc_len;
+  wr->in.value.base = (char *)l->enc;
+  wr->in.value.len = l->enc_len;
   if (req->in.expected_absent) return submit(wr, on_cas_done);
-  wr->args.op = KV_OP_GET;
+  wr->op = KV_OP_GET;
   if (rmw_enter(wr, cas_read)) return 0; /* runs after the one running */
   return submit(wr, on_cas_read);
 }
@@ -351,7 +352,7 @@ static void on_incr_done(kv_wrap_req_t *wr) {
     if (++l->tries < KV__CODEC_MAX_TRIES) return incr_read(wr);
     kv_req_set_error(wr->outer, KV_EBUSY,
                      "incr of key '%s' gave up after %d concurrent writes",
-                     wr->args.key, l->tries);
+                     wr->in.key, l->tries);
     return end(wr, KV_EBUSY);
   }
   if (wr->inner.status != 0) return on_done(wr);
@@ -372,7 +373,7 @@ static void on_incr_read(kv_wrap_req_t *wr) {
   ttl = outer->in.ttl;
   if (in->found) {
     char *dec;
-    rc = run(wr->w, CW(wr->w)->codec->decode, outer, wr->args.key,
+    rc = run(wr->w, CW(wr->w)->codec->decode, outer, wr->in.key,
              in->value.base, in->value.len, &dec, &n);
     if (rc != 0) return end(wr, rc);
     rc = kv_parse_int64(dec, n, &cur);
@@ -380,7 +381,7 @@ static void on_incr_read(kv_wrap_req_t *wr) {
     if (rc != 0) {
       kv_req_set_error(outer, KV_EINVAL,
                        "value of key '%s' is not a decimal integer",
-                       wr->args.key);
+                       wr->in.key);
       return end(wr, KV_EINVAL);
     }
     ttl = in->ttl; /* an existing entry keeps its (remaining) TTL */
@@ -389,20 +390,21 @@ static void on_incr_read(kv_wrap_req_t *wr) {
   if ((delta > 0 && cur > INT64_MAX - delta) ||
       (delta < 0 && cur < INT64_MIN - delta)) {
     kv_req_set_error(outer, KV_EINVAL, "incr of key '%s' overflows",
-                     wr->args.key);
+                     wr->in.key);
     return end(wr, KV_EINVAL);
   }
   l->number = cur + delta;
   n = kv_format_int64(l->number, text);
-  rc = run(wr->w, CW(wr->w)->codec->encode, outer, wr->args.key, text, n,
+  rc = run(wr->w, CW(wr->w)->codec->encode, outer, wr->in.key, text, n,
            &l->enc, &l->enc_len);
   if (rc != 0) return end(wr, rc);
-  wr->args.op = KV_OP_CAS;
-  wr->args.expected = l->raw; /* NULL: expect absent */
-  wr->args.expected_len = l->raw_len;
-  wr->args.value = l->enc;
-  wr->args.value_len = l->enc_len;
-  wr->args.ttl = ttl;
+  wr->op = KV_OP_CAS;
+  wr->in.expected.base = (char *)l->raw;
+  wr->in.expected_absent = l->raw == NULL; /* NULL: expect absent */
+  wr->in.expected.len = l->raw_len;
+  wr->in.value.base = (char *)l->enc;
+  wr->in.value.len = l->enc_len;
+  wr->in.ttl = ttl;
   if ((rc = kv_wrap_submit(wr, wr->w->inner, on_incr_done)) < 0)
     fail_submit(wr, rc);
 }
@@ -411,7 +413,7 @@ static void incr_read(kv_wrap_req_t *wr) {
   int rc;
   loop_t *l = LOOP(wr);
   l->raw_len = 0;
-  wr->args.op = KV_OP_TTL;
+  wr->op = KV_OP_TTL;
   if ((rc = kv_wrap_submit(wr, wr->w->inner, on_incr_read)) < 0)
     fail_submit(wr, rc);
 }
@@ -419,7 +421,7 @@ static void incr_read(kv_wrap_req_t *wr) {
 static int codec_incr(kv_store_t *s, kv_req_t *req) {
   kv_wrap_req_t *wr = kv_wrap_req_new(s, req, sizeof(loop_t));
   if (wr == NULL) return nomem(req);
-  wr->args.op = KV_OP_TTL;
+  wr->op = KV_OP_TTL;
   if (rmw_enter(wr, incr_read)) return 0; /* runs after the one running */
   return submit(wr, on_incr_read);
 }

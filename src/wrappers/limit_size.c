@@ -67,7 +67,7 @@ static int limit_many(kv_store_t *s, kv_req_t *req) {
   if (wr == NULL) return kv_req_set_error(req, KV_ENOMEM, "out of memory");
   {
     size_t n = req->in.n - bad, j = 0;
-    const char **keys = kv_malloc((n ? n : 1) * sizeof *keys);
+    kv_buf_t *keys = kv_malloc((n ? n : 1) * sizeof *keys);
     kv_buf_t *vals = kv_malloc((n ? n : 1) * sizeof *vals);
     if (keys == NULL || vals == NULL) {
       kv_free(keys);
@@ -78,14 +78,14 @@ static int limit_many(kv_store_t *s, kv_req_t *req) {
     for (size_t i = 0; i < req->in.n; i++) {
       size_t len = req->in.values[i].len;
       if ((l->max && len > l->max) || len < l->min) continue;
-      keys[j] = req->in.keys[i].base;
+      keys[j] = req->in.keys[i];
       vals[j++] = req->in.values[i];
     }
     wr->mem = keys;
     wr->data = vals;
-    wr->args.keys = keys;
-    wr->args.values = vals;
-    wr->args.n = n;
+    wr->in.keys = keys;
+    wr->in.values = vals;
+    wr->in.n = n;
   }
   err = kv_wrap_submit(wr, l->w.inner, limit_many_cb);
   if (err < 0) {

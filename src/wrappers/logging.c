@@ -100,12 +100,12 @@ static int has_collection(kv_op_t op) {
 /* The value worth logging (input for writes, result for reads), or NULL. */
 static const kv_buf_t *logged_value(const kv_wrap_req_t *wr, kv_buf_t *tmp) {
   const kv_req_t *in = &wr->inner;
-  switch (wr->args.op) {
+  switch (wr->op) {
   case KV_OP_PUT:
   case KV_OP_PUT_IF_ABSENT:
   case KV_OP_CAS:
-    tmp->base = (char *)wr->args.value;
-    tmp->len = wr->args.value_len;
+    tmp->base = (char *)wr->in.value.base;
+    tmp->len = wr->in.value.len;
     return tmp;
   case KV_OP_GET:
   case KV_OP_TTL:
@@ -118,24 +118,25 @@ static const kv_buf_t *logged_value(const kv_wrap_req_t *wr, kv_buf_t *tmp) {
 
 static void text_line(log_t *l, kv_wrap_req_t *wr, double us, lbuf_t *b) {
   const kv_req_t *in = &wr->inner;
-  const kv_wrap_args_t *a = &wr->args;
+  const kv_req_in_t *a = &wr->in;
+  kv_op_t op = wr->op;
   kv_buf_t tmp;
   const kv_buf_t *v;
   lb_str(b, "kvio: ");
-  lb_str(b, kv_op_name(a->op));
-  if (has_collection(a->op)) {
+  lb_str(b, kv_op_name(op));
+  if (has_collection(op)) {
     lb_str(b, " collection=");
     lb_quoted(b, a->collection, strlen(a->collection));
   }
-  if (has_key(a->op)) {
+  if (has_key(op)) {
     lb_str(b, " key=");
     lb_quoted(b, a->key, strlen(a->key));
   }
-  if (a->op >= KV_OP_GET_MANY && a->op <= KV_OP_DELETE_MANY)
+  if (op >= KV_OP_GET_MANY && op <= KV_OP_DELETE_MANY)
     lb_printf(b, " n=%zu", a->n);
   lb_printf(b, " status=%s", status_name(in->status));
   if (in->status == 0) {
-    switch (a->op) {
+    switch (op) {
     case KV_OP_GET:
     case KV_OP_TTL:
     case KV_OP_DELETE:
@@ -161,8 +162,8 @@ static void text_line(log_t *l, kv_wrap_req_t *wr, double us, lbuf_t *b) {
   }
   v = logged_value(wr, &tmp);
   if (v) lb_printf(b, " len=%zu", v->len);
-  if (a->op == KV_OP_PUT || a->op == KV_OP_PUT_MANY ||
-      a->op == KV_OP_PUT_IF_ABSENT || a->op == KV_OP_CAS || a->op == KV_OP_INCR)
+  if (op == KV_OP_PUT || op == KV_OP_PUT_MANY ||
+      op == KV_OP_PUT_IF_ABSENT || op == KV_OP_CAS || op == KV_OP_INCR)
     lb_printf(b, " ttl=%g", a->ttl);
   if (v && l->values) {
     lb_str(b, " value=");
@@ -179,27 +180,28 @@ static void text_line(log_t *l, kv_wrap_req_t *wr, double us, lbuf_t *b) {
 
 static void json_line(log_t *l, kv_wrap_req_t *wr, double us, lbuf_t *b) {
   const kv_req_t *in = &wr->inner;
-  const kv_wrap_args_t *a = &wr->args;
+  const kv_req_in_t *a = &wr->in;
+  kv_op_t op = wr->op;
   json_t *o = json_object();
   kv_buf_t tmp;
   const kv_buf_t *v;
   char *text;
   if (o == NULL) return;
-  json_object_set_new(o, "op", json_string(kv_op_name(a->op)));
-  if (has_collection(a->op))
+  json_object_set_new(o, "op", json_string(kv_op_name(op)));
+  if (has_collection(op))
     json_object_set_new(o, "collection", json_string(a->collection));
-  if (has_key(a->op)) json_object_set_new(o, "key", json_string(a->key));
-  if (a->op >= KV_OP_GET_MANY && a->op <= KV_OP_DELETE_MANY)
+  if (has_key(op)) json_object_set_new(o, "key", json_string(a->key));
+  if (op >= KV_OP_GET_MANY && op <= KV_OP_DELETE_MANY)
     json_object_set_new(o, "n", json_integer((json_int_t)a->n));
   json_object_set_new(o, "status", json_string(status_name(in->status)));
   if (in->status == 0) {
-    if (a->op == KV_OP_GET || a->op == KV_OP_TTL || a->op == KV_OP_DELETE ||
-        a->op == KV_OP_TAKE || a->op == KV_OP_PUT_IF_ABSENT ||
-        a->op == KV_OP_CAS)
+    if (op == KV_OP_GET || op == KV_OP_TTL || op == KV_OP_DELETE ||
+        op == KV_OP_TAKE || op == KV_OP_PUT_IF_ABSENT ||
+        op == KV_OP_CAS)
       json_object_set_new(o, "found", json_boolean(in->found));
-    if (a->op == KV_OP_INCR)
+    if (op == KV_OP_INCR)
       json_object_set_new(o, "number", json_integer(in->number));
-    if (a->op == KV_OP_DELETE_MANY || a->op == KV_OP_CULL)
+    if (op == KV_OP_DELETE_MANY || op == KV_OP_CULL)
       json_object_set_new(o, "count", json_integer((json_int_t)in->count));
   } else {
     json_object_set_new(o, "error", json_string(kv_req_errmsg(in)));

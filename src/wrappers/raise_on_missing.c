@@ -5,19 +5,19 @@
 static void rom_cb(kv_wrap_req_t *wr) {
   kv_req_t *in = &wr->inner;
   if (in->status == 0) {
-    if (wr->args.op == KV_OP_GET_MANY || wr->args.op == KV_OP_TTL_MANY) {
+    if (wr->op == KV_OP_GET_MANY || wr->op == KV_OP_TTL_MANY) {
       for (size_t i = 0; i < in->nresults; i++) {
         if (!in->results[i].found) {
           in->status = kv_req_set_error(in, KV_ENOTFOUND,
                                         "key '%s' not found in collection '%s'",
-                                        wr->args.keys[i], wr->args.collection);
+                                        wr->in.keys[i].base, wr->in.collection);
           break;
         }
       }
     } else if (!in->found) {
       in->status = kv_req_set_error(in, KV_ENOTFOUND,
                                     "key '%s' not found in collection '%s'",
-                                    wr->args.key, wr->args.collection);
+                                    wr->in.key, wr->in.collection);
     }
   }
   kv_wrap_finish(wr);

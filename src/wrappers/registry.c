@@ -269,5 +269,5 @@ const kv_store_methods_t kv__wrap_url_methods = {
     .cas = kv_wrap_forward,
     .incr = kv_wrap_forward,
     .take = kv_wrap_forward,
-    .ctl = kv_wrap_ctl_forward,
+    .ctl_ex = kv_wrap_ctl_forward,
 };

@@ -23,6 +23,25 @@
 
 #include "wrappers/wrappers.h"
 
+/* An operation's arguments as the public submit functions take them (keys
+ * as C strings): what this file renames. */
+typedef struct {
+  kv_op_t op;
+  const char *collection;
+  const char *key;
+  const void *value;
+  size_t value_len;
+  const void *expected; /* cas: NULL means "expect absent" */
+  size_t expected_len;
+  double ttl;
+  int64_t delta;
+  const char *const *keys;
+  const kv_buf_t *values;
+  size_t n;
+  const char *cursor;
+  size_t limit;
+} ren_args_t;
+
 #define HEXLEN 64
 #define SCAN_PAGE 1000
 
@@ -250,7 +269,11 @@ struct ctx_s {
   kv_wrap_req_t *wr;
   ren_t *r;
   ctx_fn next; /* what to do when the inner request completes */
-  kv_wrap_args_t main;
+  ren_args_t main; /* the operation, renamed */
+  ren_args_t args; /* what ctx_submit sends next */
+  kv_buf_t *kbuf;  /* args.keys as the inner request takes them */
+  const char **okeys; /* the outer keys as C strings */
+  int64_t now_ms;
   int saved_status;
   /* renamed names */
   enc_t coll;  /* collection (prefix-collections) */
@@ -288,6 +311,8 @@ static void ctx_end(ctx_t *c, int status) {
     enc_free(&c->keys[i]);
   kv_free(c->keys);
   kv_free(c->kptrs);
+  kv_free(c->kbuf);
+  kv_free(c->okeys);
   kv_free(c->sk);
   kv_free(c->sv);
   kv_free(c->user_coll);
@@ -314,11 +339,51 @@ static void ctx_cb(kv_wrap_req_t *wr) {
   c->next(c);
 }
 
-/* Submit wr->args (set by the caller) to the inner store; on a refused
+/* c->args as the interposed request's op and inputs. */
+static int set_args(ctx_t *c) {
+  const ren_args_t *a = &c->args;
+  kv_wrap_req_t *wr = c->wr;
+  kv_req_in_t *in = &wr->in;
+  wr->op = a->op;
+  memset(in, 0, sizeof *in);
+  in->collection = a->collection ? a->collection : "";
+  in->collection_len = strlen(in->collection);
+  in->key = a->key;
+  in->key_len = a->key ? strlen(a->key) : 0;
+  in->value.base = (char *)a->value;
+  in->value.len = a->value_len;
+  in->expected.base = (char *)a->expected;
+  in->expected.len = a->expected_len;
+  in->expected_absent = a->expected == NULL;
+  in->ttl = a->ttl;
+  in->now_ms = c->now_ms;
+  in->delta = a->delta;
+  in->values = a->values;
+  in->n = a->n;
+  in->cursor = a->cursor;
+  in->limit = a->limit;
+  if (a->n > 0) {
+    kv_buf_t *kb = kv_realloc(c->kbuf, a->n * sizeof *kb);
+    if (kb == NULL) return KV_ENOMEM;
+    c->kbuf = kb;
+    for (size_t i = 0; i < a->n; i++) {
+      kb[i].base = (char *)a->keys[i];
+      kb[i].len = strlen(a->keys[i]);
+    }
+    in->keys = kb;
+  }
+  return 0;
+}
+
+/* Submit c->args (set by the caller) to the inner store; on a refused
  * submit, end with its error. */
 static void ctx_submit(ctx_t *c, ctx_fn next) {
   int err;
   c->next = next;
+  if ((err = set_args(c)) != 0) {
+    ctx_end(c, err);
+    return;
+  }
   err = kv_wrap_submit(c->wr, c->r->w.inner, ctx_cb);
   if (err < 0) ctx_end(c, err);
 }
@@ -340,11 +405,11 @@ static void main_then_side_delete(ctx_t *c) {
     ctx_end(c, c->saved_status);
     return;
   }
-  memset(&wr->args, 0, sizeof wr->args);
-  wr->args.op = KV_OP_DELETE_MANY;
-  wr->args.collection = c->side_coll;
-  wr->args.keys = c->sk;
-  wr->args.n = c->ns;
+  memset(&c->args, 0, sizeof c->args);
+  c->args.op = KV_OP_DELETE_MANY;
+  c->args.collection = c->side_coll;
+  c->args.keys = c->sk;
+  c->args.n = c->ns;
   ctx_submit(c, side_deleted);
 }
 
@@ -353,7 +418,7 @@ static void side_written(ctx_t *c) {
     ctx_end(c, 1);
     return;
   }
-  c->wr->args = c->main;
+  c->args = c->main;
   ctx_submit(c, finish_main);
 }
 
@@ -370,7 +435,7 @@ static int is_delete(kv_op_t op) {
 static void run_main(ctx_t *c) {
   kv_op_t op = c->main.op;
   if (c->ns > 0 && is_write(op)) {
-    kv_wrap_args_t *a = &c->wr->args;
+    ren_args_t *a = &c->args;
     memset(a, 0, sizeof *a);
     a->op = KV_OP_PUT_MANY;
     a->collection = c->side_coll;
@@ -379,10 +444,10 @@ static void run_main(ctx_t *c) {
     a->n = c->ns;
     ctx_submit(c, side_written);
   } else if (c->ns > 0 && is_delete(op) && c->r->kind != K_COLLS) {
-    c->wr->args = c->main;
+    c->args = c->main;
     ctx_submit(c, main_then_side_delete);
   } else {
-    c->wr->args = c->main;
+    c->args = c->main;
     ctx_submit(c, finish_main);
   }
 }
@@ -398,7 +463,33 @@ static ctx_t *ctx_new(kv_store_t *s, kv_req_t *req) {
   }
   c->wr = wr;
   c->r = (ren_t *)s;
-  c->main = wr->args;
+  c->now_ms = req->in.now_ms;
+  c->main.op = req->op;
+  c->main.collection = req->in.collection;
+  c->main.key = req->in.key;
+  c->main.value = req->in.value.base;
+  c->main.value_len = req->in.value.len;
+  if (req->op == KV_OP_CAS && !req->in.expected_absent) {
+    c->main.expected = req->in.expected.base;
+    c->main.expected_len = req->in.expected.len;
+  }
+  c->main.ttl = req->in.ttl;
+  c->main.delta = req->in.delta;
+  c->main.values = req->in.values;
+  c->main.n = req->in.n;
+  c->main.cursor = req->in.cursor;
+  c->main.limit = req->in.limit;
+  if (req->in.n > 0) {
+    c->okeys = kv_malloc(req->in.n * sizeof *c->okeys);
+    if (c->okeys == NULL) {
+      kv_wrap_req_free(wr);
+      kv_free(c);
+      return NULL;
+    }
+    for (size_t i = 0; i < req->in.n; i++)
+      c->okeys[i] = req->in.keys[i].base;
+    c->main.keys = c->okeys;
+  }
   wr->data = c;
   return c;
 }
@@ -442,15 +533,34 @@ static int rename_collection(ctx_t *c) {
 
 /* ---- Single-key and bulk ops -------------------------------------------- */
 
-static void fast_cb(kv_wrap_req_t *wr) {
-  kv_wrap_finish(wr);
+/* The request's own names, kept beside the renamed one while it is down
+ * in the inner store (ren_fast). */
+typedef struct {
+  const char *collection;
+  size_t collection_len;
+  const char *key;
+  size_t key_len;
+  char name[];
+} fast_t;
+
+/* Completion hook: the request gets its own names back. */
+static int fast_hook(kv_store_t *layer, kv_req_t *req, kv_hook_t *h) {
+  fast_t *f = h->p;
+  (void)layer;
+  req->in.collection = f->collection;
+  req->in.collection_len = f->collection_len;
+  req->in.key = f->key;
+  req->in.key_len = f->key_len;
+  kv_free(f);
+  return 0;
 }
 
 /* The common case without a context: a single-key op (or a collection-only
- * op of prefix-collections) whose new name fits, so no side entry. */
+ * op of prefix-collections) whose new name fits, so no side entry. The
+ * request itself goes down with the new name. */
 static int ren_fast(kv_store_t *s, kv_req_t *req) {
   ren_t *r = (ren_t *)s;
-  kv_wrap_req_t *wr;
+  fast_t *f;
   const char *name = r->kind == K_COLLS ? req->in.collection : req->in.key;
   size_t nl = r->kind == K_COLLS ? req->in.collection_len : req->in.key_len;
   size_t cl = req->in.collection_len, len;
@@ -458,7 +568,6 @@ static int ren_fast(kv_store_t *s, kv_req_t *req) {
   char num[24];
   int numl = 0;
   char *p;
-  int err;
   if (r->kind == K_SINGLE) {
     numl = snprintf(num, sizeof num, "%zu:", cl);
     len = (size_t)numl + cl + nl;
@@ -466,32 +575,42 @@ static int ren_fast(kv_store_t *s, kv_req_t *req) {
     len = r->pl + (size_t)esc + nl;
   }
   if (len > KV_NAME_MAX) return 1; /* hashed: the slow path */
-  wr = kv_wrap_req_new(s, req, 0);
-  if (wr == NULL) return kv_req_set_error(req, KV_ENOMEM, "out of memory");
-  p = wr->mem = kv_malloc(len + 1);
-  if (p == NULL) {
-    kv_wrap_req_free(wr);
-    return kv_req_set_error(req, KV_ENOMEM, "out of memory");
-  }
+  f = kv_malloc(sizeof *f + len + 1);
+  if (f == NULL) return kv_req_set_error(req, KV_ENOMEM, "out of memory");
+  f->collection = req->in.collection;
+  f->collection_len = req->in.collection_len;
+  f->key = req->in.key;
+  f->key_len = req->in.key_len;
+  p = f->name;
   if (r->kind == K_SINGLE) {
     memcpy(p, num, (size_t)numl);
     memcpy(p + numl, req->in.collection, cl);
     memcpy(p + numl + cl, name, nl);
-    wr->args.collection = r->p;
-    wr->args.key = p;
+    req->in.collection = r->p;
+    req->in.collection_len = r->pl;
+    req->in.key = p;
+    req->in.key_len = len;
   } else {
     memcpy(p, r->p, r->pl);
     if (esc) p[r->pl] = '~';
     memcpy(p + r->pl + esc, name, nl);
-    if (r->kind == K_COLLS)
-      wr->args.collection = p;
-    else
-      wr->args.key = p;
+    if (r->kind == K_COLLS) {
+      req->in.collection = p;
+      req->in.collection_len = len;
+    } else {
+      req->in.key = p;
+      req->in.key_len = len;
+    }
   }
   p[len] = '\0';
-  err = kv_wrap_submit(wr, r->w.inner, fast_cb);
-  if (err < 0) return kv_wrap_refuse(wr, err);
-  return 0;
+  {
+    int err = kv_wrap_pass(s, req, fast_hook, 0, f);
+    if (err < 0) { /* refused below: the hook will not run */
+      kv_hook_t h = {fast_hook, s, 0, f};
+      fast_hook(s, req, &h);
+    }
+    return err;
+  }
 }
 
 static int ren_single(kv_store_t *s, kv_req_t *req) {
@@ -668,7 +787,7 @@ static void page_read(ctx_t *c) {
     return;
   }
   if (c->look.n > 0) {
-    kv_wrap_args_t *a = &c->wr->args;
+    ren_args_t *a = &c->args;
     kv_free(c->lptrs);
     c->lptrs = vec_ptrs(&c->look, 0, c->look.n);
     if (c->lptrs == NULL) {
@@ -691,7 +810,7 @@ static void page_read(ctx_t *c) {
 /* Read one page of the inner listing (c->main: op, collection, limit;
  * c->cursor). */
 static void list_next(ctx_t *c) {
-  kv_wrap_args_t *a = &c->wr->args;
+  ren_args_t *a = &c->args;
   *a = c->main;
   a->cursor = c->cursor;
   ctx_submit(c, page_read);
@@ -788,7 +907,7 @@ static void deleted(ctx_t *c) {
 /* Delete the collected inner names in chunks; then the next collection of
  * a destroy, or the end. */
 static void delete_next(ctx_t *c) {
-  kv_wrap_args_t *a = &c->wr->args;
+  ren_args_t *a = &c->args;
   size_t n = c->out.n - c->di;
   if (n == 0) {
     if (c->colls.n > 0) {
@@ -827,7 +946,7 @@ static void collection_destroyed(ctx_t *c) {
 /* destroy(): prefix-collections destroys each of its inner collections;
  * prefix-keys clears its keys from each collection. */
 static void destroy_next_collection(ctx_t *c) {
-  kv_wrap_args_t *a = &c->wr->args;
+  ren_args_t *a = &c->args;
   if (c->ci >= c->colls.n) {
     ctx_end(c, 0);
     return;

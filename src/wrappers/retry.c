@@ -30,17 +30,9 @@ static void on_due(kv__timerq_t *q, kv_wrap_req_t *wr) {
     kv_wrap_finish(wr); /* the refusal is the answer */
 }
 
-static void retry_cb(kv_wrap_req_t *wr) {
-  retry_t *r = (retry_t *)wr->w;
-  int st = wr->inner.status;
-  int tries = wr->attempts; /* submits so far */
-  double d, delay;
-  if (st >= 0 || kv_err_category(st) != KV_CAT_TRANSIENT || tries > r->max ||
-      r->w.wrap.closing || (is_atomic(wr->args.op) && !r->atomic)) {
-    kv_wrap_finish(wr);
-    return;
-  }
-  d = r->initial * pow(2.0, tries - 1);
+/* The backoff before try number tries + 1. */
+static void schedule(retry_t *r, kv_wrap_req_t *wr, int tries, int st) {
+  double d = r->initial * pow(2.0, tries - 1), delay;
   if (d > r->max_delay) d = r->max_delay;
   /* Jitter: uniform in [d/2, d]. */
   delay = d / 2 +
@@ -49,13 +41,42 @@ static void retry_cb(kv_wrap_req_t *wr) {
   kv__timerq_add(&r->q, wr, delay);
 }
 
+static void retry_cb(kv_wrap_req_t *wr) {
+  retry_t *r = (retry_t *)wr->w;
+  int st = wr->inner.status;
+  int tries = wr->attempts; /* tries so far */
+  if (st >= 0 || kv_err_category(st) != KV_CAT_TRANSIENT || tries > r->max ||
+      r->w.wrap.closing) {
+    kv_wrap_finish(wr);
+    return;
+  }
+  schedule(r, wr, tries, st);
+}
+
+/* Completion hook of the first try (the request itself went down): on a
+ * transient error the request is taken back and retried through an
+ * interposed request, which holds the last answer while it waits. */
+static int retry_hook(kv_store_t *layer, kv_req_t *req, kv_hook_t *h) {
+  retry_t *r = (retry_t *)layer;
+  int st = req->status;
+  kv_wrap_req_t *wr;
+  if (st >= 0 || kv_err_category(st) != KV_CAT_TRANSIENT || r->max < 1 ||
+      r->w.wrap.closing)
+    return 0;
+  wr = kv_wrap_req_new(layer, req, 0);
+  if (wr == NULL) return 0; /* no memory to retry: the error stands */
+  kv_wrap_move_results(&wr->inner, req);
+  kv_wrap_hold(req);
+  wr->attempts = 1;
+  schedule(r, wr, 1, st);
+  return KV_HOOK_HELD;
+}
+
 static int retry_op(kv_store_t *s, kv_req_t *req) {
-  kv_wrap_req_t *wr = kv_wrap_req_new(s, req, 0);
-  int err;
-  if (wr == NULL) return kv_req_set_error(req, KV_ENOMEM, "out of memory");
-  err = kv_wrap_submit(wr, ((kv_wrap_t *)s)->inner, retry_cb);
-  if (err < 0) return kv_wrap_refuse(wr, err);
-  return 0;
+  retry_t *r = (retry_t *)s;
+  if (is_atomic(req->op) && !r->atomic)
+    return kv_wrap_pass(s, req, NULL, 0, NULL);
+  return kv_wrap_pass(s, req, retry_hook, 0, NULL);
 }
 
 /* Closing: requests waiting for their next try end with their last error. */
@@ -73,10 +94,9 @@ static uv_once_t retry_once = UV_ONCE_INIT;
 static void retry_init(void) {
   kv_store_methods_t *m = &retry_methods;
   kv_wrap_methods_init(m, "retry", sizeof(retry_t));
-  m->get = m->ttl = m->put = m->del = retry_op;
-  m->get_many = m->ttl_many = m->put_many = m->delete_many = retry_op;
-  m->keys = m->collections = m->destroy = m->destroy_collection = retry_op;
-  m->cull = m->put_if_absent = m->cas = m->incr = m->take = retry_op;
+#define XX(NAME, name, member, cap, params, args) m->member = retry_op;
+  KV_OP_MAP(XX)
+#undef XX
 }
 
 int kv_wrap_retry(kv_store_t *inner, const kv_wrap_retry_opts_t *o,

@@ -62,9 +62,9 @@ static void walk_step(kv_wrap_req_t *wr);
 static void walk_submit(kv_wrap_req_t *wr) {
   route_t *r = (route_t *)wr->w;
   walk_t *k = WALK(wr);
-  wr->args.cursor = k->inner_cursor;
-  if (wr->args.op == KV_OP_COLLECTIONS)
-    wr->args.limit = wr->outer->in.limit - wr->outer->nnames;
+  wr->in.cursor = k->inner_cursor;
+  if (wr->op == KV_OP_COLLECTIONS)
+    wr->in.limit = wr->outer->in.limit - wr->outer->nnames;
   if (kv_wrap_submit(wr, r->stores[k->idx], walk_step) < 0) {
     kv_free(k->inner_cursor);
     k->inner_cursor = NULL;
@@ -82,7 +82,7 @@ static void walk_step(kv_wrap_req_t *wr) {
     kv_wrap_finish(wr);
     return;
   }
-  if (wr->args.op == KV_OP_COLLECTIONS) {
+  if (wr->op == KV_OP_COLLECTIONS) {
     for (size_t i = 0; i < in->nnames; i++) {
       if (pick(r, in->names[i].base) != k->idx) continue;
       if (kv_req_add_name(o, in->names[i].base, in->names[i].len) != 0) {
@@ -180,7 +180,7 @@ static void methods_for(kv_store_methods_t *m, const char *name) {
   m->keys = m->destroy_collection = route_op;
   m->put_if_absent = m->cas = m->incr = m->take = route_op;
   m->collections = m->destroy = m->cull = route_walk;
-  m->ctl = kv_wrap_ctl_forward;
+  m->ctl_ex = kv_wrap_ctl_forward;
 }
 
 static void route_init(void) {

@@ -23,31 +23,7 @@ typedef struct {
   stats_coll_t *last;
 } stats_t;
 
-static const char *const op_names[KV_OP_COUNT_] = {
-    [KV_OP_NONE] = "none",
-    [KV_OP_GET] = "get",
-    [KV_OP_TTL] = "ttl",
-    [KV_OP_PUT] = "put",
-    [KV_OP_DELETE] = "delete",
-    [KV_OP_GET_MANY] = "get_many",
-    [KV_OP_TTL_MANY] = "ttl_many",
-    [KV_OP_PUT_MANY] = "put_many",
-    [KV_OP_DELETE_MANY] = "delete_many",
-    [KV_OP_KEYS] = "keys",
-    [KV_OP_COLLECTIONS] = "collections",
-    [KV_OP_DESTROY] = "destroy",
-    [KV_OP_DESTROY_COLLECTION] = "destroy_collection",
-    [KV_OP_CULL] = "cull",
-    [KV_OP_PUT_IF_ABSENT] = "put_if_absent",
-    [KV_OP_CAS] = "cas",
-    [KV_OP_INCR] = "incr",
-    [KV_OP_TAKE] = "take",
-};
 
-const char *kv_op_name(kv_op_t op) {
-  if ((int)op < 0 || op >= KV_OP_COUNT_) return "unknown";
-  return op_names[op];
-}
 
 static int name_cmp(const char *a, size_t al, const char *b, size_t bl) {
   int c = memcmp(a, b, al < bl ? al : bl);
@@ -105,20 +81,22 @@ static int op_has_collection(kv_op_t op) {
   return op != KV_OP_COLLECTIONS && op != KV_OP_DESTROY && op != KV_OP_CULL;
 }
 
-static void record(stats_t *st, kv_wrap_req_t *wr) {
-  kv_req_t *in = &wr->inner;
-  const char *cname = op_has_collection(wr->args.op) ? wr->args.collection : "";
-  stats_coll_t *c = coll_get(st, cname, strlen(cname));
+/* One completed request: `in` holds its results, start_ns its submit. */
+static void record(stats_t *st, const kv_req_t *in, uint64_t start_ns) {
+  kv_op_t op = in->op;
+  int named = op_has_collection(op);
+  stats_coll_t *c = coll_get(st, named ? in->in.collection : "",
+                             named ? in->in.collection_len : 0);
   kv_stats_t *o;
-  double secs = (double)(uv_hrtime() - wr->start_ns) / 1e9;
+  double secs = (double)(uv_hrtime() - start_ns) / 1e9;
   size_t b = 0;
   if (c == NULL) return; /* out of memory: this sample is lost */
-  o = &c->ops[wr->args.op];
+  o = &c->ops[op];
   o->calls++;
   if (in->status < 0) {
     o->errors++;
   } else {
-    switch (wr->args.op) {
+    switch (op) {
     case KV_OP_GET:
     case KV_OP_TTL:
     case KV_OP_TAKE:
@@ -146,19 +124,14 @@ static void record(stats_t *st, kv_wrap_req_t *wr) {
   o->latency_buckets[b]++;
 }
 
-static void stats_cb(kv_wrap_req_t *wr) {
-  record((stats_t *)wr->w, wr);
-  kv_wrap_finish(wr);
+/* Completion hook: the request's results, at this layer. */
+static int stats_hook(kv_store_t *layer, kv_req_t *req, kv_hook_t *h) {
+  record((stats_t *)layer, req, h->u);
+  return 0;
 }
 
 static int stats_op(kv_store_t *s, kv_req_t *req) {
-  kv_wrap_req_t *wr = kv_wrap_req_new(s, req, 0);
-  int err;
-  if (wr == NULL) return kv_req_set_error(req, KV_ENOMEM, "out of memory");
-  wr->start_ns = uv_hrtime();
-  err = kv_wrap_submit(wr, ((kv_wrap_t *)s)->inner, stats_cb);
-  if (err < 0) return kv_wrap_refuse(wr, err);
-  return 0;
+  return kv_wrap_pass(s, req, stats_hook, uv_hrtime(), NULL);
 }
 
 static void stats_free(kv_wrap_t *w) {
@@ -177,14 +150,9 @@ static uv_once_t stats_once = UV_ONCE_INIT;
 
 static void stats_init(void) {
   kv_wrap_methods_init(&stats_methods, "statistics", sizeof(stats_t));
-  stats_methods.get = stats_methods.ttl = stats_methods.put = stats_op;
-  stats_methods.del = stats_methods.get_many = stats_methods.ttl_many =
-      stats_op;
-  stats_methods.put_many = stats_methods.delete_many = stats_op;
-  stats_methods.keys = stats_methods.collections = stats_op;
-  stats_methods.destroy = stats_methods.destroy_collection = stats_op;
-  stats_methods.cull = stats_methods.put_if_absent = stats_op;
-  stats_methods.cas = stats_methods.incr = stats_methods.take = stats_op;
+#define XX(NAME, name, member, cap, params, args) stats_methods.member = stats_op;
+  KV_OP_MAP(XX)
+#undef XX
 }
 
 int kv_wrap_statistics(kv_store_t *inner, const kv_wrap_statistics_opts_t *o,

@@ -19,12 +19,10 @@ void kv_wrap_methods_init(kv_store_methods_t *m, const char *name,
   m->name = name;
   m->store_size = store_size;
   m->close = kv_wrap_close;
-  m->get = m->ttl = m->put = m->del = kv_wrap_forward;
-  m->get_many = m->ttl_many = m->put_many = m->delete_many = kv_wrap_forward;
-  m->keys = m->collections = kv_wrap_forward;
-  m->destroy = m->destroy_collection = m->cull = kv_wrap_forward;
-  m->put_if_absent = m->cas = m->incr = m->take = kv_wrap_forward;
-  m->ctl = kv_wrap_ctl_forward;
+#define XX(NAME, lname, member, cap, params, args) m->member = kv_wrap_forward;
+  KV_OP_MAP(XX)
+#undef XX
+  m->ctl_ex = kv_wrap_ctl_forward;
 }
 
 int kv_wrap_create(kv_store_t *inner, const kv_store_methods_t *m, int borrow,
@@ -199,40 +197,18 @@ kv_wrap_req_t *kv_wrap_req_new(kv_store_t *s, kv_req_t *outer, size_t extra) {
   wr->mem = NULL;
   wr->start_ns = 0;
   wr->attempts = 0;
-  wr->keys_ = NULL;
   wr->link = NULL;
   wr->link_prev = NULL;
   wr->due = 0;
   wr->next_ = NULL;
   wr->recyclable_ = extra == 0;
-  memset(&wr->args, 0, sizeof wr->args);
+  wr->hook_ = NULL;
   if (outer != NULL) {
-    kv_wrap_args_t *a = &wr->args;
-    a->op = outer->op;
-    a->collection = outer->in.collection;
-    a->key = outer->in.key;
-    a->value = outer->in.value.base;
-    a->value_len = outer->in.value.len;
-    if (outer->op == KV_OP_CAS && !outer->in.expected_absent) {
-      a->expected = outer->in.expected.base;
-      a->expected_len = outer->in.expected.len;
-    }
-    a->ttl = outer->in.ttl;
-    a->delta = outer->in.delta;
-    a->n = outer->in.n;
-    a->values = outer->in.values;
-    a->cursor = outer->in.cursor;
-    a->limit = outer->in.limit;
-    if (outer->in.n > 0 && outer->in.keys != NULL) {
-      wr->keys_ = kv_malloc(outer->in.n * sizeof *wr->keys_);
-      if (wr->keys_ == NULL) {
-        kv_free(wr);
-        return NULL;
-      }
-      for (size_t i = 0; i < outer->in.n; i++)
-        wr->keys_[i] = outer->in.keys[i].base;
-      a->keys = wr->keys_;
-    }
+    wr->op = outer->op;
+    wr->in = outer->in;
+  } else {
+    wr->op = KV_OP_NONE;
+    memset(&wr->in, 0, sizeof wr->in);
   }
   w->wrap.inflight++;
   return wr;
@@ -242,7 +218,6 @@ void kv_wrap_req_free(kv_wrap_req_t *wr) {
   kv_wrap_t *w = wr->w;
   kv_req_cleanup(&wr->inner);
   kv_free(wr->mem);
-  kv_free(wr->keys_);
   w->wrap.inflight--;
   if (wr->recyclable_ && !w->wrap.closing && w->wrap.nfree < WRAP_FREE_MAX) {
     wr->next_ = w->wrap.free_list;
@@ -260,7 +235,6 @@ static void inner_cb(kv_req_t *req) {
 }
 
 int kv_wrap_submit(kv_wrap_req_t *wr, kv_store_t *target, kv_wrap_cb cb) {
-  const kv_wrap_args_t *a = &wr->args;
   kv_req_t *r = &wr->inner;
   int err;
   kv_req_cleanup(r);
@@ -272,66 +246,13 @@ int kv_wrap_submit(kv_wrap_req_t *wr, kv_store_t *target, kv_wrap_cb cb) {
     r->status = kv_req_set_error(r, KV_ECANCELED, "the store was closed");
     return KV_ECANCELED;
   }
-  switch (a->op) {
-  case KV_OP_GET:
-    err = kv_get(target, r, a->collection, a->key, inner_cb);
-    break;
-  case KV_OP_TTL:
-    err = kv_ttl(target, r, a->collection, a->key, inner_cb);
-    break;
-  case KV_OP_PUT:
-    err = kv_put(target, r, a->collection, a->key, a->value, a->value_len,
-                 a->ttl, inner_cb);
-    break;
-  case KV_OP_DELETE:
-    err = kv_delete(target, r, a->collection, a->key, inner_cb);
-    break;
-  case KV_OP_GET_MANY:
-    err = kv_get_many(target, r, a->collection, a->keys, a->n, inner_cb);
-    break;
-  case KV_OP_TTL_MANY:
-    err = kv_ttl_many(target, r, a->collection, a->keys, a->n, inner_cb);
-    break;
-  case KV_OP_PUT_MANY:
-    err = kv_put_many(target, r, a->collection, a->keys, a->values, a->n,
-                      a->ttl, inner_cb);
-    break;
-  case KV_OP_DELETE_MANY:
-    err = kv_delete_many(target, r, a->collection, a->keys, a->n, inner_cb);
-    break;
-  case KV_OP_KEYS:
-    err = kv_keys(target, r, a->collection, a->cursor, a->limit, inner_cb);
-    break;
-  case KV_OP_COLLECTIONS:
-    err = kv_collections(target, r, a->cursor, a->limit, inner_cb);
-    break;
-  case KV_OP_DESTROY:
-    err = kv_destroy(target, r, inner_cb);
-    break;
-  case KV_OP_DESTROY_COLLECTION:
-    err = kv_destroy_collection(target, r, a->collection, inner_cb);
-    break;
-  case KV_OP_CULL:
-    err = kv_cull(target, r, inner_cb);
-    break;
-  case KV_OP_PUT_IF_ABSENT:
-    err = kv_put_if_absent(target, r, a->collection, a->key, a->value,
-                           a->value_len, a->ttl, inner_cb);
-    break;
-  case KV_OP_CAS:
-    err = kv_cas(target, r, a->collection, a->key, a->expected, a->expected_len,
-                 a->value, a->value_len, a->ttl, inner_cb);
-    break;
-  case KV_OP_INCR:
-    err = kv_incr(target, r, a->collection, a->key, a->delta, a->ttl, inner_cb);
-    break;
-  case KV_OP_TAKE:
-    err = kv_take(target, r, a->collection, a->key, inner_cb);
-    break;
-  default:
-    err = kv_req_set_error(r, KV_EINVAL, "unknown operation %d", (int)a->op);
-    break;
-  }
+  /* Names are NUL-terminated by contract; their lengths follow what the
+   * wrapper set. A request with no outer gets its own timestamp. */
+  if (wr->in.collection != NULL)
+    wr->in.collection_len = strlen(wr->in.collection);
+  if (wr->in.key != NULL) wr->in.key_len = strlen(wr->in.key);
+  if (wr->in.now_ms == 0) wr->in.now_ms = kv_now_ms();
+  err = kv__submit_in(target, r, wr->op, &wr->in, inner_cb);
   if (err == KV_ECLOSED && wr->w->wrap.closing)
     /* A later step of an op caught by the wrapper's own close. */
     err = kv_req_set_error(r, KV_ECANCELED, "the store was closed");
@@ -391,89 +312,90 @@ int kv_wrap_refuse(kv_wrap_req_t *wr, int err) {
   return err;
 }
 
-static void forward_cb(kv_wrap_req_t *wr) {
-  kv_wrap_finish(wr);
-}
 
-static kv_op_fn method_for(const kv_store_methods_t *m, kv_op_t op,
-                           unsigned *cap) {
-  *cap = 0;
-  switch (op) {
-  case KV_OP_GET:
-    return m->get;
-  case KV_OP_TTL:
-    return m->ttl;
-  case KV_OP_PUT:
-    return m->put;
-  case KV_OP_DELETE:
-    return m->del;
-  case KV_OP_GET_MANY:
-    return m->get_many;
-  case KV_OP_TTL_MANY:
-    return m->ttl_many;
-  case KV_OP_PUT_MANY:
-    return m->put_many;
-  case KV_OP_DELETE_MANY:
-    return m->delete_many;
-  case KV_OP_KEYS:
-    *cap = KV_CAP_ENUMERATE;
-    return m->keys;
-  case KV_OP_COLLECTIONS:
-    *cap = KV_CAP_ENUMERATE;
-    return m->collections;
-  case KV_OP_DESTROY:
-    *cap = KV_CAP_DESTROY;
-    return m->destroy;
-  case KV_OP_DESTROY_COLLECTION:
-    *cap = KV_CAP_DESTROY;
-    return m->destroy_collection;
-  case KV_OP_CULL:
-    *cap = KV_CAP_CULL;
-    return m->cull;
-  case KV_OP_PUT_IF_ABSENT:
-    *cap = KV_CAP_ATOMIC;
-    return m->put_if_absent;
-  case KV_OP_CAS:
-    *cap = KV_CAP_ATOMIC;
-    return m->cas;
-  case KV_OP_INCR:
-    *cap = KV_CAP_ATOMIC;
-    return m->incr;
-  case KV_OP_TAKE:
-    *cap = KV_CAP_ATOMIC;
-    return m->take;
-  default:
-    return NULL;
+/* kv_wrap_pass when it cannot hand the request itself down: an interposed
+ * request, and the hook runs on the outer request once the results are
+ * moved up. */
+static void pass_cb(kv_wrap_req_t *wr) {
+  kv_req_t *outer = wr->outer;
+  kv_hook_t h;
+  int status, held;
+  if (outer == NULL || wr->hook_ == NULL) {
+    kv_wrap_finish(wr);
+    return;
   }
+  kv_wrap_move_results(outer, &wr->inner);
+  h.fn = wr->hook_;
+  h.layer = &wr->w->base;
+  h.u = wr->hook_u_;
+  h.p = wr->hook_p_;
+  wr->outer = NULL;
+  held = h.fn(h.layer, outer, &h) == KV_HOOK_HELD;
+  status = outer->status;
+  kv_wrap_req_free(wr);
+  if (!held) kv_req_complete(outer, status);
 }
 
-/* Forwarding without an inner request: when the wrapper owns its inner
- * store, the inner store's method runs on the request itself. The request
- * stays the wrapper's (req->store), so the inner store's kv_req_complete()
- * queues it for delivery by the wrapper, and the inputs are the ones the
- * core validated and copied already. Sound because an owned inner store
- * closes, finishing or cancelling every request it holds, before the
- * wrapper finishes closing; a borrowed one might outlive the wrapper, so
- * it gets a real inner request. */
-int kv_wrap_forward(kv_store_t *s, kv_req_t *req) {
+int kv_wrap_pass(kv_store_t *s, kv_req_t *req, kv_hook_fn hook, uint64_t u,
+                 void *p) {
   kv_wrap_t *w = (kv_wrap_t *)s;
   kv_store_t *in = w->inner;
   kv_wrap_req_t *wr;
   int err;
-  if (w->owns_inner && !kv_store_is_closing(in)) {
-    unsigned cap;
-    kv_op_fn fn = method_for(in->methods, req->op, &cap);
-    if (fn != NULL && (cap == 0 || (in->caps & cap))) return fn(in, req);
+  /* The request itself goes down when the wrapper owns its inner store: an
+   * owned store closes, finishing or cancelling every request it holds,
+   * before the wrapper finishes closing. A borrowed one might outlive the
+   * wrapper, so it gets an interposed request. */
+  if (w->owns_inner && !kv_store_is_closing(in) &&
+      (hook == NULL || req->priv.nhooks < KV_WRAP_HOOKS_MAX)) {
+    kv_op_fn fn = kv__method(in->methods, req->op);
+    unsigned cap = kv__op_cap(req->op);
+    if (fn != NULL && (cap == 0 || (in->caps & cap))) {
+      unsigned depth = req->priv.nhooks;
+      if (hook != NULL) {
+        kv_hook_t *h = &req->priv.hooks[req->priv.nhooks++];
+        h->fn = hook;
+        h->layer = s;
+        h->u = u;
+        h->p = p;
+        w->wrap.inflight++;
+      }
+      err = fn(in, req);
+      if (err < 0 && hook != NULL && req->priv.nhooks > depth &&
+          req->priv.state == KV__REQ_PENDING) {
+        /* Refused below: the hook never runs. */
+        req->priv.nhooks = depth;
+        w->wrap.inflight--;
+      }
+      return err;
+    }
   }
   wr = kv_wrap_req_new(s, req, 0);
   if (wr == NULL) return kv_req_set_error(req, KV_ENOMEM, "out of memory");
-  err = kv_wrap_submit(wr, w->inner, forward_cb);
+  wr->hook_ = hook;
+  wr->hook_u_ = u;
+  wr->hook_p_ = p;
+  err = kv_wrap_submit(wr, in, pass_cb);
   if (err < 0) return kv_wrap_refuse(wr, err);
   return 0;
 }
 
-int kv_wrap_ctl_forward(kv_store_t *s, int op, void *arg) {
-  return kv_store_ctl(((kv_wrap_t *)s)->inner, op, arg);
+void kv_wrap_hold(kv_req_t *req) {
+  kv__req_hold(req);
+}
+
+void kv__wrap_hook_done(kv_store_t *layer) {
+  kv_wrap_t *w = (kv_wrap_t *)layer;
+  w->wrap.inflight--;
+  maybe_finish(w);
+}
+
+int kv_wrap_forward(kv_store_t *s, kv_req_t *req) {
+  return kv_wrap_pass(s, req, NULL, 0, NULL);
+}
+
+int kv_wrap_ctl_forward(kv_store_t *s, int op, void *arg, size_t size) {
+  return kv_store_ctl(((kv_wrap_t *)s)->inner, op, arg, size);
 }
 
 /* ---- Options as text --------------------------------------------------------

@@ -118,13 +118,13 @@ static int teardown(void **state) {
 
 static kv_memcached_stats_t stats_of(kv_store_t *s) {
   kv_memcached_stats_t st;
-  assert_int_equal(kv_store_ctl(s, KV_MEMCACHED_CTL_STATS, &st), 0);
+  assert_int_equal(kv_store_ctl(s, KV_MEMCACHED_CTL_STATS, &st, sizeof st), 0);
   return st;
 }
 
 static int locate(kv_store_t *s, const char *c, const char *k) {
   kv_memcached_locate_t l = {c, k, -1};
-  assert_int_equal(kv_store_ctl(s, KV_MEMCACHED_CTL_LOCATE, &l), 0);
+  assert_int_equal(kv_store_ctl(s, KV_MEMCACHED_CTL_LOCATE, &l, sizeof l), 0);
   return l.server;
 }
 
@@ -316,7 +316,7 @@ static void t_keys_spread_over_both(void **state) {
   int count[2] = {0, 0}, nservers = 0, found;
   char key[32];
   (void)state;
-  assert_int_equal(kv_store_ctl(s, KV_MEMCACHED_CTL_NSERVERS, &nservers), 0);
+  assert_int_equal(kv_store_ctl(s, KV_MEMCACHED_CTL_NSERVERS, &nservers, sizeof nservers), 0);
   assert_int_equal(nservers, 2);
   for (int i = 0; i < 200; i++) {
     snprintf(key, sizeof key, "k%d", i);

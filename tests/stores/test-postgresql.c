@@ -78,7 +78,7 @@ static void close_and_check(uv_loop_t *loop, kv_store_t *s) {
 
 static kv_postgresql_stats_t stats(kv_store_t *s) {
   kv_postgresql_stats_t st;
-  assert_int_equal(kv_store_ctl(s, KV_POSTGRESQL_CTL_STATS, &st), 0);
+  assert_int_equal(kv_store_ctl(s, KV_POSTGRESQL_CTL_STATS, &st, sizeof st), 0);
   return st;
 }
 

@@ -154,7 +154,7 @@ static void expect(fx_t *fx, const char *coll, const char *key, const char *v) {
 
 static kv_rocksdb_stats_t stats(fx_t *fx) {
   kv_rocksdb_stats_t st;
-  assert_int_equal(kv_store_ctl(fx->store, KV_ROCKSDB_CTL_STATS, &st), 0);
+  assert_int_equal(kv_store_ctl(fx->store, KV_ROCKSDB_CTL_STATS, &st, sizeof st), 0);
   return st;
 }
 
@@ -377,7 +377,7 @@ static int child_open(const char *url, int fd, int waiter) {
     uv_run(&loop, UV_RUN_DEFAULT);
     return uv_loop_close(&loop) != 0;
   }
-  if (kv_store_ctl(s, KV_ROCKSDB_CTL_STATS, &st) != 0 || st.open_retries == 0)
+  if (kv_store_ctl(s, KV_ROCKSDB_CTL_STATS, &st, sizeof st) != 0 || st.open_retries == 0)
     ok = 0;
   memset(&req, 0, sizeof req);
   if (kv_get(s, &req, "w", "x", done_cb) != 0) return 1;

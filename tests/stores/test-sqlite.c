@@ -153,7 +153,7 @@ static void expect(fx_t *fx, const char *coll, const char *key, const char *v) {
 
 static kv_sqlite_stats_t stats(fx_t *fx) {
   kv_sqlite_stats_t st;
-  assert_int_equal(kv_store_ctl(fx->store, KV_SQLITE_CTL_STATS, &st), 0);
+  assert_int_equal(kv_store_ctl(fx->store, KV_SQLITE_CTL_STATS, &st, sizeof st), 0);
   return st;
 }
 

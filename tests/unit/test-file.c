@@ -150,7 +150,7 @@ static void expect(fx_t *fx, const char *key, const char *v) {
 
 static kv_file_stats_t stats(kv_store_t *s) {
   kv_file_stats_t st;
-  assert_int_equal(kv_store_ctl(s, KV_FILE_CTL_STATS, &st), 0);
+  assert_int_equal(kv_store_ctl(s, KV_FILE_CTL_STATS, &st, sizeof st), 0);
   return st;
 }
 
