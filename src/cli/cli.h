@@ -37,16 +37,11 @@
 #define CLI_OPT_ABSENT (1u << 3)
 #define CLI_OPT_BENCH (1u << 4) /* --op, --clients, ... */
 
-/* One --wrap NAME[:opt=val,...] (wrap.c). */
-typedef struct cli_wrap_opt_s {
-  char *name;
-  char *value;
-} cli_wrap_opt_t;
-
+/* One --wrap NAME[:opt=val,...] (wrap.c): the name, and the argument as
+ * given, which the library parses (kv_wrap_stack). */
 typedef struct cli_wrap_s {
   char *name;
-  cli_wrap_opt_t *opts;
-  size_t nopts;
+  const char *spec;
 } cli_wrap_t;
 
 /* The parsed command line. Strings point into argv unless noted. */

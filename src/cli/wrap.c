@@ -36,20 +36,8 @@ static char *dup_range(const char *s, size_t n) {
   return p;
 }
 
-/* One "opt=val" (or bare "opt", value "") of the comma-separated list. */
-static int parse_wrap_opt(const char *s, size_t n, cli_wrap_opt_t *opt) {
-  const char *eq = memchr(s, '=', n);
-  size_t nlen = eq ? (size_t)(eq - s) : n;
-
-  if (nlen == 0) return -1;
-  opt->name = dup_range(s, nlen);
-  opt->value = eq ? dup_range(eq + 1, n - nlen - 1) : dup_range("", 0);
-  return opt->name != NULL && opt->value != NULL ? 0 : -1;
-}
-
 int cli_wrap_parse(const char *spec, cli_wrap_t *w) {
   const char *colon = strchr(spec, ':');
-  const char *s, *comma;
   size_t nlen = colon ? (size_t)(colon - spec) : strlen(spec);
 
   memset(w, 0, sizeof(*w));
@@ -57,26 +45,11 @@ int cli_wrap_parse(const char *spec, cli_wrap_t *w) {
     return cli_usage_error("invalid --wrap '%s': no wrapper name", spec);
   w->name = dup_range(spec, nlen);
   if (w->name == NULL) return cli_store_error(KV_ENOMEM, "out of memory");
-  for (s = colon ? colon + 1 : NULL; s != NULL; s = comma ? comma + 1 : NULL) {
-    cli_wrap_opt_t *opts = realloc(w->opts, (w->nopts + 1) * sizeof(*opts));
-    comma = strchr(s, ',');
-    if (opts == NULL) return cli_store_error(KV_ENOMEM, "out of memory");
-    w->opts = opts;
-    memset(&opts[w->nopts], 0, sizeof(*opts));
-    if (parse_wrap_opt(s, comma ? (size_t)(comma - s) : strlen(s),
-                       &opts[w->nopts++]) != 0)
-      return cli_usage_error("invalid --wrap '%s': bad option list", spec);
-  }
+  w->spec = spec;
   return 0;
 }
 
 void cli_wrap_free(cli_wrap_t *w) {
-  size_t i;
-  for (i = 0; i < w->nopts; i++) {
-    free(w->opts[i].name);
-    free(w->opts[i].value);
-  }
-  free(w->opts);
   free(w->name);
   memset(w, 0, sizeof(*w));
 }
@@ -100,46 +73,46 @@ int cli_wrap_present(const cli_opts_t *o, const char *name) {
   return 0;
 }
 
-/* The options of one --wrap as text again: "opt=val,opt=val". */
-static char *options_text(const cli_wrap_t *w) {
-  size_t len = 1, i, o = 0;
-  char *text;
-  for (i = 0; i < w->nopts; i++)
-    len += strlen(w->opts[i].name) + strlen(w->opts[i].value) + 2;
-  text = malloc(len);
-  if (text == NULL) return NULL;
-  text[0] = '\0';
-  for (i = 0; i < w->nopts; i++)
-    o += (size_t)snprintf(text + o, len - o, "%s%s=%s", i ? "," : "",
-                          w->opts[i].name, w->opts[i].value);
-  return text;
-}
-
-/* Build the --wrap stack around *store, innermost first. Each wrapper owns
- * the store below it; on failure the partial stack is closed (with the
- * store) and *store is NULL. */
+/* Build the --wrap stack around *store with kv_wrap_stack(): the --wrap
+ * arguments joined by '|', innermost first (a '|' inside one is escaped as
+ * %7C; the library percent-decodes option values). The stack owns *store;
+ * on failure *store is closed and NULL. */
 static int wrap_stack(const cli_opts_t *o, kv_store_t **store, char *errbuf,
                       size_t errbuf_len) {
-  size_t i;
-  for (i = 0; o != NULL && i < o->nwraps; i++) {
-    kv_store_t *next = NULL;
-    char *opts = options_text(&o->wraps[i]);
-    int rc;
-    if (opts == NULL) {
-      snprintf(errbuf, errbuf_len, "out of memory");
-      rc = KV_ENOMEM;
-    } else {
-      rc = kv_wrap_by_name(o->wraps[i].name, opts, *store, &next, errbuf,
-                           errbuf_len);
+  size_t i, len = 1, n = 0;
+  char *spec;
+  kv_store_t *top = NULL;
+  int rc;
+  if (o == NULL || o->nwraps == 0) return 0;
+  for (i = 0; i < o->nwraps; i++)
+    len += 3 * strlen(o->wraps[i].spec) + 1;
+  spec = malloc(len);
+  if (spec == NULL) {
+    rc = KV_ENOMEM;
+    snprintf(errbuf, errbuf_len, "out of memory");
+  } else {
+    for (i = 0; i < o->nwraps; i++) {
+      const char *p;
+      if (i) spec[n++] = '|';
+      for (p = o->wraps[i].spec; *p; p++) {
+        if (*p == '|') {
+          memcpy(spec + n, "%7C", 3);
+          n += 3;
+        } else {
+          spec[n++] = *p;
+        }
+      }
     }
-    free(opts);
-    if (rc < 0) {
-      kv_store_close(*store, NULL);
-      *store = NULL;
-      return rc;
-    }
-    *store = next;
+    spec[n] = '\0';
+    rc = kv_wrap_stack(spec, *store, &top, errbuf, errbuf_len);
+    free(spec);
   }
+  if (rc < 0) {
+    kv_store_close(*store, NULL);
+    *store = NULL;
+    return rc;
+  }
+  *store = top;
   return 0;
 }
 

@@ -420,7 +420,7 @@ int kv__wrap_compression_from_options(const char *options, kv_store_t *inner,
                      alg);
     goto done;
   }
-  if ((err = kv_url_param_int(&u, "min_size", 1, MAX_ORIGINAL,
+  if ((err = kv_url_param_int(&u, "min_size", 0, MAX_ORIGINAL,
                               KV_COMPRESSION_MIN_SIZE_DEFAULT, &min_size,
                               errbuf, errbuf_len)) != 0 ||
       (err = kv_url_param_int(&u, "level", 1, 65537, 0, &level, errbuf,
@@ -428,7 +428,9 @@ int kv__wrap_compression_from_options(const char *options, kv_store_t *inner,
       (err = kv_url_param_bool(&u, "allow_raw", 0, &o.allow_raw, errbuf,
                                errbuf_len)) != 0)
     goto done;
-  o.min_size = (size_t)min_size;
+  /* 0 and 1 both mean "compress every non-empty value" (in the C options,
+   * 0 means the default). */
+  o.min_size = min_size == 0 ? 1 : (size_t)min_size;
   o.level = (int)level;
   err = comp_create(inner, &o, out, errbuf, errbuf_len);
 done:
