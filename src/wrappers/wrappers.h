@@ -33,7 +33,7 @@ KV__WRAP_FROM_OPTIONS(timeout);
 KV__WRAP_FROM_OPTIONS(default_value);
 KV__WRAP_FROM_OPTIONS(raise_on_missing);
 KV__WRAP_FROM_OPTIONS(collection_routing);
-/* The other engineer's (cmake/parts/crypto.cmake). */
+/* Built with the crypto part (cmake/parts/crypto.cmake). */
 KV__WRAP_FROM_OPTIONS(compression);
 KV__WRAP_FROM_OPTIONS(encryption);
 
