@@ -268,6 +268,50 @@ static void routing(void **state) {
   ts_close(&t); /* closes a and b */
 }
 
+/* More hooking layers than a request carries (KV_WRAP_HOOKS_MAX), one of
+ * them over a borrowed store, with a renaming layer in the middle: every
+ * layer records the operation once, under the names of its own level. */
+static void hooks_deep_and_borrowed(void **state) {
+  tstack_t t;
+  kv_store_t *s = ts_init(&t, "memory://"), *layers[12], *mid, *top;
+  kv_wrap_statistics_opts_t borrow = {1};
+  kv_wrap_prefix_opts_t po = {0};
+  kv_stats_t st;
+  int found;
+  char buf[16];
+  (void)state;
+  /* layers[0..5] below the prefix, [6..11] above; layer 3 borrows. */
+  for (int i = 0; i < 6; i++) {
+    assert_int_equal(kv_wrap_statistics(s, i == 3 ? &borrow : NULL, &layers[i]),
+                     0);
+    s = layers[i];
+  }
+  po.prefix = "p_";
+  assert_int_equal(kv_wrap_prefix_collections(s, &po, &mid), 0);
+  s = mid;
+  for (int i = 6; i < 12; i++) {
+    assert_int_equal(kv_wrap_statistics(s, NULL, &layers[i]), 0);
+    s = layers[i];
+  }
+  top = s;
+  ts_set(&t, top);
+  assert_int_equal(t_put(&t, "c", "k", "v", 0), 0);
+  assert_int_equal(t_get(&t, "c", "k", &found, buf, sizeof buf), 0);
+  assert_true(found);
+  assert_string_equal(buf, "v");
+  for (int i = 0; i < 12; i++) {
+    const char *coll = i < 6 ? "p_c" : "c";
+    assert_int_equal(kv_stats_get(layers[i], coll, KV_OP_GET, &st), 0);
+    assert_true(st.calls == 1 && st.hits == 1);
+    assert_int_equal(kv_stats_get(layers[i], coll, KV_OP_PUT, &st), 0);
+    assert_true(st.calls == 1);
+  }
+  /* Layer 3 borrows layer 2 (and what is under it): close that part
+   * ourselves; the stack's close stops at layer 3. */
+  assert_int_equal(kv_store_close(layers[2], NULL), 0);
+  ts_close(&t);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(by_name_errors),
@@ -278,6 +322,7 @@ int main(void) {
       cmocka_unit_test(never_inline),
       cmocka_unit_test(fault_injection),
       cmocka_unit_test(routing),
+      cmocka_unit_test(hooks_deep_and_borrowed),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
