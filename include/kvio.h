@@ -276,6 +276,24 @@ KV_EXTERN unsigned kv_store_caps(const kv_store_t *store);
 KV_EXTERN const char *kv_store_name(const kv_store_t *store);
 /* The loop the store was opened on. */
 KV_EXTERN uv_loop_t *kv_store_loop(const kv_store_t *store);
+/* ctl opcodes: each store and wrapper owns a range of 256, so an opcode
+ * names its owner and a wrapper may forward every ctl unchanged. */
+#define KV_CTL_RANGE_CORE 0x0000 /* reserved for kvio's core */
+#define KV_CTL_RANGE_MEMORY 0x0100
+#define KV_CTL_RANGE_DISK 0x0200
+#define KV_CTL_RANGE_FILE 0x0300
+#define KV_CTL_RANGE_SQLITE 0x0400
+#define KV_CTL_RANGE_ROCKSDB 0x0500
+#define KV_CTL_RANGE_REDIS 0x0600
+#define KV_CTL_RANGE_MEMCACHED 0x0700
+#define KV_CTL_RANGE_POSTGRESQL 0x0800
+#define KV_CTL_RANGE_REDIS_CLUSTER 0x0900
+#define KV_CTL_RANGE_S3 0x0a00
+#define KV_CTL_RANGE_DYNAMODB 0x0b00
+/* 0x0c00-0x3fff: further stores of kvio */
+#define KV_CTL_RANGE_WRAPPERS 0x4000 /* 0x4000-0x7fff: kvio's wrappers */
+#define KV_CTL_RANGE_USER 0x8000     /* 0x8000-0xffff: stores outside kvio */
+
 /* A store-specific control (see the store's header, e.g. kvio/disk.h):
  * `arg` points to the struct the opcode takes and `size` is its size
  * (sizeof *arg). Returns the store's answer, KV_ENOTSUP for an opcode it

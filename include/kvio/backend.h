@@ -151,23 +151,12 @@ struct kv_store_methods_s {
 #define KV_STORE_METHODS_V1_SIZE offsetof(kv_store_methods_t, ctl_ex)
 #define KV_STORE_METHODS_V2_SIZE sizeof(kv_store_methods_t)
 
-/* ctl opcodes: each store and wrapper owns a range of 256, so an opcode
- * names its owner and a wrapper may forward every ctl unchanged. */
-#define KV_CTL_RANGE_CORE 0x0000 /* reserved for kvio's core */
-#define KV_CTL_RANGE_MEMORY 0x0100
-#define KV_CTL_RANGE_DISK 0x0200
-#define KV_CTL_RANGE_FILE 0x0300
-#define KV_CTL_RANGE_SQLITE 0x0400
-#define KV_CTL_RANGE_ROCKSDB 0x0500
-#define KV_CTL_RANGE_REDIS 0x0600
-#define KV_CTL_RANGE_MEMCACHED 0x0700
-#define KV_CTL_RANGE_POSTGRESQL 0x0800
-#define KV_CTL_RANGE_REDIS_CLUSTER 0x0900
-#define KV_CTL_RANGE_S3 0x0a00
-#define KV_CTL_RANGE_DYNAMODB 0x0b00
-/* 0x0c00-0x3fff: further stores of kvio */
-#define KV_CTL_RANGE_WRAPPERS 0x4000 /* 0x4000-0x7fff: kvio's wrappers */
-#define KV_CTL_RANGE_USER 0x8000     /* 0x8000-0xffff: stores outside kvio */
+/* ctl opcode ranges (KV_CTL_RANGE_*): kvio.h. In a ctl_ex, refuse an
+ * argument that is not a T: */
+#define KV_CTL_EXPECT(arg, size, T)                                          \
+  do {                                                                       \
+    if ((arg) == NULL || (size) != sizeof(T)) return KV_EINVAL;              \
+  } while (0)
 
 /* The base of every store. A store's struct begins with it. */
 struct kv_store_s {

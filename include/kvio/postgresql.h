@@ -79,7 +79,7 @@ typedef struct kv_postgresql_stats_s {
 
 /* ctl(s, KV_POSTGRESQL_CTL_STATS, kv_postgresql_stats_t *out): copy the
  * counters. Returns 0. Call it on the loop thread. */
-#define KV_POSTGRESQL_CTL_STATS 0x5001
+#define KV_POSTGRESQL_CTL_STATS (KV_CTL_RANGE_POSTGRESQL + 1)
 
 #ifdef __cplusplus
 }

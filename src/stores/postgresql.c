@@ -862,9 +862,10 @@ static int pg_submit(kv_store_t *s, kv_req_t *req) {
   return 0;
 }
 
-static int pg_ctl(kv_store_t *s, int op, void *arg) {
+static int pg_ctl(kv_store_t *s, int op, void *arg, size_t size) {
   pg_store_t *st = STORE(s);
-  if (op == KV_POSTGRESQL_CTL_STATS && arg != NULL) {
+  if (op == KV_POSTGRESQL_CTL_STATS) {
+    KV_CTL_EXPECT(arg, size, st->stats);
     memcpy(arg, &st->stats, sizeof st->stats);
     return 0;
   }
@@ -1117,5 +1118,5 @@ const kv_store_methods_t kv__postgresql_methods = {
     .cas = pg_submit,
     .incr = pg_submit,
     .take = pg_submit,
-    .ctl = pg_ctl,
+    .ctl_ex = pg_ctl,
 };
