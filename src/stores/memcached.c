@@ -244,40 +244,17 @@ static void maybe_closed(mc_store_t *st);
 
 /* ---- Encoding ------------------------------------------------------------ */
 
-static const char b64url[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-static size_t b64_encode(const unsigned char *in, size_t n, char *out) {
-  size_t o = 0, i = 0;
-  for (; i + 3 <= n; i += 3) {
-    uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-    out[o++] = b64url[v >> 18];
-    out[o++] = b64url[(v >> 12) & 63];
-    out[o++] = b64url[(v >> 6) & 63];
-    out[o++] = b64url[v & 63];
-  }
-  if (n - i == 1) {
-    uint32_t v = (uint32_t)in[i] << 16;
-    out[o++] = b64url[v >> 18];
-    out[o++] = b64url[(v >> 12) & 63];
-  } else if (n - i == 2) {
-    uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
-    out[o++] = b64url[v >> 18];
-    out[o++] = b64url[(v >> 12) & 63];
-    out[o++] = b64url[(v >> 6) & 63];
-  }
-  return o;
-}
-
 /* "#" + base64url(SHA-256(name)): 44 bytes. */
 static void hash_name(const char *name, size_t len, char *out) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int mdlen = 0;
-  out[0] = '#';
+  char text[KV__B64_SIZE(32)];
   if (!EVP_Digest(name, len, md, &mdlen, EVP_sha256(), NULL)) {
     memset(md, 0, sizeof md); /* never happens with the default provider */
   }
-  b64_encode(md, 32, out + 1);
+  kv__b64_encode(md, 32, text, KV__B64_URL | KV__B64_NOPAD);
+  out[0] = '#';
+  memcpy(out + 1, text, MC_HASH_LEN);
 }
 
 static int name_is_safe(const char *name, size_t len) {
@@ -290,6 +267,7 @@ static int name_is_safe(const char *name, size_t len) {
 
 static void new_token(char *out) {
   unsigned char raw[12];
+  char text[KV__B64_SIZE(sizeof raw)];
   if (RAND_bytes(raw, sizeof raw) != 1) {
     /* fall back on time and address bits: still unique in practice */
     uint64_t t = (uint64_t)kv_now_ms() ^ (uint64_t)(uintptr_t)out;
@@ -297,7 +275,8 @@ static void new_token(char *out) {
     memcpy(raw, &t, 8);
     memcpy(raw + 8, &r, 4);
   }
-  b64_encode(raw, sizeof raw, out);
+  kv__b64_encode(raw, sizeof raw, text, KV__B64_URL);
+  memcpy(out, text, MC_TOKEN_LEN);
 }
 
 static void put_be64(unsigned char *p, uint64_t v) {
