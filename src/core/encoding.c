@@ -115,8 +115,7 @@ int kv__pct_decode(const char *in, size_t len, char **out) {
       buf[o++] = in[i];
       continue;
     }
-    if (len - i < 3 || kv__hex_decode(in + i + 1, 2, &byte) != 1 ||
-        byte == 0) {
+    if (len - i < 3 || kv__hex_decode(in + i + 1, 2, &byte) != 1 || byte == 0) {
       kv_free(buf);
       return KV_EINVAL;
     }

@@ -29,7 +29,7 @@
 #define CHUNK 1000 /* keys per MGET / MSET / DEL / script call */
 #define SCAN_COUNT 1000
 
-#define STORE(s) ((kv__rds_t *)(s))
+#define STORE(s) ((kv__redis_t *)(s))
 
 /* Tags: the kind of a command in the high bits, an index below. */
 enum {
@@ -132,7 +132,7 @@ static int name_ok(const char *s, size_t n) {
 
 /* ---- Building commands ------------------------------------------------- */
 
-static char *scratch_grow(kv__rds_t *st, size_t n) {
+static char *scratch_grow(kv__redis_t *st, size_t n) {
   if (st->scratch_len + n > st->scratch_cap) {
     size_t cap = st->scratch_cap ? st->scratch_cap : 1024;
     char *p;
@@ -149,7 +149,7 @@ static char *scratch_grow(kv__rds_t *st, size_t n) {
   return st->scratch + st->scratch_len;
 }
 
-static void cmd_begin(kv__rds_t *st) {
+static void cmd_begin(kv__redis_t *st) {
   st->nargs = 0;
   st->scratch_len = 0;
   st->cmd_err = 0;
@@ -157,7 +157,7 @@ static void cmd_begin(kv__rds_t *st) {
 
 /* An argument: external bytes (p, valid until cmd_send) or, with p NULL,
  * the `len` bytes last written at the end of the scratch buffer. */
-static void cmd_push(kv__rds_t *st, const char *p, size_t off, size_t len) {
+static void cmd_push(kv__redis_t *st, const char *p, size_t off, size_t len) {
   if (st->nargs == st->cap_args) {
     size_t cap = st->cap_args ? st->cap_args * 2 : 16;
     void *a = kv_realloc(st->args, cap * sizeof *st->args);
@@ -174,15 +174,15 @@ static void cmd_push(kv__rds_t *st, const char *p, size_t off, size_t len) {
   st->nargs++;
 }
 
-static void cmd_ext(kv__rds_t *st, const void *p, size_t len) {
+static void cmd_ext(kv__redis_t *st, const void *p, size_t len) {
   cmd_push(st, p ? p : "", 0, len);
 }
 
-static void cmd_lit(kv__rds_t *st, const char *s) {
+static void cmd_lit(kv__redis_t *st, const char *s) {
   cmd_ext(st, s, strlen(s));
 }
 
-static void cmd_int(kv__rds_t *st, int64_t v) {
+static void cmd_int(kv__redis_t *st, int64_t v) {
   char *o = scratch_grow(st, 24);
   size_t n;
   if (o == NULL) return;
@@ -192,7 +192,7 @@ static void cmd_int(kv__rds_t *st, int64_t v) {
 }
 
 /* The Redis key of (collection, key): prefix + E(c) + ':' + key. */
-static void cmd_key(kv__rds_t *st, const char *c, size_t clen, const char *k,
+static void cmd_key(kv__redis_t *st, const char *c, size_t clen, const char *k,
                     size_t klen) {
   size_t n = st->prefix_len + esc_len(c, clen) + 1 + klen;
   char *o = scratch_grow(st, n);
@@ -207,7 +207,7 @@ static void cmd_key(kv__rds_t *st, const char *c, size_t clen, const char *k,
 
 /* The MATCH pattern of a collection's keys (c NULL: of every key of the
  * store): the prefix and E(c) with glob characters escaped, then ":*". */
-static void cmd_pattern(kv__rds_t *st, const char *c, size_t clen) {
+static void cmd_pattern(kv__redis_t *st, const char *c, size_t clen) {
   size_t elen = c ? esc_len(c, clen) : 0;
   char *tmp = NULL, *o, *start;
   if (c != NULL) {
@@ -232,7 +232,7 @@ static void cmd_pattern(kv__rds_t *st, const char *c, size_t clen) {
 }
 
 /* Format the command built since cmd_begin and queue it. */
-static int cmd_send(kv__rds_t *st, kv__rds_reply_fn fn, void *ctx,
+static int cmd_send(kv__redis_t *st, kv__redis_reply_fn fn, void *ctx,
                     uint64_t tag) {
   if (st->cmd_err) return st->cmd_err;
   if (st->nargs > st->cap_argv) {
@@ -249,7 +249,8 @@ static int cmd_send(kv__rds_t *st, kv__rds_reply_fn fn, void *ctx,
     st->argv[i] = st->args[i].p ? st->args[i].p : st->scratch + st->args[i].off;
     st->argvlen[i] = st->args[i].len;
   }
-  return kv__rds_queue_argv(st, st->nargs, st->argv, st->argvlen, fn, ctx, tag);
+  return kv__redis_queue_argv(st, st->nargs, st->argv, st->argvlen, fn, ctx,
+                              tag);
 }
 
 /* ---- Requests ------------------------------------------------------------ */
@@ -290,11 +291,11 @@ static void part_done(kv_req_t *req) {
   if (left == 0) req_finish(req);
 }
 
-static void on_reply(kv__rds_t *st, const kv__rds_pend_t *p,
+static void on_reply(kv__redis_t *st, const kv__redis_pend_t *p,
                      kv_redis_reply_t *r, int err, const char *msg);
 
 /* Send the command built for req; counts it as one outstanding reply. */
-static int send_part(kv__rds_t *st, kv_req_t *req, uint64_t tag) {
+static int send_part(kv__redis_t *st, kv_req_t *req, uint64_t tag) {
   int rc = cmd_send(st, on_reply, req, tag);
   if (rc == 0) {
     LEFT(req) = (void *)((uintptr_t)LEFT(req) + 1);
@@ -312,11 +313,11 @@ static int submitted(kv_req_t *req) {
 
 /* Connect if needed; when the store is backing off, the request fails with
  * the last attempt's error (completed, not refused: it is a result). */
-static int begin(kv__rds_t *st, kv_req_t *req) {
-  int err = kv__rds_ready(st);
+static int begin(kv__redis_t *st, kv_req_t *req) {
+  int err = kv__redis_ready(st);
   if (err == 0) return 0;
-  if (st->state == KV__RDS_BACKOFF) {
-    uint64_t now = kv__rds_now_ms();
+  if (st->state == KV__REDIS_BACKOFF) {
+    uint64_t now = kv__redis_now_ms();
     req_fail(req, err, "%s (next attempt in %llu ms)", st->last_msg,
              (unsigned long long)(st->retry_at > now ? st->retry_at - now : 0));
   } else {
@@ -350,15 +351,16 @@ static void drop_value(kv_req_t *req) {
   req->found = 0;
 }
 
-static void bad_reply(kv__rds_t *st, kv_req_t *req, const kv_redis_reply_t *r) {
+static void bad_reply(kv__redis_t *st, kv_req_t *req,
+                      const kv_redis_reply_t *r) {
   req_fail(req, KV_EPROTO, "unexpected reply of type %d from %s", r->type,
            st->endpoint);
 }
 
-static void scan_reply(kv__rds_t *st, kv_req_t *req, kv_redis_reply_t *r);
-static void unlink_keys(kv__rds_t *st, kv_req_t *req, kv_redis_reply_t *keys);
+static void scan_reply(kv__redis_t *st, kv_req_t *req, kv_redis_reply_t *r);
+static void unlink_keys(kv__redis_t *st, kv_req_t *req, kv_redis_reply_t *keys);
 
-static void handle(kv__rds_t *st, kv_req_t *req, uint64_t tag,
+static void handle(kv__redis_t *st, kv_req_t *req, uint64_t tag,
                    kv_redis_reply_t *r) {
   size_t idx = TAG_INDEX(tag);
   switch (TAG_KIND(tag)) {
@@ -498,11 +500,11 @@ static void handle(kv__rds_t *st, kv_req_t *req, uint64_t tag,
   }
 }
 
-static void send_put_script(kv__rds_t *st, kv_req_t *req, size_t start,
+static void send_put_script(kv__redis_t *st, kv_req_t *req, size_t start,
                             int eval);
-static void send_cas(kv__rds_t *st, kv_req_t *req, int eval);
+static void send_cas(kv__redis_t *st, kv_req_t *req, int eval);
 
-static void on_reply(kv__rds_t *st, const kv__rds_pend_t *p,
+static void on_reply(kv__redis_t *st, const kv__redis_pend_t *p,
                      kv_redis_reply_t *r, int err, const char *msg) {
   kv_req_t *req = p->ctx;
   int kind = TAG_KIND(p->tag);
@@ -520,8 +522,8 @@ static void on_reply(kv__rds_t *st, const kv__rds_pend_t *p,
                (r->len >= 4 && memcmp(r->str, "ERR ", 4) == 0)) {
       req_fail(req, KV_EINVAL, "incr of key '%s': %s", req->in.key, r->str);
     } else {
-      req_fail(req, kv__rds_error_code(r->str, r->len), "%s: %s", st->endpoint,
-               r->str);
+      req_fail(req, kv__redis_error_code(r->str, r->len), "%s: %s",
+               st->endpoint, r->str);
     }
   } else if (FIRST_ERR(req) == 0) {
     handle(st, req, p->tag, r);
@@ -532,7 +534,7 @@ static void on_reply(kv__rds_t *st, const kv__rds_pend_t *p,
 /* ---- Single-key operations --------------------------------------------- */
 
 static int rds_single(kv_store_t *s, kv_req_t *req, const char *cmd) {
-  kv__rds_t *st = STORE(s);
+  kv__redis_t *st = STORE(s);
   if (begin(st, req)) return 0;
   cmd_begin(st);
   cmd_lit(st, cmd);
@@ -547,7 +549,7 @@ static int rds_get(kv_store_t *s, kv_req_t *req) {
 }
 
 static int rds_ttl(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = STORE(s);
+  kv__redis_t *st = STORE(s);
   if (begin(st, req)) return 0;
   cmd_begin(st);
   cmd_lit(st, "GET");
@@ -571,7 +573,7 @@ static int rds_take(kv_store_t *s, kv_req_t *req) {
   return rds_single(s, req, "GETDEL");
 }
 
-static void cmd_set(kv__rds_t *st, kv_req_t *req, int nx) {
+static void cmd_set(kv__redis_t *st, kv_req_t *req, int nx) {
   cmd_begin(st);
   cmd_lit(st, "SET");
   cmd_key(st, req->in.collection, req->in.collection_len, req->in.key,
@@ -585,7 +587,7 @@ static void cmd_set(kv__rds_t *st, kv_req_t *req, int nx) {
 }
 
 static int rds_put(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = STORE(s);
+  kv__redis_t *st = STORE(s);
   if (begin(st, req)) return 0;
   cmd_set(st, req, 0);
   send_part(st, req, TAG(T_MAIN, 0));
@@ -593,7 +595,7 @@ static int rds_put(kv_store_t *s, kv_req_t *req) {
 }
 
 static int rds_put_if_absent(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = STORE(s);
+  kv__redis_t *st = STORE(s);
   if (begin(st, req)) return 0;
   cmd_set(st, req, 1);
   send_part(st, req, TAG(T_MAIN, 0));
@@ -601,7 +603,7 @@ static int rds_put_if_absent(kv_store_t *s, kv_req_t *req) {
 }
 
 static int rds_incr(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = STORE(s);
+  kv__redis_t *st = STORE(s);
   if (begin(st, req)) return 0;
   if (req->in.expires_at_ms == 0) {
     cmd_begin(st);
@@ -640,7 +642,7 @@ static int rds_incr(kv_store_t *s, kv_req_t *req) {
   return submitted(req);
 }
 
-static void send_cas(kv__rds_t *st, kv_req_t *req, int eval) {
+static void send_cas(kv__redis_t *st, kv_req_t *req, int eval) {
   int64_t px = req->in.expires_at_ms ? px_of(req) : 0;
   cmd_begin(st);
   if (eval) {
@@ -661,7 +663,7 @@ static void send_cas(kv__rds_t *st, kv_req_t *req, int eval) {
 }
 
 static int rds_cas(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = STORE(s);
+  kv__redis_t *st = STORE(s);
   if (begin(st, req)) return 0;
   send_cas(st, req, 0);
   return submitted(req);
@@ -669,7 +671,7 @@ static int rds_cas(kv_store_t *s, kv_req_t *req) {
 
 /* ---- Bulk operations ----------------------------------------------------- */
 
-static void cmd_keys(kv__rds_t *st, kv_req_t *req, size_t start, size_t end) {
+static void cmd_keys(kv__redis_t *st, kv_req_t *req, size_t start, size_t end) {
   for (size_t i = start; i < end; i++)
     cmd_key(st, req->in.collection, req->in.collection_len,
             req->in.keys[i].base, req->in.keys[i].len);
@@ -680,7 +682,7 @@ static size_t chunk_end(const kv_req_t *req, size_t start) {
 }
 
 static int rds_get_many(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = STORE(s);
+  kv__redis_t *st = STORE(s);
   if (kv_req_alloc_results(req) != 0) {
     req_fail(req, KV_ENOMEM, "out of memory");
     return submitted(req);
@@ -709,7 +711,7 @@ static int rds_get_many(kv_store_t *s, kv_req_t *req) {
   return submitted(req);
 }
 
-static void send_put_script(kv__rds_t *st, kv_req_t *req, size_t start,
+static void send_put_script(kv__redis_t *st, kv_req_t *req, size_t start,
                             int eval) {
   size_t end = chunk_end(req, start);
   cmd_begin(st);
@@ -729,7 +731,7 @@ static void send_put_script(kv__rds_t *st, kv_req_t *req, size_t start,
 }
 
 static int rds_put_many(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = STORE(s);
+  kv__redis_t *st = STORE(s);
   if (req->in.n == 0) return submitted(req);
   if (begin(st, req)) return 0;
   for (size_t i = 0; i < req->in.n; i = chunk_end(req, i)) {
@@ -751,7 +753,7 @@ static int rds_put_many(kv_store_t *s, kv_req_t *req) {
 }
 
 static int rds_delete_many(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = STORE(s);
+  kv__redis_t *st = STORE(s);
   if (req->in.n == 0) return submitted(req);
   if (begin(st, req)) return 0;
   for (size_t i = 0; i < req->in.n; i = chunk_end(req, i)) {
@@ -815,7 +817,7 @@ static size_t sort_unique(kv_buf_t *v, size_t n) {
   return o;
 }
 
-static void send_scan(kv__rds_t *st, kv_req_t *req, unsigned long long cur) {
+static void send_scan(kv__redis_t *st, kv_req_t *req, unsigned long long cur) {
   char num[24];
   int whole = req->op != KV_OP_KEYS && req->op != KV_OP_DESTROY_COLLECTION;
   size_t count = SCAN_COUNT;
@@ -834,7 +836,7 @@ static void send_scan(kv__rds_t *st, kv_req_t *req, unsigned long long cur) {
 
 /* Parse a key of this store: the collection (decoded into cbuf, >= len
  * bytes) and the key. 0 if it is not one of ours. */
-static int parse_key(kv__rds_t *st, const char *k, size_t len, char *cbuf,
+static int parse_key(kv__redis_t *st, const char *k, size_t len, char *cbuf,
                      size_t *clen, const char **key, size_t *klen) {
   const char *colon;
   if (len < st->prefix_len || memcmp(k, st->prefix, st->prefix_len) != 0)
@@ -848,7 +850,7 @@ static int parse_key(kv__rds_t *st, const char *k, size_t len, char *cbuf,
   return *clen != (size_t)-1 && name_ok(cbuf, *clen) && name_ok(*key, *klen);
 }
 
-static int keys_page(kv__rds_t *st, kv_req_t *req, kv_redis_reply_t *batch,
+static int keys_page(kv__redis_t *st, kv_req_t *req, kv_redis_reply_t *batch,
                      unsigned long long next) {
   keys_state_t *ks = req->priv.store_data[2];
   size_t plen =
@@ -978,7 +980,7 @@ static void state_free(kv_req_t *req) {
   req->priv.store_data[2] = NULL;
 }
 
-static void scan_reply(kv__rds_t *st, kv_req_t *req, kv_redis_reply_t *r) {
+static void scan_reply(kv__redis_t *st, kv_req_t *req, kv_redis_reply_t *r) {
   kv_redis_reply_t *batch;
   unsigned long long next;
   char *end;
@@ -1034,7 +1036,8 @@ static void scan_reply(kv__rds_t *st, kv_req_t *req, kv_redis_reply_t *r) {
   }
 }
 
-static void unlink_keys(kv__rds_t *st, kv_req_t *req, kv_redis_reply_t *keys) {
+static void unlink_keys(kv__redis_t *st, kv_req_t *req,
+                        kv_redis_reply_t *keys) {
   size_t n = 0;
   char *cbuf = NULL;
   size_t cap = 0;
@@ -1064,7 +1067,7 @@ static void unlink_keys(kv__rds_t *st, kv_req_t *req, kv_redis_reply_t *keys) {
 }
 
 static int rds_keys(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = STORE(s);
+  kv__redis_t *st = STORE(s);
   keys_state_t *ks;
   unsigned long long cur = 0;
   const char *after = NULL;
@@ -1098,7 +1101,7 @@ static int rds_keys(kv_store_t *s, kv_req_t *req) {
 }
 
 static int rds_collections(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = STORE(s);
+  kv__redis_t *st = STORE(s);
   coll_state_t *cs;
   if (req->in.cursor != NULL && req->in.cursor[0] != 'c')
     return kv_req_set_error(req, KV_EINVAL, "invalid cursor '%s'",
@@ -1114,7 +1117,7 @@ static int rds_collections(kv_store_t *s, kv_req_t *req) {
 }
 
 static int rds_destroy(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = STORE(s);
+  kv__redis_t *st = STORE(s);
   if (begin(st, req)) return 0;
   send_scan(st, req, 0);
   return submitted(req);
@@ -1132,7 +1135,7 @@ static int raw_error(kv_redis_req_t *req, int err, const char *msg) {
   return err;
 }
 
-static void on_raw_reply(kv__rds_t *st, const kv__rds_pend_t *p,
+static void on_raw_reply(kv__redis_t *st, const kv__redis_pend_t *p,
                          kv_redis_reply_t *r, int err, const char *msg) {
   kv_redis_req_t *req = p->ctx;
   (void)st;
@@ -1154,7 +1157,7 @@ static void on_raw_reply(kv__rds_t *st, const kv__rds_pend_t *p,
 
 int kv_redis_command(kv_store_t *s, kv_redis_req_t *req, int argc,
                      const char **argv, const size_t *argvlen, kv_redis_cb cb) {
-  kv__rds_t *st = STORE(s);
+  kv__redis_t *st = STORE(s);
   char *cmd;
   int len, rc;
   if (req == NULL) return KV_EINVAL;
@@ -1173,11 +1176,11 @@ int kv_redis_command(kv_store_t *s, kv_redis_req_t *req, int argc,
       return raw_error(req, KV_EINVAL, "kv_redis_command: NULL argument");
   if (kv_store_is_closing(s))
     return raw_error(req, KV_ECLOSED, "the store is closing");
-  rc = kv__rds_ready(st);
+  rc = kv__redis_ready(st);
   if (rc != 0) return raw_error(req, rc, st->last_msg);
   len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
   if (len < 0) return raw_error(req, KV_ENOMEM, "out of memory");
-  rc = kv__rds_queue(st, cmd, (size_t)len, on_raw_reply, req, 0);
+  rc = kv__redis_queue(st, cmd, (size_t)len, on_raw_reply, req, 0);
   redisFreeCommand(cmd);
   if (rc != 0) return raw_error(req, rc, "out of memory");
   return 0;
@@ -1185,7 +1188,7 @@ int kv_redis_command(kv_store_t *s, kv_redis_req_t *req, int argc,
 
 void kv_redis_req_cleanup(kv_redis_req_t *req) {
   if (req == NULL) return;
-  kv__rds_reply_free(req->reply);
+  kv__redis_reply_free(req->reply);
   kv_free(req->errmsg);
   req->reply = NULL;
   req->errmsg = NULL;
@@ -1196,13 +1199,13 @@ const char *kv_redis_req_errmsg(const kv_redis_req_t *req) {
 }
 
 void kv_redis_reply_free(kv_redis_reply_t *reply) {
-  kv__rds_reply_free(reply);
+  kv__redis_reply_free(reply);
 }
 
 /* ---- Lifetime ------------------------------------------------------------ */
 
 static int rds_ctl(kv_store_t *s, int op, void *arg) {
-  kv__rds_t *st = STORE(s);
+  kv__redis_t *st = STORE(s);
   if (op == KV_REDIS_CTL_STATS && arg != NULL) {
     kv_redis_stats_t *out = arg;
     *out = st->stats;
@@ -1211,7 +1214,8 @@ static int rds_ctl(kv_store_t *s, int op, void *arg) {
     return 0;
   }
   if (op == KV_REDIS_CTL_DISCONNECT) {
-    kv__rds_disconnect(st, KV_ECONN, "disconnected by KV_REDIS_CTL_DISCONNECT");
+    kv__redis_disconnect(st, KV_ECONN,
+                         "disconnected by KV_REDIS_CTL_DISCONNECT");
     return 0;
   }
   return KV_ENOTSUP;
@@ -1230,7 +1234,7 @@ static char *dup_str(const char *s) {
   return s ? kv_strndup(s, strlen(s)) : NULL;
 }
 
-static void free_config(kv__rds_t *st) {
+static void free_config(kv__redis_t *st) {
   kv_free(st->host);
   kv_free(st->sock);
   kv_free(st->endpoint);
@@ -1244,7 +1248,7 @@ static void free_config(kv__rds_t *st) {
   st->ssl_ctx = NULL;
 }
 
-static int tls_setup(kv__rds_t *st, const kv_url_t *url, char *errbuf,
+static int tls_setup(kv__redis_t *st, const kv_url_t *url, char *errbuf,
                      size_t errbuf_len) {
   const char *ca = kv_url_param(url, "ca");
   const char *cert = kv_url_param(url, "cert");
@@ -1287,7 +1291,7 @@ static int is_ip(const char *h) {
   return uv_ip4_addr(h, 0, &a4) == 0 || uv_ip6_addr(h, 0, &a6) == 0;
 }
 
-static int parse_config(kv__rds_t *st, const kv_url_t *url, char *errbuf,
+static int parse_config(kv__redis_t *st, const kv_url_t *url, char *errbuf,
                         size_t errbuf_len) {
   const char *sc = url->scheme;
   int is_unix = strcmp(sc, "redis+unix") == 0 || strcmp(sc, "valkey+unix") == 0;
@@ -1380,7 +1384,7 @@ static int parse_config(kv__rds_t *st, const kv_url_t *url, char *errbuf,
 
 static int rds_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
                     size_t errbuf_len) {
-  kv__rds_t *st = STORE(s);
+  kv__redis_t *st = STORE(s);
   int err = parse_config(st, url, errbuf, errbuf_len);
   if (err) {
     free_config(st);
@@ -1388,11 +1392,11 @@ static int rds_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
   }
   sha1_hex(put_script, st->sha_put);
   sha1_hex(cas_script, st->sha_cas);
-  return kv__rds_init_handles(st);
+  return kv__redis_init_handles(st);
 }
 
 static void rds_close(kv_store_t *s) {
-  kv__rds_close(STORE(s));
+  kv__redis_close(STORE(s));
 }
 
 static const char *const rds_options[] = {
@@ -1402,7 +1406,7 @@ static const char *const rds_options[] = {
 const kv_store_methods_t kv__redis_methods = {
     .version = KV_STORE_METHODS_VERSION,
     .name = "redis",
-    .store_size = sizeof(kv__rds_t),
+    .store_size = sizeof(kv__redis_t),
     .caps = KV_CAP_ENUMERATE | KV_CAP_DESTROY | KV_CAP_CULL | KV_CAP_ATOMIC |
             KV_CAP_PERSISTENT | KV_CAP_SHARED,
     .options = rds_options,

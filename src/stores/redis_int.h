@@ -9,34 +9,34 @@
 #include "internal.h"
 #include "kvio/redis.h"
 
-typedef struct kv__rds_s kv__rds_t;
-typedef struct kv__rds_conn_s kv__rds_conn_t;
-typedef struct kv__rds_pend_s kv__rds_pend_t;
+typedef struct kv__redis_s kv__redis_t;
+typedef struct kv__redis_conn_s kv__redis_conn_t;
+typedef struct kv__redis_pend_s kv__redis_pend_t;
 
 /* Called once per command: with its reply (err 0; the handler may take
  * parts of the reply, which is freed after it returns), or with err < 0 and
  * a detail text when no reply will come. */
-typedef void (*kv__rds_reply_fn)(kv__rds_t *st, const kv__rds_pend_t *p,
-                                 kv_redis_reply_t *reply, int err,
-                                 const char *errmsg);
+typedef void (*kv__redis_reply_fn)(kv__redis_t *st, const kv__redis_pend_t *p,
+                                   kv_redis_reply_t *reply, int err,
+                                   const char *errmsg);
 
-struct kv__rds_pend_s {
-  kv__rds_reply_fn fn;
+struct kv__redis_pend_s {
+  kv__redis_reply_fn fn;
   void *ctx;         /* the kv_req_t (or raw request) it belongs to */
   uint64_t tag;      /* the handler's own use */
-  uint64_t deadline; /* kv__rds_now_ms() when it times out (0: never) */
+  uint64_t deadline; /* kv__redis_now_ms() when it times out (0: never) */
 };
 
 enum {
-  KV__RDS_DOWN = 0, /* no connection; the next command connects */
-  KV__RDS_BACKOFF,  /* the last attempt failed; commands fail until retry_at */
-  KV__RDS_CONNECTING,
-  KV__RDS_TLS,   /* TLS handshake */
-  KV__RDS_HELLO, /* AUTH / SELECT sent, replies awaited */
-  KV__RDS_READY
+  KV__REDIS_DOWN = 0, /* no connection; the next command connects */
+  KV__REDIS_BACKOFF, /* the last attempt failed; commands fail until retry_at */
+  KV__REDIS_CONNECTING,
+  KV__REDIS_TLS,   /* TLS handshake */
+  KV__REDIS_HELLO, /* AUTH / SELECT sent, replies awaited */
+  KV__REDIS_READY
 };
 
-struct kv__rds_s {
+struct kv__redis_s {
   kv_store_t base;
   /* configuration */
   char *host;     /* TCP: host name or IP literal */
@@ -54,10 +54,10 @@ struct kv__rds_s {
   int tls_name_is_ip;
   int verify_name;
   /* connection state */
-  kv__rds_conn_t *conn;
+  kv__redis_conn_t *conn;
   int state;
   int attempts;      /* failed attempts in a row (backoff) */
-  uint64_t retry_at; /* kv__rds_now_ms() when BACKOFF ends */
+  uint64_t retry_at; /* kv__redis_now_ms() when BACKOFF ends */
   int last_err;
   char last_msg[320];
   uv_timer_t timer;  /* command timeouts; active while commands wait */
@@ -65,7 +65,7 @@ struct kv__rds_s {
   int nhandles;      /* handles and connections not yet released */
   int closing, torn_down;
   /* commands: a ring of pending entries; the first `sent` are written */
-  kv__rds_pend_t *fifo;
+  kv__redis_pend_t *fifo;
   size_t fifo_cap, fifo_head, fifo_n, fifo_sent;
   char *out; /* commands formatted, not yet written */
   size_t out_len, out_cap;
@@ -89,27 +89,27 @@ struct kv__rds_s {
 extern const kv_store_methods_t kv__redis_methods;
 
 /* redis_conn.c */
-uint64_t kv__rds_now_ms(void); /* monotonic milliseconds */
+uint64_t kv__redis_now_ms(void); /* monotonic milliseconds */
 /* Make sure commands can be queued: connects when down. Returns 0, or the
  * error of the last attempt while backing off (detail in st->last_msg). */
-int kv__rds_ready(kv__rds_t *st);
+int kv__redis_ready(kv__redis_t *st);
 /* Queue one formatted command (copied) with its reply handler. 0 or
  * KV_ENOMEM. Never calls fn from inside. */
-int kv__rds_queue(kv__rds_t *st, const char *cmd, size_t len,
-                  kv__rds_reply_fn fn, void *ctx, uint64_t tag);
+int kv__redis_queue(kv__redis_t *st, const char *cmd, size_t len,
+                    kv__redis_reply_fn fn, void *ctx, uint64_t tag);
 /* Format a command (RESP) straight into the write buffer and queue it. */
-int kv__rds_queue_argv(kv__rds_t *st, size_t argc, const char *const *argv,
-                       const size_t *argvlen, kv__rds_reply_fn fn, void *ctx,
-                       uint64_t tag);
+int kv__redis_queue_argv(kv__redis_t *st, size_t argc, const char *const *argv,
+                         const size_t *argvlen, kv__redis_reply_fn fn,
+                         void *ctx, uint64_t tag);
 /* Drop the connection: everything pending fails with err / msg. */
-void kv__rds_disconnect(kv__rds_t *st, int err, const char *msg);
+void kv__redis_disconnect(kv__redis_t *st, int err, const char *msg);
 /* Start closing: finish what is in flight, then release everything and
  * call kv_store_closed(). */
-void kv__rds_close(kv__rds_t *st);
-int kv__rds_init_handles(kv__rds_t *st);
+void kv__redis_close(kv__redis_t *st);
+int kv__redis_init_handles(kv__redis_t *st);
 /* Reader callbacks building kv_redis_reply_t trees. */
-void kv__rds_reply_free(kv_redis_reply_t *r);
+void kv__redis_reply_free(kv_redis_reply_t *r);
 /* The kvio error code for a server error reply ("WRONGPASS ..."). */
-int kv__rds_error_code(const char *msg, size_t len);
+int kv__redis_error_code(const char *msg, size_t len);
 
 #endif

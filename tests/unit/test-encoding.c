@@ -36,10 +36,13 @@ static void dec_fails(const char *text, int flags) {
 }
 
 static void b64_rfc4648_vectors(void **state) {
-  static const char *const v[][2] = {
-      {"", ""},          {"f", "Zg=="},         {"fo", "Zm8="},
-      {"foo", "Zm9v"},   {"foob", "Zm9vYg=="},  {"fooba", "Zm9vYmE="},
-      {"foobar", "Zm9vYmFy"}};
+  static const char *const v[][2] = {{"", ""},
+                                     {"f", "Zg=="},
+                                     {"fo", "Zm8="},
+                                     {"foo", "Zm9v"},
+                                     {"foob", "Zm9vYg=="},
+                                     {"fooba", "Zm9vYmE="},
+                                     {"foobar", "Zm9vYmFy"}};
   (void)state;
   for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
     size_t n = strlen(v[i][0]);
@@ -96,9 +99,9 @@ static void b64_fernet_alphabet(void **state) {
 /* Every byte value, and lengths around OpenSSL's chunk sizes (3072 bytes in,
  * 4096 characters out), round-trip in both alphabets. */
 static void b64_round_trips(void **state) {
-  static const size_t lens[] = {0,    1,    2,    3,    4,    255,  256,
-                                257,  3071, 3072, 3073, 3074, 6144, 6145,
-                                9216, 9217, 100001};
+  static const size_t lens[] = {0,    1,    2,    3,    4,     255,
+                                256,  257,  3071, 3072, 3073,  3074,
+                                6144, 6145, 9216, 9217, 100001};
   unsigned char *in = malloc(100001), *back = malloc(100001);
   char *text = malloc(KV__B64_SIZE(100001));
   (void)state;
@@ -128,18 +131,18 @@ static void b64_bad_input_rejected(void **state) {
   (void)state;
   for (int f = 0; f < 2; f++) {
     int flags = f ? KV__B64_URL : 0;
-    dec_fails("Zg=", flags);      /* length not a multiple of 4 */
+    dec_fails("Zg=", flags); /* length not a multiple of 4 */
     dec_fails("Zm9vY", flags);
     dec_fails("Z", flags);
-    dec_fails("Zg===", flags);    /* too much padding */
+    dec_fails("Zg===", flags); /* too much padding */
     dec_fails("Z===", flags);
     dec_fails("====", flags);
     dec_fails("Zg==Zm8=", flags); /* padding in the middle */
     dec_fails("Z=g=", flags);
     dec_fails("Zm=v", flags);
-    dec_fails("Zh==", flags);     /* unused bits set: not canonical */
+    dec_fails("Zh==", flags); /* unused bits set: not canonical */
     dec_fails("Zm9=", flags);
-    dec_fails("Zm 9v", flags);    /* characters outside the alphabet */
+    dec_fails("Zm 9v", flags); /* characters outside the alphabet */
     dec_fails("Zm9v\n", flags);
     dec_fails("Zm.v", flags);
     dec_fails("Zm9\x80", flags);
@@ -215,8 +218,8 @@ static void pct_decoding(void **state) {
   pct_is("a%20b", "a b");
   pct_is("%3Fmax_entries=5", "?max_entries=5");
   pct_is("%3f%2C%7c%40", "?,|@");
-  pct_is("a+b", "a+b"); /* '+' is not a space here */
-  pct_is("%25%32%35", "%25");  /* decoded once */
+  pct_is("a+b", "a+b");       /* '+' is not a space here */
+  pct_is("%25%32%35", "%25"); /* decoded once */
   pct_is("%e2%82%ac", "\xe2\x82\xac");
   pct_fails("%");
   pct_fails("%4");
