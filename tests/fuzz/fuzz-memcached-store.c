@@ -1,5 +1,5 @@
 /* libFuzzer target: the memcached store's handling of server replies
- * (src/stores/memcached.c). The meta-protocol parser is fuzzed alone by
+ * (src/stores/memcached.c, memcached_conn.c). The meta-protocol parser is fuzzed alone by
  * fuzz-memcached-reply; here replies go through the store, end to end, over
  * a real connection:
  *
