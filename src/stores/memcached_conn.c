@@ -307,15 +307,20 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   server_update_ref(srv);
 }
 
+/* A connection attempt failed with the libuv error status: back off. */
+static void connect_failed(mc_server_t *srv, int status) {
+  char why[200];
+  snprintf(why, sizeof why, "connect: %s", uv_strerror(status));
+  backoff(srv);
+  conn_fail(srv, KV_ECONN, why);
+}
+
 static void on_connect(uv_connect_t *creq, int status) {
   mc_server_t *srv = creq->data;
   if (srv->st->closing || status == UV_ECANCELED) return;
   timer_stop(srv);
   if (status != 0) {
-    char why[200];
-    snprintf(why, sizeof why, "connect: %s", uv_strerror(status));
-    backoff(srv);
-    conn_fail(srv, KV_ECONN, why);
+    connect_failed(srv, status);
     return;
   }
   srv->state = SRV_UP;
@@ -339,10 +344,7 @@ static void start_connect(mc_server_t *srv, const struct sockaddr *addr) {
   srv->state = SRV_CONNECTING;
   rc = uv_tcp_connect(&srv->creq, &srv->tcp, addr, on_connect);
   if (rc != 0) {
-    char why[200];
-    snprintf(why, sizeof why, "connect: %s", uv_strerror(rc));
-    backoff(srv);
-    conn_fail(srv, KV_ECONN, why);
+    connect_failed(srv, rc);
     return;
   }
   timer_start(srv);
