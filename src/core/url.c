@@ -27,15 +27,15 @@ void kv__url_free(kv_url_t *url) {
 
 /* Percent-decode s[0..n) into field ('+' stays '+'); a bad escape or an
  * escaped NUL is an error. */
-#define DECODE_INTO(field, s, n)                                              \
-  do {                                                                        \
-    if ((err = kv__pct_decode((s), (n), &(field))) != 0) {                    \
-      err = err == KV_ENOMEM                                                  \
-                ? kv__errbuf(errbuf, errbuf_len, KV_ENOMEM, "out of memory")  \
-                : kv__errbuf(errbuf, errbuf_len, KV_EINVAL,                   \
-                             "invalid percent-escape in URL '%s'", raw);      \
-      goto fail;                                                              \
-    }                                                                         \
+#define DECODE_INTO(field, s, n)                                             \
+  do {                                                                       \
+    if ((err = kv__pct_decode((s), (n), &(field))) != 0) {                   \
+      err = err == KV_ENOMEM                                                 \
+                ? kv__errbuf(errbuf, errbuf_len, KV_ENOMEM, "out of memory") \
+                : kv__errbuf(errbuf, errbuf_len, KV_EINVAL,                  \
+                             "invalid percent-escape in URL '%s'", raw);     \
+      goto fail;                                                             \
+    }                                                                        \
   } while (0)
 
 static int parse_query(const char *q, kv_url_t *url, const char *raw,

@@ -77,7 +77,6 @@ int kv__fernet_looks_like_token(const char *data, size_t len);
 int kv__fernet_derive(const char *source, size_t source_len, const char *salt,
                       size_t salt_len, char out[KV_FERNET_KEY_SIZE]);
 
-
 /* ---- Value-codec wrappers ---------------------------------------------------
  *
  * The engine shared by the encryption and compression wrappers (defined in

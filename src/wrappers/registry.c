@@ -204,8 +204,9 @@ static int wrap_url_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
                       "wrap:// URL must read wrap:///STACK@URL, got '%s'",
                       url->raw);
   spec = kv_strndup(body, (size_t)(at - body));
-  err = spec == NULL ? KV_ENOMEM
-                     : kv__pct_decode(at + 1, (size_t)(end - at - 1), &inner_url);
+  err = spec == NULL
+            ? KV_ENOMEM
+            : kv__pct_decode(at + 1, (size_t)(end - at - 1), &inner_url);
   if (err != 0) {
     err = err == KV_ENOMEM
               ? kv__errbuf(errbuf, errbuf_len, KV_ENOMEM, "out of memory")

@@ -96,9 +96,9 @@ static void wrap_urls(void **state) {
                               err, sizeof err),
                    KV_EINVAL);
   /* a bad escape in the inner URL, or an escaped NUL */
-  assert_int_equal(
-      kv_open_ex(t.loop, "wrap:///statistics@memory://%zz", &s, err, sizeof err),
-      KV_EINVAL);
+  assert_int_equal(kv_open_ex(t.loop, "wrap:///statistics@memory://%zz", &s,
+                              err, sizeof err),
+                   KV_EINVAL);
   assert_non_null(strstr(err, "percent-escape"));
   assert_int_equal(kv_open_ex(t.loop, "wrap:///statistics@memory://%3F%00", &s,
                               err, sizeof err),
