@@ -36,7 +36,8 @@ void kv__url_free(kv_url_t *url);
  * the NUL). Flags: KV__B64_URL, the URL-safe alphabet ('-' and '_' for '+'
  * and '/', as Fernet uses); KV__B64_NOPAD, no '=' padding.
  * kv__b64_decode decodes padded base64 of that alphabet (KV__B64_URL or 0)
- * into out, which needs len / 4 * 3 bytes; it returns the decoded length,
+ * into out, which needs room for the decoded bytes (len / 4 * 3 is always
+ * enough; it writes nothing past the decoded length); it returns that length,
  * or -1 when the text is not canonical base64 (a length that is not a
  * multiple of 4, a character outside the alphabet, padding other than one
  * or two final '=', unused bits not zero). Empty text decodes to 0 bytes. */

@@ -53,34 +53,49 @@ static int b64_char(unsigned char c, int url) {
   return url ? c == '-' || c == '_' : c == '+' || c == '/';
 }
 
+/* Decode n characters (a multiple of 4, checked) into out. */
+static int b64_decode_block(const unsigned char *s, size_t n,
+                            unsigned char *out, int url) {
+  unsigned char chunk[DECODE_CHUNK];
+  for (size_t i = 0; i < n; i += DECODE_CHUNK) {
+    size_t m = n - i < DECODE_CHUNK ? n - i : DECODE_CHUNK;
+    const unsigned char *src = s + i;
+    if (url) { /* OpenSSL knows the standard alphabet only */
+      for (size_t j = 0; j < m; j++)
+        chunk[j] = src[j] == '-' ? '+' : src[j] == '_' ? '/' : src[j];
+      src = chunk;
+    }
+    if (EVP_DecodeBlock(out + i / 4 * 3, src, (int)m) != (int)(m / 4 * 3))
+      return -1;
+  }
+  return 0;
+}
+
 long long kv__b64_decode(const char *in, size_t len, unsigned char *out,
                          int flags) {
   const unsigned char *s = (const unsigned char *)in;
   int url = (flags & KV__B64_URL) != 0;
-  unsigned char chunk[DECODE_CHUNK];
-  size_t pad = 0, o = 0;
+  unsigned char last[3];
+  size_t pad = 0, body;
   if (len % 4 != 0) return -1;
   if (len == 0) return 0;
   if (s[len - 1] == '=') pad++;
   if (s[len - 2] == '=') pad++;
   for (size_t i = 0; i < len - pad; i++)
     if (!b64_char(s[i], url)) return -1;
-  for (size_t i = 0; i < len; i += DECODE_CHUNK) {
-    size_t n = len - i < DECODE_CHUNK ? len - i : DECODE_CHUNK;
-    const unsigned char *src = s + i;
-    if (url) { /* OpenSSL knows the standard alphabet only */
-      for (size_t j = 0; j < n; j++)
-        chunk[j] = src[j] == '-' ? '+' : src[j] == '_' ? '/' : src[j];
-      src = chunk;
-    }
-    if (EVP_DecodeBlock(out + o, src, (int)n) != (int)(n / 4 * 3)) return -1;
-    o += n / 4 * 3;
-  }
+  /* Every group but the last straight into out; the last one, which the
+   * padding shortens, through `last`, so that out needs room for the
+   * decoded bytes only. */
+  body = len - 4;
+  if (b64_decode_block(s, body, out, url) != 0 ||
+      b64_decode_block(s + body, 4, last, url) != 0)
+    return -1;
   /* The padding decoded as zero bytes; the bits of the last character
    * that no byte uses must be zero too (one encoding per byte string). */
-  for (size_t i = o - pad; i < o; i++)
-    if (out[i] != 0) return -1;
-  return (long long)(o - pad);
+  for (size_t i = 3 - pad; i < 3; i++)
+    if (last[i] != 0) return -1;
+  memcpy(out + body / 4 * 3, last, 3 - pad);
+  return (long long)(body / 4 * 3 + 3 - pad);
 }
 
 void kv__hex_encode(const void *in, size_t len, char *out) {

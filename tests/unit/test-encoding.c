@@ -97,16 +97,16 @@ static void b64_fernet_alphabet(void **state) {
 }
 
 /* Every byte value, and lengths around OpenSSL's chunk sizes (3072 bytes in,
- * 4096 characters out), round-trip in both alphabets. */
+ * 4096 characters out), round-trip in both alphabets, decoded into buffers
+ * of exactly the decoded size. */
 static void b64_round_trips(void **state) {
   static const size_t lens[] = {0,    1,    2,    3,    4,     255,
                                 256,  257,  3071, 3072, 3073,  3074,
                                 6144, 6145, 9216, 9217, 100001};
-  unsigned char *in = malloc(100001), *back = malloc(100001);
+  unsigned char *in = malloc(100001);
   char *text = malloc(KV__B64_SIZE(100001));
   (void)state;
   assert_non_null(in);
-  assert_non_null(back);
   assert_non_null(text);
   for (size_t i = 0; i < 100001; i++)
     in[i] = (unsigned char)(i * 7 + i / 256);
@@ -118,12 +118,15 @@ static void b64_round_trips(void **state) {
       assert_int_equal(strlen(text), tl);
       assert_null(strchr(text, f ? '+' : '-'));
       assert_null(strchr(text, f ? '/' : '_'));
+      /* room for the decoded bytes only: ASan sees a write past them */
+      unsigned char *back = malloc(n ? n : 1);
+      assert_non_null(back);
       assert_int_equal(kv__b64_decode(text, tl, back, flags), (long long)n);
       if (n) assert_memory_equal(back, in, n);
+      free(back);
     }
   }
   free(in);
-  free(back);
   free(text);
 }
 
