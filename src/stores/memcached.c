@@ -46,7 +46,6 @@
  * Atomic requests on the same key from one store are run one after another,
  * so a thousand increments in flight do not race each other.
  */
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -11,7 +11,6 @@
  * reconnects. */
 #include <limits.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "memcached_store.h"
