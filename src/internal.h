@@ -49,6 +49,33 @@ int kv__url_parse(const char *raw, kv_url_t *url, char *errbuf,
                   size_t errbuf_len);
 void kv__url_free(kv_url_t *url);
 
+/* src/core/encoding.c: base64 (RFC 4648), hex and percent-decoding.
+ *
+ * kv__b64_encode writes the base64 of in[0..len) and a NUL into out, which
+ * needs KV__B64_SIZE(len) bytes; it returns the length written (without
+ * the NUL). Flags: KV__B64_URL, the URL-safe alphabet ('-' and '_' for '+'
+ * and '/', as Fernet uses); KV__B64_NOPAD, no '=' padding.
+ * kv__b64_decode decodes padded base64 of that alphabet (KV__B64_URL or 0)
+ * into out, which needs room for the decoded bytes (len / 4 * 3 is always
+ * enough; it writes nothing past the decoded length); it returns that length,
+ * or -1 when the text is not canonical base64 (a length that is not a
+ * multiple of 4, a character outside the alphabet, padding other than one
+ * or two final '=', unused bits not zero). Empty text decodes to 0 bytes. */
+enum { KV__B64_URL = 1, KV__B64_NOPAD = 2 };
+#define KV__B64_SIZE(len) (((len) + 2) / 3 * 4 + 1)
+size_t kv__b64_encode(const void *in, size_t len, char *out, int flags);
+long long kv__b64_decode(const char *in, size_t len, unsigned char *out,
+                         int flags);
+/* Lower-case hex of in[0..len) and a NUL into out (2 * len + 1 bytes). */
+void kv__hex_encode(const void *in, size_t len, char *out);
+/* Decode hex digits (either case) into out (len / 2 bytes): the decoded
+ * length, or -1 on an odd length or a character that is not a hex digit. */
+long long kv__hex_decode(const char *in, size_t len, unsigned char *out);
+/* Percent-decode in[0..len) into a new NUL-terminated string (kv_malloc;
+ * '+' stays '+'). 0, KV_ENOMEM, or KV_EINVAL on a '%' not followed by two
+ * hex digits or on an escaped NUL (%00); *out is NULL on failure. */
+int kv__pct_decode(const char *in, size_t len, char **out);
+
 /* src/core/validate.c: 0 or KV_EINVAL with a detail in errbuf. */
 int kv__check_name(const char *what, const char *name, size_t len, char *errbuf,
                    size_t errbuf_len);

@@ -6,6 +6,7 @@ pkg_check_modules(MC_LIBCRYPTO IMPORTED_TARGET libcrypto)
 if(MC_LIBCRYPTO_FOUND)
   set(KV_HAVE_MEMCACHED ON)
   list(APPEND KV_PART_SOURCES ${CMAKE_SOURCE_DIR}/src/stores/memcached.c
+    ${CMAKE_SOURCE_DIR}/src/stores/memcached_conn.c
     ${CMAKE_SOURCE_DIR}/src/stores/memcached_ring.c)
   list(APPEND KV_PART_LIBS PkgConfig::MC_LIBCRYPTO)
   list(APPEND KV_BUILTINS "memcached=kv__memcached_methods")

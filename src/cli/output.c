@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "internal.h" /* kv__b64_encode / kv__b64_decode */
 
 int cli_usage_error(const char *fmt, ...) {
   va_list ap;
@@ -72,71 +73,6 @@ int cli_json_print(json_t *v) {
   return 0;
 }
 
-/* ---- base64 (RFC 4648, with padding) --------------------------------------
- */
-
-static const char b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static char *base64_encode(const unsigned char *p, size_t n) {
-  char *out = malloc((n + 2) / 3 * 4 + 1);
-  char *o = out;
-  size_t i;
-
-  if (out == NULL) return NULL;
-  for (i = 0; i + 2 < n; i += 3) {
-    unsigned v = (unsigned)p[i] << 16 | (unsigned)p[i + 1] << 8 | p[i + 2];
-    *o++ = b64_alphabet[v >> 18 & 63];
-    *o++ = b64_alphabet[v >> 12 & 63];
-    *o++ = b64_alphabet[v >> 6 & 63];
-    *o++ = b64_alphabet[v & 63];
-  }
-  if (i < n) {
-    unsigned v =
-        (unsigned)p[i] << 16 | (i + 1 < n ? (unsigned)p[i + 1] << 8 : 0);
-    *o++ = b64_alphabet[v >> 18 & 63];
-    *o++ = b64_alphabet[v >> 12 & 63];
-    *o++ = i + 1 < n ? b64_alphabet[v >> 6 & 63] : '=';
-    *o++ = '=';
-  }
-  *o = '\0';
-  return out;
-}
-
-static int b64_value(char c) {
-  const char *at = c != '\0' ? strchr(b64_alphabet, c) : NULL;
-  return at != NULL ? (int)(at - b64_alphabet) : -1;
-}
-
-/* Strict decoding: length a multiple of 4, padding only at the end. */
-static int base64_decode(const char *s, size_t n, char **out, size_t *len) {
-  unsigned char *buf;
-  size_t i, o = 0;
-
-  if (n % 4 != 0) return -1;
-  buf = malloc(n / 4 * 3 + 1);
-  if (buf == NULL) return -1;
-  for (i = 0; i < n; i += 4) {
-    int a = b64_value(s[i]), b = b64_value(s[i + 1]);
-    int c = b64_value(s[i + 2]), d = b64_value(s[i + 3]);
-    int last = i + 4 == n;
-    if (a < 0 || b < 0 ||
-        (c < 0 && !(last && s[i + 2] == '=' && s[i + 3] == '=')) ||
-        (d < 0 && !(last && s[i + 3] == '=')))
-      goto fail;
-    buf[o++] = (unsigned char)(a << 2 | b >> 4);
-    if (c >= 0) buf[o++] = (unsigned char)((b & 15) << 4 | c >> 2);
-    if (c >= 0 && d >= 0) buf[o++] = (unsigned char)((c & 3) << 6 | d);
-  }
-  buf[o] = '\0';
-  *out = (char *)buf;
-  *len = o;
-  return 0;
-fail:
-  free(buf);
-  return -1;
-}
-
 /* ---- JSON values ------------------------------------------------------------
  */
 
@@ -146,8 +82,9 @@ json_t *cli_json_bytes(const char *p, size_t n) {
   char *b64;
 
   if (s != NULL) return s;
-  b64 = base64_encode((const unsigned char *)p, n);
+  b64 = malloc(KV__B64_SIZE(n));
   if (b64 == NULL) return NULL;
+  kv__b64_encode(p, n, b64, 0);
   s = json_pack("{s:s}", "base64", b64);
   free(b64);
   return s;
@@ -178,9 +115,23 @@ int cli_json_to_bytes(const json_t *v, char **out, size_t *len,
     *why = "expected a string or {\"base64\": \"...\"}";
     return -1;
   }
-  if (base64_decode(json_string_value(b), json_string_length(b), out, len)) {
-    *why = "invalid base64";
-    return -1;
+  {
+    size_t n = json_string_length(b);
+    unsigned char *buf = malloc(n / 4 * 3 + 1);
+    long long got;
+    if (buf == NULL) {
+      *why = "out of memory";
+      return -1;
+    }
+    got = kv__b64_decode(json_string_value(b), n, buf, 0);
+    if (got < 0) {
+      free(buf);
+      *why = "invalid base64";
+      return -1;
+    }
+    buf[got] = '\0';
+    *out = (char *)buf;
+    *len = (size_t)got;
   }
   return 0;
 }

@@ -10,38 +10,6 @@
 
 #include "internal.h"
 
-static int hexval(int c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-/* Percent-decode s[0..len) into a new string ('+' stays '+'). NULL on a bad
- * escape, a decoded NUL or ENOMEM (*oom says which). */
-static char *decode(const char *s, size_t len, int *oom) {
-  char *out = kv_malloc(len + 1);
-  size_t o = 0;
-  *oom = out == NULL;
-  if (out == NULL) return NULL;
-  for (size_t i = 0; i < len; i++) {
-    if (s[i] == '%') {
-      int hi = i + 1 < len ? hexval((unsigned char)s[i + 1]) : -1;
-      int lo = i + 2 < len ? hexval((unsigned char)s[i + 2]) : -1;
-      if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-        kv_free(out);
-        return NULL;
-      }
-      out[o++] = (char)(hi * 16 + lo);
-      i += 2;
-    } else {
-      out[o++] = s[i];
-    }
-  }
-  out[o] = '\0';
-  return out;
-}
-
 void kv__url_free(kv_url_t *url) {
   kv_free(url->scheme);
   kv_free(url->target);
@@ -57,16 +25,17 @@ void kv__url_free(kv_url_t *url) {
   memset(url, 0, sizeof *url);
 }
 
-#define DECODE_INTO(field, s, n)                                              \
-  do {                                                                        \
-    int oom_;                                                                 \
-    (field) = decode((s), (n), &oom_);                                        \
-    if ((field) == NULL) {                                                    \
-      err = oom_ ? kv__errbuf(errbuf, errbuf_len, KV_ENOMEM, "out of memory") \
-                 : kv__errbuf(errbuf, errbuf_len, KV_EINVAL,                  \
-                              "invalid percent-escape in URL '%s'", raw);     \
-      goto fail;                                                              \
-    }                                                                         \
+/* Percent-decode s[0..n) into field ('+' stays '+'); a bad escape or an
+ * escaped NUL is an error. */
+#define DECODE_INTO(field, s, n)                                             \
+  do {                                                                       \
+    if ((err = kv__pct_decode((s), (n), &(field))) != 0) {                   \
+      err = err == KV_ENOMEM                                                 \
+                ? kv__errbuf(errbuf, errbuf_len, KV_ENOMEM, "out of memory") \
+                : kv__errbuf(errbuf, errbuf_len, KV_EINVAL,                  \
+                             "invalid percent-escape in URL '%s'", raw);     \
+      goto fail;                                                             \
+    }                                                                        \
   } while (0)
 
 static int parse_query(const char *q, kv_url_t *url, const char *raw,

@@ -1,14 +1,11 @@
 /* memcached:// — an asynchronous memcached client on libuv, speaking the
  * meta text protocol (mg / ms / md, memcached >= 1.6).
  *
- * Connections. One uv_tcp_t per server, opened on first use. Commands made
- * in one loop turn are queued per server and written by a uv_prepare handle
- * (which runs before the loop blocks) as one write per server; replies come
- * back in order and are matched to the commands in flight. A server that
- * refuses a connection is left alone for a backoff period during which its
- * requests fail at once with KV_ECONN; the others keep working. A dropped or
- * timed-out connection fails what it had in flight; the next request
- * reconnects.
+ * Connections (memcached_conn.c). One connection per server, opened on
+ * first use; the commands of one loop turn go to each server as one
+ * pipelined write, and replies are matched to them in order. A server that
+ * refuses connections is left alone for a backoff period (its requests fail
+ * at once with KV_ECONN) while the others keep working.
  *
  * Keys. Servers are chosen by a consistent-hashing ring over (collection,
  * key) (memcached_ring.c). A memcached key is at most 250 bytes without
@@ -49,7 +46,6 @@
  * Atomic requests on the same key from one store are run one after another,
  * so a thousand increments in flight do not race each other.
  */
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,227 +53,26 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
-#include "internal.h"
-#include "kvio/memcached.h"
-#include "memcached_int.h"
+#include "memcached_store.h"
 
 extern const kv_store_methods_t kv__memcached_methods;
 
-#define MC_DEFAULT_PORT 11211
-#define MC_KEY_MAX 250
-#define MC_TOKEN_LEN 16 /* 12 random bytes in base64url */
-#define MC_HASH_LEN 43  /* SHA-256 in base64url, no padding */
-#define MC_HDR_LEN 16
-#define MC_MAGIC 0x6b /* 'k' */
-#define MC_VERSION 1
-#define MC_HDR_KEY 0x01
-#define MC_RELATIVE_MAX 2592000 /* memcached: larger expiries are absolute */
-#define MC_ABSOLUTE_MAX 2147483647u /* memcached: int32 expiry */
-#define MC_MAX_RETRIES 1000
-#define MC_INLINE_VALUE 65536 /* larger values are written from the request */
-#define MC_READ_CHUNK 65536
-#define MC_GEN_CACHE_MAX 4096
-#define MC_LOCK_BUCKETS 256
-
-typedef struct mc_store_s mc_store_t;
-typedef struct mc_server_s mc_server_t;
-typedef struct mc_cmd_s mc_cmd_t;
-typedef struct mc_op_s mc_op_t;
-typedef struct mc_group_s mc_group_t;
-typedef struct mc_lock_s mc_lock_t;
-
-enum {
-  CMD_CHECK,  /* mg <genkey> v */
-  CMD_ADDGEN, /* ms <genkey> 16 T0 ME */
-  CMD_SETGEN, /* ms <genkey> 16 T0 (destroy) */
-  CMD_GET,    /* mg <key> v [c] */
-  CMD_SET,    /* ms <key> <n> T<ttl> [C<cas> | ME] */
-  CMD_DEL,    /* mg <key> v, md <key>: two replies */
-  CMD_DELCAS  /* md <key> C<cas> */
-};
-
-enum { SET_PLAIN, SET_ADD, SET_CAS };
-
-enum { SRV_IDLE, SRV_RESOLVING, SRV_CONNECTING, SRV_UP };
-
-struct mc_cmd_s {
-  mc_cmd_t *next;
-  mc_op_t *op;       /* data and SETGEN commands */
-  mc_group_t *group; /* data and CHECK/ADDGEN commands */
-  mc_server_t *srv;
-  size_t idx; /* key index in the request (bulk ops) */
-  int kind;
-  int replies_left;
-  int live;          /* CMD_DEL: the mg saw a live entry */
-  int with_cas;      /* CMD_GET: ask for the CAS id */
-  int set_mode;      /* CMD_SET */
-  int check_coll;    /* CMD_CHECK / ADDGEN: the collection generation */
-  int in_queue;      /* queued and not yet written */
-  unsigned retries;  /* times re-sent */
-  uint64_t cas;      /* CMD_SET (SET_CAS), CMD_DELCAS */
-  const char *value; /* CMD_SET */
-  size_t vlen;
-  int64_t expires_at;       /* CMD_SET: header expiry */
-  char token[MC_TOKEN_LEN]; /* ADDGEN / SETGEN */
-  char *genkey;             /* SETGEN: owned */
-  size_t genkey_len;
-};
-
-/* The generation check of one collection in one write to one server. */
-struct mc_group_s {
-  int refs;   /* commands in flight or deferred that point here */
-  int checks; /* checks (and adds) not answered yet */
-  int stale;  /* a check disagreed with the tokens the commands used */
-  int err;    /* a check failed: deferred commands fail with it */
-  int sg_known, cg_known;
-  char sg[MC_TOKEN_LEN];
-  char cg[MC_TOKEN_LEN];
-  mc_cmd_t *deferred; /* sent again once the checks are answered */
-  mc_cmd_t *deferred_tail;
-  mc_server_t *srv;
-  const char *coll; /* the collection of the first command (for grouping) */
-  size_t coll_len;
-  size_t cgkey_len;
-  char cgkey[]; /* the collection generation's memcached key */
-};
-
-typedef struct mc_gen_s mc_gen_t;
-struct mc_gen_s {
-  mc_gen_t *next;
-  uint32_t hash;
-  char token[MC_TOKEN_LEN];
-  size_t keylen;
-  char key[];
-};
-
-struct mc_server_s {
-  mc_store_t *st;
-  int index;
-  char *host;
-  int port;
-  char *name; /* "host:port" */
-  int state;
-  int tcp_open;    /* tcp initialised and not closed yet */
-  int tcp_closing; /* waiting for its close callback */
-  uv_tcp_t tcp;
-  uv_connect_t creq;
-  uv_getaddrinfo_t gai;
-  int gai_pending;
-  uv_timer_t timer;
-  int timer_active;
-  uint64_t last_progress;
-  uint64_t retry_at;
-  uint64_t backoff_ms;
-  unsigned conn_id;
-  mc_cmd_t *q_head, *q_tail; /* to be written */
-  mc_cmd_t *f_head, *f_tail; /* in flight, in order */
-  size_t ninflight;
-  int dirty;
-  mc_server_t *dirty_next;
-  char *rbuf;
-  size_t rlen, rcap;
-  int sg_known;
-  char sg[MC_TOKEN_LEN];
-  mc_gen_t **gens; /* collection generation cache */
-  size_t ngens;
-};
-
-struct mc_lock_s {
-  mc_lock_t *next;
-  uint32_t hash;
-  mc_op_t *holder;
-  mc_op_t *wait_head, *wait_tail;
-};
-
-struct mc_op_s {
-  kv_req_t *req;
-  mc_store_t *st;
-  size_t remaining;
-  int err;
-  uint64_t cas;
-  char *buf; /* atomic: the new value / the taken value */
-  size_t buflen;
-  mc_lock_t *lock;
-  mc_op_t *lock_next;
-  uint32_t hash;
-  size_t ncmds;
-  mc_cmd_t cmds[];
-};
-
-struct mc_store_s {
-  kv_store_t base;
-  mc_server_t *servers;
-  size_t nservers;
-  kv__mc_ring_t ring;
-  char *kprefix; /* "kvio:<prefix>:" */
-  size_t kprefix_len;
-  uint64_t timeout_ms;
-  uint64_t backoff_ms;
-  uv_prepare_t prepare;
-  int prepare_active;
-  mc_server_t *dirty_head;
-  mc_lock_t *locks[MC_LOCK_BUCKETS];
-  int closing;
-  int handles; /* handles and requests still to be closed / called back */
-  kv_memcached_stats_t stats;
-  /* write building */
-  char *out;
-  size_t out_len, out_cap;
-  struct mc_seg {
-    const char *ext;
-    size_t off, len;
-  } * segs;
-  size_t nsegs, capsegs;
-};
-
-typedef kv__mc_reply_t mc_reply_t; /* memcached_int.h */
-
-enum { R_VA, R_EN, R_HD, R_NF, R_NS, R_EX, R_ERR };
-
-#define STORE(s) ((mc_store_t *)(s))
-
-static void schedule_flush(mc_store_t *st, mc_server_t *srv);
 static void cmd_enqueue(mc_cmd_t *cmd);
-static void cmd_fail(mc_cmd_t *cmd, int err, const char *msg);
 static void op_start_atomic(mc_op_t *op);
-static void maybe_closed(mc_store_t *st);
 
 /* ---- Encoding ------------------------------------------------------------ */
-
-static const char b64url[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-static size_t b64_encode(const unsigned char *in, size_t n, char *out) {
-  size_t o = 0, i = 0;
-  for (; i + 3 <= n; i += 3) {
-    uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-    out[o++] = b64url[v >> 18];
-    out[o++] = b64url[(v >> 12) & 63];
-    out[o++] = b64url[(v >> 6) & 63];
-    out[o++] = b64url[v & 63];
-  }
-  if (n - i == 1) {
-    uint32_t v = (uint32_t)in[i] << 16;
-    out[o++] = b64url[v >> 18];
-    out[o++] = b64url[(v >> 12) & 63];
-  } else if (n - i == 2) {
-    uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
-    out[o++] = b64url[v >> 18];
-    out[o++] = b64url[(v >> 12) & 63];
-    out[o++] = b64url[(v >> 6) & 63];
-  }
-  return o;
-}
 
 /* "#" + base64url(SHA-256(name)): 44 bytes. */
 static void hash_name(const char *name, size_t len, char *out) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int mdlen = 0;
-  out[0] = '#';
+  char text[KV__B64_SIZE(32)];
   if (!EVP_Digest(name, len, md, &mdlen, EVP_sha256(), NULL)) {
     memset(md, 0, sizeof md); /* never happens with the default provider */
   }
-  b64_encode(md, 32, out + 1);
+  kv__b64_encode(md, 32, text, KV__B64_URL | KV__B64_NOPAD);
+  out[0] = '#';
+  memcpy(out + 1, text, MC_HASH_LEN);
 }
 
 static int name_is_safe(const char *name, size_t len) {
@@ -290,6 +85,7 @@ static int name_is_safe(const char *name, size_t len) {
 
 static void new_token(char *out) {
   unsigned char raw[12];
+  char text[KV__B64_SIZE(sizeof raw)];
   if (RAND_bytes(raw, sizeof raw) != 1) {
     /* fall back on time and address bits: still unique in practice */
     uint64_t t = (uint64_t)kv_now_ms() ^ (uint64_t)(uintptr_t)out;
@@ -297,7 +93,8 @@ static void new_token(char *out) {
     memcpy(raw, &t, 8);
     memcpy(raw + 8, &r, 4);
   }
-  b64_encode(raw, sizeof raw, out);
+  kv__b64_encode(raw, sizeof raw, text, KV__B64_URL);
+  memcpy(out, text, MC_TOKEN_LEN);
 }
 
 static void put_be64(unsigned char *p, uint64_t v) {
@@ -312,64 +109,6 @@ static uint64_t get_be64(const unsigned char *p) {
   for (int i = 0; i < 8; i++)
     v = v << 8 | p[i];
   return v;
-}
-
-/* ---- Output buffer --------------------------------------------------------
- * A write is built in st->out; large values are referenced, not copied
- * (segments). */
-
-static int out_reserve(mc_store_t *st, size_t n) {
-  if (st->out_cap - st->out_len >= n) return 0;
-  size_t cap = st->out_cap ? st->out_cap : 4096;
-  while (cap - st->out_len < n)
-    cap *= 2;
-  char *p = kv_realloc(st->out, cap);
-  if (p == NULL) return KV_ENOMEM;
-  st->out = p;
-  st->out_cap = cap;
-  return 0;
-}
-
-static int seg_push(mc_store_t *st, const char *ext, size_t off, size_t len) {
-  if (st->nsegs == st->capsegs) {
-    size_t cap = st->capsegs ? st->capsegs * 2 : 8;
-    struct mc_seg *p = kv_realloc(st->segs, cap * sizeof *p);
-    if (p == NULL) return KV_ENOMEM;
-    st->segs = p;
-    st->capsegs = cap;
-  }
-  st->segs[st->nsegs].ext = ext;
-  st->segs[st->nsegs].off = off;
-  st->segs[st->nsegs].len = len;
-  st->nsegs++;
-  return 0;
-}
-
-/* Start of the current inline segment. */
-static size_t seg_start(mc_store_t *st) {
-  if (st->nsegs == 0) return 0;
-  struct mc_seg *s = &st->segs[st->nsegs - 1];
-  return s->ext ? s->off : s->off + s->len;
-}
-
-static void out_add(mc_store_t *st, const void *p, size_t n) {
-  memcpy(st->out + st->out_len, p, n);
-  st->out_len += n;
-}
-
-static void out_str(mc_store_t *st, const char *s) {
-  out_add(st, s, strlen(s));
-}
-
-static void out_u64(mc_store_t *st, uint64_t v) {
-  char tmp[24];
-  size_t n = 0;
-  do {
-    tmp[n++] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v);
-  while (n)
-    st->out[st->out_len++] = tmp[--n];
 }
 
 /* ---- Keys ------------------------------------------------------------------
@@ -608,7 +347,7 @@ static void group_checks_done(mc_group_t *g) {
     c->group = NULL;
     g->refs--; /* never the last reference: the caller holds one */
     if (g->err)
-      cmd_fail(c, g->err, "generation check failed");
+      kv__mc_cmd_fail(c, g->err, "generation check failed");
     else
       cmd_enqueue(c);
     c = next;
@@ -626,9 +365,9 @@ static void cmd_retry(mc_cmd_t *cmd) {
   mc_store_t *st = cmd->op->st;
   st->stats.retries++;
   if (++cmd->retries > MC_MAX_RETRIES) {
-    cmd_fail(cmd, KV_EBACKEND,
-             "gave up after 1000 retries (generations or values keep "
-             "changing under this request)");
+    kv__mc_cmd_fail(cmd, KV_EBACKEND,
+                    "gave up after 1000 retries (generations or values keep "
+                    "changing under this request)");
     return;
   }
   cmd_enqueue(cmd);
@@ -655,7 +394,7 @@ static mc_server_t *server_for(mc_op_t *op, size_t idx) {
 static void cmd_enqueue(mc_cmd_t *cmd) {
   mc_server_t *srv = cmd->srv;
   if (srv->st->closing) {
-    cmd_fail(cmd, KV_ECANCELED, "the store is closing");
+    kv__mc_cmd_fail(cmd, KV_ECANCELED, "the store is closing");
     return;
   }
   cmd->next = NULL;
@@ -665,11 +404,11 @@ static void cmd_enqueue(mc_cmd_t *cmd) {
   else
     srv->q_head = cmd;
   srv->q_tail = cmd;
-  schedule_flush(srv->st, srv);
+  kv__mc_schedule_flush(srv->st, srv);
 }
 
 /* A command ends with an error (connection lost, server error...). */
-static void cmd_fail(mc_cmd_t *cmd, int err, const char *msg) {
+void kv__mc_cmd_fail(mc_cmd_t *cmd, int err, const char *msg) {
   mc_group_t *g = cmd->group;
   cmd->group = NULL;
   switch (cmd->kind) {
@@ -1067,14 +806,8 @@ static int is_atomic(kv_op_t op) {
          op == KV_OP_TAKE;
 }
 
-static void dispatch(mc_server_t *srv, const mc_reply_t *r) {
-  mc_cmd_t *cmd = srv->f_head;
-  srv->st->stats.replies++;
-  if (--cmd->replies_left == 0) {
-    srv->f_head = cmd->next;
-    if (srv->f_head == NULL) srv->f_tail = NULL;
-    srv->ninflight--;
-  } else {
+void kv__mc_on_reply(mc_cmd_t *cmd, const mc_reply_t *r) {
+  if (cmd->replies_left > 0) {
     /* CMD_DEL's first reply */
     data_reply(cmd, r);
     return;
@@ -1103,376 +836,7 @@ static void dispatch(mc_server_t *srv, const mc_reply_t *r) {
   data_reply(cmd, r);
 }
 
-/* ---- Parser ----------------------------------------------------------------
- * Returns the bytes consumed by one reply, 0 when more input is needed, or
- * -1 on a malformed reply. */
-
-static uint64_t parse_u64(const char *p, const char *end, const char **stop) {
-  uint64_t v = 0;
-  while (p < end && *p >= '0' && *p <= '9') {
-    uint64_t d = (uint64_t)(*p++ - '0');
-    v = v > (UINT64_MAX - d) / 10 ? UINT64_MAX : v * 10 + d; /* saturate */
-  }
-  *stop = p;
-  return v;
-}
-
-long kv__mc_parse_reply(const char *buf, size_t len, kv__mc_reply_t *r) {
-  const char *nl = memchr(buf, '\n', len), *end, *p;
-  size_t line;
-  if (nl == NULL) return len > 8192 ? -1 : 0;
-  /* The same limit with the newline in sight, so that how the bytes were
-   * split by the network does not change the verdict. */
-  if (nl - buf > 8192) return -1;
-  line = (size_t)(nl - buf) + 1;
-  end = nl;
-  if (end > buf && end[-1] == '\r') end--;
-  r->line = buf;
-  r->line_len = (size_t)(end - buf);
-  r->data = NULL;
-  r->dlen = 0;
-  r->cas = 0;
-  if (r->line_len >= 2 && buf[0] == 'V' && buf[1] == 'A') {
-    const char *stop;
-    uint64_t n = parse_u64(buf + 3, end, &stop);
-    if (r->line_len < 4 || stop == buf + 3) return -1;
-    if (n > (uint64_t)LONG_MAX - line - 2) return -1; /* no such length */
-    for (p = stop; p < end; p++) {
-      if (*p == ' ' && p + 1 < end && p[1] == 'c')
-        r->cas = parse_u64(p + 2, end, &stop);
-    }
-    if (len - line < n + 2) return 0;
-    r->type = R_VA;
-    r->data = buf + line;
-    r->dlen = (size_t)n;
-    return (long)(line + n + 2);
-  }
-  if (r->line_len >= 2) {
-    char a = buf[0], b = buf[1];
-    if (a == 'H' && b == 'D')
-      r->type = R_HD;
-    else if (a == 'E' && b == 'N')
-      r->type = R_EN;
-    else if (a == 'N' && b == 'F')
-      r->type = R_NF;
-    else if (a == 'N' && b == 'S')
-      r->type = R_NS;
-    else if (a == 'E' && b == 'X')
-      r->type = R_EX;
-    else if ((r->line_len >= 5 && memcmp(buf, "ERROR", 5) == 0) ||
-             (r->line_len >= 12 && memcmp(buf, "SERVER_ERROR", 12) == 0) ||
-             (r->line_len >= 12 && memcmp(buf, "CLIENT_ERROR", 12) == 0))
-      r->type = R_ERR;
-    else
-      return -1;
-    return (long)line;
-  }
-  return -1;
-}
-
-/* ---- Connections -------------------------------------------------------- */
-
-static void server_update_ref(mc_server_t *srv) {
-  if (!srv->tcp_open || srv->tcp_closing) return;
-  if (srv->ninflight || srv->q_head)
-    uv_ref((uv_handle_t *)&srv->tcp);
-  else
-    uv_unref((uv_handle_t *)&srv->tcp);
-}
-
-static void fail_list(mc_cmd_t *c, int err, const char *msg) {
-  while (c) {
-    mc_cmd_t *next = c->next;
-    c->in_queue = 0;
-    cmd_fail(c, err, msg);
-    c = next;
-  }
-}
-
-static void fail_queued(mc_server_t *srv, int err, const char *msg) {
-  mc_cmd_t *c = srv->q_head;
-  srv->q_head = srv->q_tail = NULL;
-  fail_list(c, err, msg);
-}
-
-static void on_tcp_closed(uv_handle_t *h) {
-  mc_server_t *srv = h->data;
-  srv->tcp_open = 0;
-  srv->tcp_closing = 0;
-  if (srv->st->closing) {
-    srv->st->handles--;
-    maybe_closed(srv->st);
-    return;
-  }
-  if (srv->q_head) schedule_flush(srv->st, srv);
-}
-
-static void timer_stop(mc_server_t *srv) {
-  if (srv->timer_active) {
-    uv_timer_stop(&srv->timer);
-    srv->timer_active = 0;
-  }
-}
-
-/* Drop the connection: everything in flight (and queued) fails with err. */
-static void conn_fail(mc_server_t *srv, int err, const char *why) {
-  char msg[300];
-  mc_cmd_t *c;
-  if (srv->state == SRV_IDLE && !srv->tcp_open) return;
-  snprintf(msg, sizeof msg, "memcached %s: %s", srv->name, why);
-  srv->st->stats.conn_errors++;
-  if (srv->tcp_open && !srv->tcp_closing) {
-    srv->tcp_closing = 1;
-    uv_close((uv_handle_t *)&srv->tcp, on_tcp_closed);
-  }
-  srv->state = SRV_IDLE;
-  srv->conn_id++;
-  srv->rlen = 0;
-  timer_stop(srv);
-  c = srv->f_head;
-  srv->f_head = srv->f_tail = NULL;
-  srv->ninflight = 0;
-  fail_list(c, err, msg);
-  fail_queued(srv, err, msg);
-}
-
-static void backoff(mc_server_t *srv) {
-  uint64_t now = uv_now(srv->st->base.loop);
-  srv->retry_at = now + srv->backoff_ms;
-  srv->backoff_ms *= 2;
-  if (srv->backoff_ms > srv->st->backoff_ms * 32)
-    srv->backoff_ms = srv->st->backoff_ms * 32;
-}
-
-static void on_timer(uv_timer_t *t) {
-  mc_server_t *srv = t->data;
-  uint64_t now = uv_now(srv->st->base.loop);
-  if (srv->state == SRV_UP && srv->ninflight == 0) {
-    timer_stop(srv);
-    return;
-  }
-  if (now - srv->last_progress < srv->st->timeout_ms) return;
-  if (srv->state == SRV_CONNECTING || srv->state == SRV_RESOLVING) {
-    backoff(srv);
-    conn_fail(srv, KV_ETIMEDOUT, "connection timed out");
-  } else {
-    conn_fail(srv, KV_ETIMEDOUT, "no reply within the timeout");
-  }
-}
-
-static void timer_start(mc_server_t *srv) {
-  uint64_t iv = srv->st->timeout_ms / 4;
-  srv->last_progress = uv_now(srv->st->base.loop);
-  if (srv->timer_active) return;
-  if (iv < 5) iv = 5;
-  uv_timer_start(&srv->timer, on_timer, iv, iv);
-  srv->timer_active = 1;
-}
-
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  mc_server_t *srv = h->data;
-  (void)suggested;
-  if (srv->rcap - srv->rlen < MC_READ_CHUNK / 2) {
-    size_t cap = srv->rcap ? srv->rcap : MC_READ_CHUNK;
-    while (cap - srv->rlen < MC_READ_CHUNK / 2)
-      cap *= 2;
-    char *p = kv_realloc(srv->rbuf, cap);
-    if (p == NULL) {
-      buf->base = NULL;
-      buf->len = 0;
-      return;
-    }
-    srv->rbuf = p;
-    srv->rcap = cap;
-  }
-  buf->base = srv->rbuf + srv->rlen;
-  buf->len = srv->rcap - srv->rlen;
-}
-
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  mc_server_t *srv = s->data;
-  size_t pos = 0;
-  unsigned id = srv->conn_id;
-  (void)buf;
-  if (nread < 0) {
-    conn_fail(srv, KV_ECONN,
-              nread == UV_EOF ? "connection closed by the server"
-                              : uv_strerror((int)nread));
-    return;
-  }
-  if (nread == 0) {
-    if (buf->base == NULL) conn_fail(srv, KV_ENOMEM, "out of memory");
-    return;
-  }
-  srv->rlen += (size_t)nread;
-  srv->last_progress = uv_now(srv->st->base.loop);
-  while (pos < srv->rlen) {
-    mc_reply_t r;
-    long n;
-    if (srv->f_head == NULL) {
-      conn_fail(srv, KV_EPROTO, "reply without a request");
-      return;
-    }
-    n = kv__mc_parse_reply(srv->rbuf + pos, srv->rlen - pos, &r);
-    if (n == 0) break;
-    if (n < 0) {
-      conn_fail(srv, KV_EPROTO, "malformed reply");
-      return;
-    }
-    dispatch(srv, &r);
-    if (srv->conn_id != id) return; /* the connection was dropped */
-    pos += (size_t)n;
-  }
-  if (pos) {
-    memmove(srv->rbuf, srv->rbuf + pos, srv->rlen - pos);
-    srv->rlen -= pos;
-  }
-  if (srv->rcap > 4 * MC_READ_CHUNK && srv->rlen < MC_READ_CHUNK) {
-    char *p = kv_realloc(srv->rbuf, MC_READ_CHUNK); /* shrink after a big one */
-    if (p) {
-      srv->rbuf = p;
-      srv->rcap = MC_READ_CHUNK;
-    }
-  }
-  if (srv->ninflight == 0) timer_stop(srv);
-  server_update_ref(srv);
-}
-
-static void flush_server(mc_store_t *st, mc_server_t *srv);
-
-static void on_connect(uv_connect_t *creq, int status) {
-  mc_server_t *srv = creq->data;
-  if (srv->st->closing || status == UV_ECANCELED) return;
-  timer_stop(srv);
-  if (status != 0) {
-    char why[200];
-    snprintf(why, sizeof why, "connect: %s", uv_strerror(status));
-    backoff(srv);
-    conn_fail(srv, KV_ECONN, why);
-    return;
-  }
-  srv->state = SRV_UP;
-  srv->backoff_ms = srv->st->backoff_ms;
-  srv->retry_at = 0;
-  srv->st->stats.connects++;
-  uv_tcp_nodelay(&srv->tcp, 1);
-  uv_read_start((uv_stream_t *)&srv->tcp, on_alloc, on_read);
-  flush_server(srv->st, srv);
-  server_update_ref(srv);
-}
-
-static void start_connect(mc_server_t *srv, const struct sockaddr *addr) {
-  int rc;
-  if (!srv->tcp_open) {
-    uv_tcp_init(srv->st->base.loop, &srv->tcp);
-    srv->tcp.data = srv;
-    srv->tcp_open = 1;
-  }
-  srv->creq.data = srv;
-  srv->state = SRV_CONNECTING;
-  rc = uv_tcp_connect(&srv->creq, &srv->tcp, addr, on_connect);
-  if (rc != 0) {
-    char why[200];
-    snprintf(why, sizeof why, "connect: %s", uv_strerror(rc));
-    backoff(srv);
-    conn_fail(srv, KV_ECONN, why);
-    return;
-  }
-  timer_start(srv);
-}
-
-static void on_resolved(uv_getaddrinfo_t *gai, int status,
-                        struct addrinfo *res) {
-  mc_server_t *srv = gai->data;
-  srv->gai_pending = 0;
-  if (srv->st->closing) {
-    uv_freeaddrinfo(res);
-    srv->st->handles--;
-    maybe_closed(srv->st);
-    return;
-  }
-  if (status != 0 || res == NULL) {
-    char why[200];
-    snprintf(why, sizeof why, "cannot resolve '%s': %s", srv->host,
-             uv_strerror(status));
-    uv_freeaddrinfo(res);
-    backoff(srv);
-    srv->state = SRV_IDLE;
-    timer_stop(srv);
-    srv->st->stats.conn_errors++;
-    fail_queued(srv, KV_ECONN, why);
-    return;
-  }
-  start_connect(srv, res->ai_addr);
-  uv_freeaddrinfo(res);
-}
-
-static void server_connect(mc_server_t *srv) {
-  struct sockaddr_in6 a6;
-  struct sockaddr_in a4;
-  if (uv_ip4_addr(srv->host, srv->port, &a4) == 0) {
-    start_connect(srv, (const struct sockaddr *)&a4);
-  } else if (uv_ip6_addr(srv->host, srv->port, &a6) == 0) {
-    start_connect(srv, (const struct sockaddr *)&a6);
-  } else {
-    struct addrinfo hints;
-    char port[16];
-    int rc;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    snprintf(port, sizeof port, "%d", srv->port);
-    srv->gai.data = srv;
-    rc = uv_getaddrinfo(srv->st->base.loop, &srv->gai, on_resolved, srv->host,
-                        port, &hints);
-    if (rc != 0) {
-      char why[200];
-      snprintf(why, sizeof why, "cannot resolve '%s': %s", srv->host,
-               uv_strerror(rc));
-      backoff(srv);
-      fail_queued(srv, KV_ECONN, why);
-      return;
-    }
-    srv->gai_pending = 1;
-    srv->state = SRV_RESOLVING;
-    timer_start(srv);
-  }
-}
-
-/* ---- Writing ---------------------------------------------------------------
- */
-
-typedef struct {
-  uv_write_t w;
-  mc_server_t *srv;
-  unsigned conn_id;
-  char *buf;
-  size_t nbufs;
-  uv_buf_t bufs[];
-} mc_write_t;
-
-static void on_write(uv_write_t *w, int status) {
-  mc_write_t *wr = (mc_write_t *)w;
-  mc_server_t *srv = wr->srv;
-  if (status != 0 && status != UV_ECANCELED && !srv->st->closing &&
-      srv->conn_id == wr->conn_id) {
-    char why[200];
-    snprintf(why, sizeof why, "write: %s", uv_strerror(status));
-    conn_fail(srv, KV_ECONN, why);
-  }
-  kv_free(wr->buf);
-  kv_free(wr);
-}
-
-static void inflight_push(mc_server_t *srv, mc_cmd_t *cmd) {
-  cmd->next = NULL;
-  if (srv->f_tail)
-    srv->f_tail->next = cmd;
-  else
-    srv->f_head = cmd;
-  srv->f_tail = cmd;
-  srv->ninflight++;
-}
+/* ---- Commands as text -------------------------------------------------- */
 
 /* Room for one command line with its key (value bytes are reserved apart). */
 #define MC_LINE_ROOM (2 * MC_KEY_MAX + 128)
@@ -1511,7 +875,7 @@ static void emit_data_key(mc_store_t *st, mc_cmd_t *cmd, mc_group_t *g,
 
 static int emit_data(mc_store_t *st, mc_cmd_t *cmd, mc_group_t *g) {
   int hashed;
-  if (out_reserve(st, MC_LINE_ROOM) != 0) return KV_ENOMEM;
+  if (kv__mc_out_reserve(st, MC_LINE_ROOM) != 0) return KV_ENOMEM;
   switch (cmd->kind) {
   case CMD_GET:
     out_str(st, "mg ");
@@ -1581,19 +945,16 @@ static int emit_data(mc_store_t *st, mc_cmd_t *cmd, mc_group_t *g) {
     hdr[13] = (unsigned char)(sk >> 16);
     hdr[14] = (unsigned char)(sk >> 8);
     hdr[15] = (unsigned char)sk;
-    if (out_reserve(st, MC_HDR_LEN + sk + 2 +
-                            (cmd->vlen <= MC_INLINE_VALUE ? cmd->vlen : 0)) !=
-        0)
+    if (kv__mc_out_reserve(
+            st, MC_HDR_LEN + sk + 2 +
+                    (cmd->vlen <= MC_INLINE_VALUE ? cmd->vlen : 0)) != 0)
       return KV_ENOMEM;
     out_add(st, hdr, MC_HDR_LEN);
     if (sk) out_add(st, k, sk);
     if (cmd->vlen <= MC_INLINE_VALUE) {
       if (cmd->vlen) out_add(st, cmd->value, cmd->vlen);
     } else {
-      size_t s = seg_start(st);
-      if (seg_push(st, NULL, s, st->out_len - s) != 0 ||
-          seg_push(st, cmd->value, st->out_len, cmd->vlen) != 0)
-        return KV_ENOMEM;
+      if (kv__mc_out_ref(st, cmd->value, cmd->vlen) != 0) return KV_ENOMEM;
     }
     out_str(st, "\r\n");
     st->stats.commands++;
@@ -1604,210 +965,111 @@ static int emit_data(mc_store_t *st, mc_cmd_t *cmd, mc_group_t *g) {
   }
 }
 
-/* Write everything queued for srv (it is connected). */
-static void flush_server(mc_store_t *st, mc_server_t *srv) {
-  mc_cmd_t *c = srv->q_head;
-  mc_group_t *g = NULL;
-  size_t ncmds = 0;
-  mc_write_t *wr;
-  int had_inflight = srv->ninflight > 0;
-  if (c == NULL) return;
-  srv->q_head = srv->q_tail = NULL;
-  st->out_len = 0;
-  st->nsegs = 0;
-  while (c) {
-    mc_cmd_t *next = c->next;
-    int err = 0;
-    c->in_queue = 0;
-    if (c->kind == CMD_CHECK || c->kind == CMD_ADDGEN ||
-        c->kind == CMD_SETGEN) {
-      /* generation commands; a check re-sent as an add keeps its group */
-      const char *key;
-      size_t klen;
-      if (c->kind == CMD_SETGEN) {
-        key = c->genkey;
-        klen = c->genkey_len;
-      } else if (c->check_coll) {
-        key = c->group->cgkey;
-        klen = c->group->cgkey_len;
+/* The write being built for a server: generation commands go as they are;
+ * data commands go in groups of one collection, each group led by checks of
+ * both generations (see the comment at the top). */
+void kv__mc_write_cmd(mc_store_t *st, mc_server_t *srv, mc_cmd_t *c,
+                      mc_group_t **gp) {
+  mc_group_t *g = *gp;
+  int err = 0;
+  if (c->kind == CMD_CHECK || c->kind == CMD_ADDGEN || c->kind == CMD_SETGEN) {
+    /* generation commands; a check re-sent as an add keeps its group */
+    const char *key;
+    size_t klen;
+    if (c->kind == CMD_SETGEN) {
+      key = c->genkey;
+      klen = c->genkey_len;
+    } else if (c->check_coll) {
+      key = c->group->cgkey;
+      klen = c->group->cgkey_len;
+    } else {
+      key = st->kprefix; /* followed by 'g' */
+      klen = 0;
+    }
+    if ((err = kv__mc_out_reserve(st, MC_LINE_ROOM)) == 0) {
+      if (klen == 0) {
+        char gk[MC_KEY_MAX + 2];
+        memcpy(gk, st->kprefix, st->kprefix_len);
+        gk[st->kprefix_len] = 'g';
+        emit_genkey_cmd(st, c, gk, st->kprefix_len + 1);
       } else {
-        key = st->kprefix; /* followed by 'g' */
-        klen = 0;
+        emit_genkey_cmd(st, c, key, klen);
       }
-      if ((err = out_reserve(st, MC_LINE_ROOM)) == 0) {
-        if (klen == 0) {
+      kv__mc_inflight_push(srv, c);
+    }
+  } else {
+    size_t clen;
+    const char *coll = op_coll(c->op, &clen);
+    if (g == NULL || g->coll_len != clen ||
+        (g->coll != coll && memcmp(g->coll, coll, clen) != 0)) {
+      /* a new group: check both generations first */
+      size_t cgl;
+      char *cgk = cgkey_make(st, coll, clen, &cgl);
+      mc_group_t *ng = cgk ? kv_malloc(sizeof *ng + cgl + 1) : NULL;
+      mc_cmd_t *chk[2] = {NULL, NULL};
+      if (ng) {
+        chk[0] = kv_calloc(1, sizeof(mc_cmd_t));
+        chk[1] = kv_calloc(1, sizeof(mc_cmd_t));
+      }
+      if (ng == NULL || chk[0] == NULL || chk[1] == NULL ||
+          kv__mc_out_reserve(st, 2 * MC_LINE_ROOM) != 0) {
+        kv_free(cgk);
+        kv_free(ng);
+        if (chk[0]) kv_free(chk[0]);
+        if (chk[1]) kv_free(chk[1]);
+        kv__mc_cmd_fail(c, KV_ENOMEM, "out of memory");
+        return;
+      }
+      memset(ng, 0, sizeof *ng);
+      ng->srv = srv;
+      ng->coll = coll;
+      ng->coll_len = clen;
+      ng->cgkey_len = cgl;
+      memcpy(ng->cgkey, cgk, cgl + 1);
+      kv_free(cgk);
+      ng->sg_known = srv->sg_known;
+      memcpy(ng->sg, srv->sg, MC_TOKEN_LEN);
+      const char *tok = gen_get(srv, ng->cgkey, cgl);
+      ng->cg_known = tok != NULL;
+      if (tok) memcpy(ng->cg, tok, MC_TOKEN_LEN);
+      ng->refs = 2;
+      ng->checks = 2;
+      for (int i = 0; i < 2; i++) {
+        chk[i]->kind = CMD_CHECK;
+        chk[i]->check_coll = i;
+        chk[i]->group = ng;
+        chk[i]->srv = srv;
+        chk[i]->replies_left = 1;
+        if (i == 0) {
           char gk[MC_KEY_MAX + 2];
           memcpy(gk, st->kprefix, st->kprefix_len);
           gk[st->kprefix_len] = 'g';
-          emit_genkey_cmd(st, c, gk, st->kprefix_len + 1);
+          emit_genkey_cmd(st, chk[i], gk, st->kprefix_len + 1);
         } else {
-          emit_genkey_cmd(st, c, key, klen);
+          emit_genkey_cmd(st, chk[i], ng->cgkey, cgl);
         }
-        inflight_push(srv, c);
-        ncmds++;
+        kv__mc_inflight_push(srv, chk[i]);
       }
-    } else {
-      size_t clen;
-      const char *coll = op_coll(c->op, &clen);
-      if (g == NULL || g->coll_len != clen ||
-          (g->coll != coll && memcmp(g->coll, coll, clen) != 0)) {
-        /* a new group: check both generations first */
-        size_t cgl;
-        char *cgk = cgkey_make(st, coll, clen, &cgl);
-        mc_group_t *ng = cgk ? kv_malloc(sizeof *ng + cgl + 1) : NULL;
-        mc_cmd_t *chk[2] = {NULL, NULL};
-        if (ng) {
-          chk[0] = kv_calloc(1, sizeof(mc_cmd_t));
-          chk[1] = kv_calloc(1, sizeof(mc_cmd_t));
-        }
-        if (ng == NULL || chk[0] == NULL || chk[1] == NULL ||
-            out_reserve(st, 2 * MC_LINE_ROOM) != 0) {
-          kv_free(cgk);
-          kv_free(ng);
-          if (chk[0]) kv_free(chk[0]);
-          if (chk[1]) kv_free(chk[1]);
-          cmd_fail(c, KV_ENOMEM, "out of memory");
-          c = next;
-          continue;
-        }
-        memset(ng, 0, sizeof *ng);
-        ng->srv = srv;
-        ng->coll = coll;
-        ng->coll_len = clen;
-        ng->cgkey_len = cgl;
-        memcpy(ng->cgkey, cgk, cgl + 1);
-        kv_free(cgk);
-        ng->sg_known = srv->sg_known;
-        memcpy(ng->sg, srv->sg, MC_TOKEN_LEN);
-        const char *tok = gen_get(srv, ng->cgkey, cgl);
-        ng->cg_known = tok != NULL;
-        if (tok) memcpy(ng->cg, tok, MC_TOKEN_LEN);
-        ng->refs = 2;
-        ng->checks = 2;
-        for (int i = 0; i < 2; i++) {
-          chk[i]->kind = CMD_CHECK;
-          chk[i]->check_coll = i;
-          chk[i]->group = ng;
-          chk[i]->srv = srv;
-          chk[i]->replies_left = 1;
-          if (i == 0) {
-            char gk[MC_KEY_MAX + 2];
-            memcpy(gk, st->kprefix, st->kprefix_len);
-            gk[st->kprefix_len] = 'g';
-            emit_genkey_cmd(st, chk[i], gk, st->kprefix_len + 1);
-          } else {
-            emit_genkey_cmd(st, chk[i], ng->cgkey, cgl);
-          }
-          inflight_push(srv, chk[i]);
-          ncmds++;
-        }
-        g = ng;
-      }
-      if (!g->sg_known || !g->cg_known) {
-        /* unknown generation: wait for the checks, then go again */
-        c->group = g;
-        g->refs++;
-        c->next = NULL;
-        if (g->deferred_tail)
-          g->deferred_tail->next = c;
-        else
-          g->deferred = c;
-        g->deferred_tail = c;
-      } else if ((err = emit_data(st, c, g)) == 0) {
-        c->group = g;
-        g->refs++;
-        inflight_push(srv, c);
-        ncmds++;
-      }
+      g = ng;
     }
-    if (err) cmd_fail(c, err, "out of memory");
-    c = next;
-  }
-  if (st->out_len == 0 && st->nsegs == 0) return;
-  {
-    size_t s = seg_start(st);
-    if (st->out_len > s && seg_push(st, NULL, s, st->out_len - s) != 0) {
-      conn_fail(srv, KV_ENOMEM, "out of memory");
-      return;
+    if (!g->sg_known || !g->cg_known) {
+      /* unknown generation: wait for the checks, then go again */
+      c->group = g;
+      g->refs++;
+      c->next = NULL;
+      if (g->deferred_tail)
+        g->deferred_tail->next = c;
+      else
+        g->deferred = c;
+      g->deferred_tail = c;
+    } else if ((err = emit_data(st, c, g)) == 0) {
+      c->group = g;
+      g->refs++;
+      kv__mc_inflight_push(srv, c);
     }
   }
-  wr = kv_malloc(sizeof *wr + st->nsegs * sizeof(uv_buf_t));
-  if (wr == NULL) {
-    conn_fail(srv, KV_ENOMEM, "out of memory");
-    return;
-  }
-  wr->srv = srv;
-  wr->conn_id = srv->conn_id;
-  wr->buf = st->out;
-  wr->nbufs = st->nsegs;
-  for (size_t i = 0; i < st->nsegs; i++) {
-    struct mc_seg *sg = &st->segs[i];
-    wr->bufs[i] = uv_buf_init(sg->ext ? (char *)sg->ext : st->out + sg->off,
-                              (unsigned)sg->len);
-  }
-  st->out = NULL;
-  st->out_cap = st->out_len = 0;
-  st->nsegs = 0;
-  st->stats.writes++;
-  (void)ncmds;
-  int rc = uv_write(&wr->w, (uv_stream_t *)&srv->tcp, wr->bufs,
-                    (unsigned)wr->nbufs, on_write);
-  if (rc != 0) {
-    char why[200];
-    snprintf(why, sizeof why, "write: %s", uv_strerror(rc));
-    kv_free(wr->buf);
-    kv_free(wr);
-    conn_fail(srv, KV_ECONN, why);
-    return;
-  }
-  if (!had_inflight) timer_start(srv);
-  server_update_ref(srv);
-}
-
-static void on_prepare(uv_prepare_t *p) {
-  mc_store_t *st = p->data;
-  uint64_t now = uv_now(st->base.loop);
-  while (st->dirty_head) {
-    mc_server_t *srv = st->dirty_head;
-    st->dirty_head = srv->dirty_next;
-    srv->dirty = 0;
-    if (srv->q_head == NULL) continue;
-    switch (srv->state) {
-    case SRV_UP:
-      flush_server(st, srv);
-      break;
-    case SRV_IDLE:
-      if (srv->tcp_closing) break; /* reconnects from on_tcp_closed */
-      if (now < srv->retry_at) {
-        char msg[300];
-        for (mc_cmd_t *c = srv->q_head; c; c = c->next)
-          st->stats.fast_fails++;
-        snprintf(msg, sizeof msg,
-                 "memcached %s is down (next connection attempt in %llu ms)",
-                 srv->name, (unsigned long long)(srv->retry_at - now));
-        fail_queued(srv, KV_ECONN, msg);
-      } else {
-        server_connect(srv);
-      }
-      break;
-    default:
-      break; /* connecting: flushed by on_connect */
-    }
-  }
-  uv_prepare_stop(&st->prepare);
-  st->prepare_active = 0;
-}
-
-static void schedule_flush(mc_store_t *st, mc_server_t *srv) {
-  if (!srv->dirty) {
-    srv->dirty = 1;
-    srv->dirty_next = st->dirty_head;
-    st->dirty_head = srv;
-  }
-  if (!st->prepare_active) {
-    uv_prepare_start(&st->prepare, on_prepare);
-    st->prepare_active = 1;
-  }
+  *gp = g;
+  if (err) kv__mc_cmd_fail(c, err, "out of memory");
 }
 
 /* ---- Operations --------------------------------------------------------- */
@@ -2159,12 +1421,7 @@ static int mc_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
   }
   st->timeout_ms = (uint64_t)timeout;
   st->backoff_ms = (uint64_t)bo;
-  uv_prepare_init(s->loop, &st->prepare);
-  st->prepare.data = st;
-  for (size_t i = 0; i < st->nservers; i++) {
-    uv_timer_init(s->loop, &st->servers[i].timer);
-    st->servers[i].timer.data = &st->servers[i];
-  }
+  kv__mc_conn_init(st);
   return 0;
 fail:
   kv_free(names);
@@ -2175,7 +1432,7 @@ fail:
   return err;
 }
 
-static void maybe_closed(mc_store_t *st) {
+void kv__mc_maybe_closed(mc_store_t *st) {
   if (st->handles != 0) return;
   kv__mc_ring_free(&st->ring);
   kv_free(st->kprefix);
@@ -2183,13 +1440,6 @@ static void maybe_closed(mc_store_t *st) {
   kv_free(st->segs);
   free_servers(st);
   kv_store_closed(&st->base);
-}
-
-static void on_handle_closed(uv_handle_t *h) {
-  mc_store_t *st = h->data;
-  if (h->type == UV_TIMER) st = ((mc_server_t *)h->data)->st;
-  st->handles--;
-  maybe_closed(st);
 }
 
 /* Cancel the atomic requests waiting for a key's lock. */
@@ -2214,34 +1464,8 @@ static void cancel_lock_waiters(mc_store_t *st) {
 static void mc_close(kv_store_t *s) {
   mc_store_t *st = STORE(s);
   st->closing = 1;
-  st->handles = 1; /* the prepare handle */
   cancel_lock_waiters(st);
-  for (size_t i = 0; i < st->nservers; i++) {
-    mc_server_t *srv = &st->servers[i];
-    mc_cmd_t *c = srv->f_head;
-    srv->f_head = srv->f_tail = NULL;
-    srv->ninflight = 0;
-    srv->conn_id++;
-    fail_list(c, KV_ECANCELED, "the store is closing");
-    fail_queued(srv, KV_ECANCELED, "the store is closing");
-  }
-  for (size_t i = 0; i < st->nservers; i++) {
-    mc_server_t *srv = &st->servers[i];
-    if (srv->gai_pending) {
-      st->handles++;
-      uv_cancel((uv_req_t *)&srv->gai);
-    }
-    if (srv->tcp_open) {
-      st->handles++;
-      if (!srv->tcp_closing) {
-        srv->tcp_closing = 1;
-        uv_close((uv_handle_t *)&srv->tcp, on_tcp_closed);
-      }
-    }
-    st->handles++;
-    uv_close((uv_handle_t *)&srv->timer, on_handle_closed);
-  }
-  uv_close((uv_handle_t *)&st->prepare, on_handle_closed);
+  kv__mc_conn_close(st);
 }
 
 static const char *const mc_options[] = {"servers", "prefix", "timeout",

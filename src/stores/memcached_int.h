@@ -1,6 +1,7 @@
 /* Internals of the memcached:// store shared with its unit tests: the
  * consistent-hashing ring (memcached_ring.c); and with its fuzz targets:
- * the reply parser and the entry decoder (memcached.c). */
+ * the reply parser (memcached_conn.c) and the entry decoder (memcached.c).
+ * What the store's own files share is in memcached_store.h. */
 #ifndef KVIO_MEMCACHED_INT_H
 #define KVIO_MEMCACHED_INT_H
 
@@ -34,7 +35,7 @@ uint32_t kv__mc_key_hash(const char *coll, size_t clen, const char *key,
 
 /* One reply of the meta protocol, parsed: pointers into the input. */
 typedef struct kv__mc_reply_s {
-  int type;         /* memcached.c's R_* */
+  int type;         /* R_* of memcached_store.h */
   const char *data; /* VA: the data block (dlen bytes), else NULL */
   size_t dlen;
   uint64_t cas;     /* VA: the c flag's value, else 0 */

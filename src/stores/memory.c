@@ -70,13 +70,6 @@ static uint32_t hash_bytes(const char *p, size_t n) {
   return (uint32_t)h;
 }
 
-static int hexval(int c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 /* ---- Collections ------------------------------------------------------- */
 
 static int name_cmp(const char *a, size_t al, const char *b, size_t bl) {
@@ -434,8 +427,7 @@ static int keys_cursor(kv_req_t *req, unsigned long long v,
   size_t o;
   if (cur == NULL) return KV_ENOMEM;
   o = (size_t)snprintf(cur, 48, "%llx.%x.", v, (unsigned)last->hash);
-  for (size_t i = 0; i < last->klen; i++)
-    o += (size_t)snprintf(cur + o, 3, "%02x", (unsigned char)last->data[i]);
+  kv__hex_encode(last->data, last->klen, cur + o);
   req->cursor = cur;
   return 0;
 }
@@ -443,6 +435,7 @@ static int keys_cursor(kv_req_t *req, unsigned long long v,
 static int keys_cursor_parse(const char *s, unsigned long long *v, uint32_t *h,
                              char *key, size_t *klen) {
   char *end;
+  long long n;
   *klen = SIZE_MAX; /* no position inside the bucket */
   *v = strtoull(s, &end, 16);
   if (end == s) return KV_EINVAL;
@@ -452,12 +445,10 @@ static int keys_cursor_parse(const char *s, unsigned long long *v, uint32_t *h,
   *h = (uint32_t)strtoul(s, &end, 16);
   if (end == s || *end != '.') return KV_EINVAL;
   s = end + 1;
-  if (strlen(s) % 2 != 0 || strlen(s) / 2 > KV_NAME_MAX) return KV_EINVAL;
-  for (*klen = 0; s[0] && s[1]; s += 2) {
-    int hi = hexval((unsigned char)s[0]), lo = hexval((unsigned char)s[1]);
-    if (hi < 0 || lo < 0) return KV_EINVAL;
-    key[(*klen)++] = (char)(hi * 16 + lo);
-  }
+  if (strlen(s) / 2 > KV_NAME_MAX ||
+      (n = kv__hex_decode(s, strlen(s), (unsigned char *)key)) < 0)
+    return KV_EINVAL;
+  *klen = (size_t)n;
   return 0;
 }
 

@@ -21,7 +21,7 @@
  * off; a dropped connection fails the requests in flight (KV_ECONN) and the
  * next request reconnects.
  *
- * SQL lives in postgresql-sql.c; this file is the connection and batching. */
+ * SQL lives in postgresql_sql.c; this file is the connection and batching. */
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +30,7 @@
 #include <libpq-fe.h>
 
 #include "kvio/postgresql.h"
-#include "stores/postgresql-int.h"
+#include "stores/postgresql_int.h"
 
 #define PG_BATCH_MAX 1024   /* requests per batch (one transaction) */
 #define PG_BACKOFF_MIN 50   /* ms, after the first failed attempt */

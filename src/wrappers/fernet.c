@@ -15,90 +15,13 @@
 #include "internal.h"
 #include "wrappers/fernet.h"
 
-/* ---- URL-safe base64 -------------------------------------------------------
- * Written here rather than with EVP_EncodeBlock/EVP_DecodeBlock: those speak
- * the standard alphabet and decode leniently (whitespace, padding counted as
- * data); Fernet needs the URL-safe alphabet and a strict decoder. */
-
-static const char b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-size_t kv__b64url_encode(const unsigned char *in, size_t len, char *out) {
-  char *p = out;
-  size_t i = 0;
-  for (; i + 3 <= len; i += 3) {
-    uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-    *p++ = b64_alphabet[v >> 18];
-    *p++ = b64_alphabet[(v >> 12) & 63];
-    *p++ = b64_alphabet[(v >> 6) & 63];
-    *p++ = b64_alphabet[v & 63];
-  }
-  if (len - i == 1) {
-    uint32_t v = (uint32_t)in[i] << 16;
-    *p++ = b64_alphabet[v >> 18];
-    *p++ = b64_alphabet[(v >> 12) & 63];
-    *p++ = '=';
-    *p++ = '=';
-  } else if (len - i == 2) {
-    uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
-    *p++ = b64_alphabet[v >> 18];
-    *p++ = b64_alphabet[(v >> 12) & 63];
-    *p++ = b64_alphabet[(v >> 6) & 63];
-    *p++ = '=';
-  }
-  *p = '\0';
-  return (size_t)(p - out);
-}
-
-/* The value of each byte in the URL-safe alphabet; 64: not in it. */
-static unsigned char b64_values[256];
-static uv_once_t b64_once = UV_ONCE_INIT;
-
-static void b64_init(void) {
-  memset(b64_values, 64, sizeof b64_values);
-  for (int i = 0; i < 64; i++)
-    b64_values[(unsigned char)b64_alphabet[i]] = (unsigned char)i;
-}
-
-long long kv__b64url_decode(const char *in, size_t len, unsigned char *out) {
-  const unsigned char *s = (const unsigned char *)in;
-  const unsigned char *t = b64_values;
-  size_t n = 0, pad = 0, full;
-  uv_once(&b64_once, b64_init);
-  if (len % 4 != 0) return -1;
-  if (len == 0) return 0;
-  if (s[len - 1] == '=') pad++;
-  if (s[len - 2] == '=') pad++;
-  full = pad ? len - 4 : len; /* groups without padding */
-  for (size_t i = 0; i < full; i += 4) {
-    unsigned a = t[s[i]], b = t[s[i + 1]], c = t[s[i + 2]], d = t[s[i + 3]];
-    uint32_t v;
-    if ((a | b | c | d) & 64) return -1;
-    v = a << 18 | b << 12 | c << 6 | d;
-    out[n++] = (unsigned char)(v >> 16);
-    out[n++] = (unsigned char)(v >> 8);
-    out[n++] = (unsigned char)v;
-  }
-  if (pad) {
-    unsigned a = t[s[full]], b = t[s[full + 1]];
-    unsigned c = pad == 2 ? 0 : t[s[full + 2]];
-    uint32_t v;
-    if ((a | b | c) & 64) return -1;
-    v = a << 18 | b << 12 | c << 6;
-    out[n++] = (unsigned char)(v >> 16);
-    if (pad == 1) out[n++] = (unsigned char)(v >> 8);
-    if (v & (pad == 2 ? 0xffffu : 0xffu)) return -1; /* unused bits: zero */
-  }
-  return (long long)n;
-}
-
 /* ---- Keys ------------------------------------------------------------------
  */
 
 int kv__fernet_key_decode(const char *text, size_t len, kv__fernet_key_t *key) {
   unsigned char raw[33];
   if (text == NULL || len != KV_FERNET_KEY_SIZE - 1 ||
-      kv__b64url_decode(text, len, raw) != 32) {
+      kv__b64_decode(text, len, raw, KV__B64_URL) != 32) {
     OPENSSL_cleanse(raw, sizeof raw);
     return KV_EINVAL;
   }
@@ -111,7 +34,7 @@ int kv__fernet_key_decode(const char *text, size_t len, kv__fernet_key_t *key) {
 
 void kv__fernet_key_encode(const unsigned char raw[32],
                            char out[KV_FERNET_KEY_SIZE]) {
-  kv__b64url_encode(raw, 32, out);
+  kv__b64_encode(raw, 32, out, KV__B64_URL);
 }
 
 /* ---- OpenSSL objects -------------------------------------------------------
@@ -258,7 +181,7 @@ int kv__fernet_encrypt_at(const kv__fernet_key_t *key, const void *data,
     kv_free(text);
     return KV_EBACKEND;
   }
-  *out_len = kv__b64url_encode(raw, raw_len, text);
+  *out_len = kv__b64_encode(raw, raw_len, text, KV__B64_URL);
   *out = text;
   kv_free(raw);
   return 0;
@@ -288,7 +211,7 @@ int kv__fernet_encrypt(const kv__fernet_key_t *key, const void *data,
 /* Decode a token into raw (len / 4 * 3 bytes); the decoded length, or 0 when
  * it is not a well-formed token. */
 static size_t token_decode(const char *token, size_t len, unsigned char *raw) {
-  long long n = kv__b64url_decode(token, len, raw);
+  long long n = kv__b64_decode(token, len, raw, KV__B64_URL);
   if (n < KV__FERNET_OVERHEAD + 16 || raw[0] != KV__FERNET_VERSION ||
       (n - KV__FERNET_OVERHEAD) % 16 != 0)
     return 0;

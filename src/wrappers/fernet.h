@@ -77,13 +77,6 @@ int kv__fernet_looks_like_token(const char *data, size_t len);
 int kv__fernet_derive(const char *source, size_t source_len, const char *salt,
                       size_t salt_len, char out[KV_FERNET_KEY_SIZE]);
 
-/* URL-safe base64 with padding. encode: out needs 4 * ((len + 2) / 3) + 1
- * bytes; returns the length written (NUL-terminated). decode: strict
- * (alphabet, padding, no trailing bits); out needs len / 4 * 3 bytes;
- * returns the decoded length or -1. */
-size_t kv__b64url_encode(const unsigned char *in, size_t len, char *out);
-long long kv__b64url_decode(const char *in, size_t len, unsigned char *out);
-
 /* ---- Value-codec wrappers ---------------------------------------------------
  *
  * The engine shared by the encryption and compression wrappers (defined in

@@ -182,13 +182,6 @@ int kv_wrap_stack(const char *spec, kv_store_t *inner, kv_store_t **out,
 
 extern const kv_store_methods_t kv__wrap_url_methods;
 
-static int hexv(int c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 static int wrap_url_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
                          size_t errbuf_len) {
   kv_wrap_t *w = (kv_wrap_t *)s;
@@ -196,7 +189,6 @@ static int wrap_url_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
   const char *end, *at;
   char *spec = NULL, *inner_url = NULL;
   kv_store_t *inner = NULL, *top = NULL;
-  size_t o = 0;
   int err;
   body += 3;
   end = strchr(body, '?');
@@ -212,22 +204,18 @@ static int wrap_url_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
                       "wrap:// URL must read wrap:///STACK@URL, got '%s'",
                       url->raw);
   spec = kv_strndup(body, (size_t)(at - body));
-  inner_url = kv_malloc((size_t)(end - at));
-  if (spec == NULL || inner_url == NULL) {
-    err = kv__errbuf(errbuf, errbuf_len, KV_ENOMEM, "out of memory");
+  err = spec == NULL
+            ? KV_ENOMEM
+            : kv__pct_decode(at + 1, (size_t)(end - at - 1), &inner_url);
+  if (err != 0) {
+    err = err == KV_ENOMEM
+              ? kv__errbuf(errbuf, errbuf_len, KV_ENOMEM, "out of memory")
+              : kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
+                           "invalid percent-escape in the inner URL of '%s' "
+                           "(write '%%' as %%25)",
+                           url->raw);
     goto done;
   }
-  for (const char *p = at + 1; p < end; p++) {
-    int hi = end - p >= 3 ? hexv(p[1]) : -1;
-    int lo = end - p >= 3 ? hexv(p[2]) : -1;
-    if (*p == '%' && hi >= 0 && lo >= 0 && (hi || lo)) {
-      inner_url[o++] = (char)(hi * 16 + lo);
-      p += 2;
-    } else {
-      inner_url[o++] = *p;
-    }
-  }
-  inner_url[o] = '\0';
   err = kv_open_ex(s->loop, inner_url, &inner, errbuf, errbuf_len);
   if (err) goto done;
   err = kv_wrap_stack(spec, inner, &top, errbuf, errbuf_len);

@@ -401,38 +401,6 @@ int kv_wrap_ctl_forward(kv_store_t *s, int op, void *arg, size_t size) {
 /* ---- Options as text --------------------------------------------------------
  */
 
-static int hexval(int c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-/* Percent-decode s[0..len). NULL on a bad escape or out of memory; *oom
- * tells which. */
-static char *decode_ex(const char *s, size_t len, int *oom) {
-  char *out = kv_malloc(len + 1);
-  size_t o = 0;
-  *oom = out == NULL;
-  if (out == NULL) return NULL;
-  for (size_t i = 0; i < len; i++) {
-    if (s[i] == '%') {
-      int hi = i + 1 < len ? hexval((unsigned char)s[i + 1]) : -1;
-      int lo = i + 2 < len ? hexval((unsigned char)s[i + 2]) : -1;
-      if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-        kv_free(out);
-        return NULL;
-      }
-      out[o++] = (char)(hi * 16 + lo);
-      i += 2;
-    } else {
-      out[o++] = s[i];
-    }
-  }
-  out[o] = '\0';
-  return out;
-}
-
 void kv_wrap_opts_free(kv_url_t *opts) {
   for (size_t i = 0; i < opts->nparams; i++) {
     kv_free(opts->params[i].name);
@@ -467,13 +435,12 @@ int kv_wrap_opts_parse(const char *text, kv_url_t *out, char *errbuf,
     out->params = prm;
     prm = &out->params[out->nparams++];
     {
-      int oom1 = 0, oom2 = 0;
-      prm->name = decode_ex(p, nl, &oom1);
-      prm->value =
-          eq ? decode_ex(eq + 1, n - nl - 1, &oom2) : decode_ex("", 0, &oom2);
-      if (prm->name == NULL || prm->value == NULL) {
+      int err1 = kv__pct_decode(p, nl, &prm->name);
+      int err2 = eq ? kv__pct_decode(eq + 1, n - nl - 1, &prm->value)
+                    : kv__pct_decode("", 0, &prm->value);
+      if (err1 != 0 || err2 != 0) {
         kv_wrap_opts_free(out);
-        if (oom1 || oom2)
+        if (err1 == KV_ENOMEM || err2 == KV_ENOMEM)
           return kv__errbuf(errbuf, errbuf_len, KV_ENOMEM, "out of memory");
         return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
                           "invalid percent-escape in options '%s'", text);

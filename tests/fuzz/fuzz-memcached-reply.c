@@ -1,5 +1,5 @@
 /* libFuzzer target: memcached's meta-protocol reply parser
- * (kv__mc_parse_reply in src/stores/memcached.c).
+ * (kv__mc_parse_reply in src/stores/memcached_conn.c).
  *
  * Every input is what a server sent. It is parsed as the store's read
  * callback does (one reply after another until more input is needed or a

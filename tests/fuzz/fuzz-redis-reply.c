@@ -7,17 +7,16 @@
  *
  *   input = op selector, flags, reply bytes
  *
- * A fake server on a unix socket (in this process, on the same loop)
- * accepts the store's connection and answers each write of the store with
- * the next segment of the reply bytes (segments are separated by "\n--\n",
- * so that a NOSCRIPT can be followed by the script's answer, a SCAN page by
- * the next), whatever they are; after the last segment, or when the store
- * waits for answers that the bytes do not hold, it hangs up. One
- * request of the selected kind (get, ttl, take, delete, put, put_if_absent,
- * cas, incr with and without TTL, get_many, ttl_many, put_many with and
- * without TTL, delete_many, keys, collections, destroy, destroy_collection,
- * a raw command) runs against it, with AUTH and SELECT in front when the
- * flags say so. Then:
+ * A fake server on a unix socket (fake-server.c: in this process, on the same
+ * loop) accepts the store's connection and answers each write of the store with
+ * the next segment of the reply bytes (segments are separated by "\n--\n", so
+ * that a NOSCRIPT can be followed by the script's answer, a SCAN page by the
+ * next), whatever they are; after the last segment, or when the store waits for
+ * answers that the bytes do not hold, it hangs up. One request of the selected
+ * kind (get, ttl, take, delete, put, put_if_absent, cas, incr with and without
+ * TTL, get_many, ttl_many, put_many with and without TTL, delete_many, keys,
+ * collections, destroy, destroy_collection, a raw command) runs against it,
+ * with AUTH and SELECT in front when the flags say so. Then:
  *  - the callback runs exactly once; a failure has a message; nothing
  *    fails with KV_ETIMEDOUT once the server has hung up (the closed
  *    connection must fail what waits);
@@ -25,36 +24,25 @@
  *    listed names valid and at most `limit`, a raw reply tree complete;
  *  - the store closes and the loop ends with every handle closed (ASan and
  *    LSan watch the memory). */
-#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "fuzz/fake-server.h"
 #include "internal.h"
 #include "kvio/redis.h"
 
 #pragma weak kv_redis_command
 #pragma weak kv_redis_req_cleanup
 
-/* Separates the answers to successive writes of the store. */
-#define SEP "\n--\n"
-
 static char dir[64];
 static char sock_path[128];
 
 typedef struct {
   uv_loop_t loop;
-  uv_pipe_t listener;
-  uv_pipe_t client;
-  uv_idle_t idle;   /* keeps poll from blocking while the client is up */
-  uv_check_t check; /* notices a client that waits for more answers */
-  int listening, have_client, hung_up, writes, quiet;
-  size_t pos;                /* reply bytes sent so far */
-  unsigned long reads, seen; /* server reads, and as of the last check */
-  const char *reply;
-  size_t reply_len;
+  fake_server_t server;
   kv_store_t *store;
   kv_req_t req;
   kv_redis_req_t raw;
@@ -63,144 +51,10 @@ typedef struct {
   int calls, closed;
 } fx_t;
 
-static void on_closed_handle(uv_handle_t *h) {
-  (void)h;
-}
-
-static void server_stop(fx_t *fx) {
-  if (!uv_is_closing((uv_handle_t *)&fx->idle)) {
-    uv_close((uv_handle_t *)&fx->idle, on_closed_handle);
-    uv_close((uv_handle_t *)&fx->check, on_closed_handle);
-  }
-  if (fx->listening) {
-    fx->listening = 0;
-    uv_close((uv_handle_t *)&fx->listener, on_closed_handle);
-  }
-  if (fx->have_client) {
-    fx->have_client = 0;
-    uv_close((uv_handle_t *)&fx->client, on_closed_handle);
-  }
-}
-
-static void hang_up(fx_t *fx) {
-  if (!fx->have_client) return;
-  fx->have_client = 0;
-  fx->hung_up = 1;
-  uv_close((uv_handle_t *)&fx->client, on_closed_handle);
-}
-
-static void on_written(uv_write_t *w, int status) {
-  fx_t *fx = w->data;
-  (void)status;
-  free(w);
-  if (--fx->writes == 0 && fx->pos >= fx->reply_len) hang_up(fx);
-}
-
-/* After each loop turn: a client that has been quiet for a few turns with
- * nothing left to write to it waits for answers that will not come (the
- * reply bytes ran out mid-exchange): hang up, so that it fails now. Writes
- * on loopback are readable at once, so a few turns are plenty. */
-static void on_check(uv_check_t *h) {
-  fx_t *fx = h->data;
-  if (!fx->have_client) {
-    uv_idle_stop(&fx->idle);
-    uv_check_stop(&fx->check);
-    return;
-  }
-  if (fx->writes > 0 || fx->reads != fx->seen) {
-    fx->seen = fx->reads;
-    fx->quiet = 0;
-  } else if (++fx->quiet >= 3) {
-    hang_up(fx);
-  }
-}
-
-static void on_idle(uv_idle_t *h) {
-  (void)h;
-}
-
-static void srv_alloc(uv_handle_t *h, size_t n, uv_buf_t *buf) {
-  static char rbuf[65536];
-  (void)h;
-  (void)n;
-  *buf = uv_buf_init(rbuf, sizeof rbuf);
-}
-
-/* Each time the store writes, answer with the next segment of the reply
- * bytes (segments end at SEP); after the last one, hang up. */
-static void srv_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  fx_t *fx = s->data;
-  const char *start, *sep;
-  size_t len;
-  uv_write_t *w;
-  uv_buf_t b;
-  (void)buf;
-  if (n == 0) return;
-  fx->reads++;
-  if (n < 0) { /* the store hung up */
-    if (fx->have_client) {
-      fx->have_client = 0;
-      uv_close((uv_handle_t *)&fx->client, on_closed_handle);
-    }
-    return;
-  }
-  if (fx->pos >= fx->reply_len) {
-    if (fx->writes == 0) hang_up(fx);
-    return;
-  }
-  start = fx->reply + fx->pos;
-  sep = memmem(start, fx->reply_len - fx->pos, SEP, sizeof SEP - 1);
-  len = sep ? (size_t)(sep - start) : fx->reply_len - fx->pos;
-  fx->pos += len + (sep ? sizeof SEP - 1 : 0);
-  if (len == 0) {
-    if (fx->pos >= fx->reply_len && fx->writes == 0) hang_up(fx);
-    return;
-  }
-  if ((w = malloc(sizeof *w)) == NULL) abort();
-  w->data = fx;
-  b = uv_buf_init((char *)(uintptr_t)start, (unsigned)len);
-  if (uv_write(w, s, &b, 1, on_written) != 0) {
-    free(w);
-    hang_up(fx);
-    return;
-  }
-  fx->writes++;
-}
-
-static void on_connection(uv_stream_t *l, int status) {
-  fx_t *fx = l->data;
-  if (status != 0 || fx->have_client) return;
-  uv_pipe_init(&fx->loop, &fx->client, 0);
-  fx->client.data = fx;
-  fx->have_client = 1;
-  if (uv_accept(l, (uv_stream_t *)&fx->client) != 0 ||
-      uv_read_start((uv_stream_t *)&fx->client, srv_alloc, srv_read) != 0) {
-    fx->have_client = 0;
-    uv_close((uv_handle_t *)&fx->client, on_closed_handle);
-  }
-  if (fx->have_client) {
-    uv_idle_start(&fx->idle, on_idle);
-    uv_check_start(&fx->check, on_check);
-  }
-  /* One connection: a reconnect finds nobody (and fails at once). */
-  fx->listening = 0;
-  uv_close((uv_handle_t *)&fx->listener, on_closed_handle);
-}
-
 static void store_closed(kv_store_t *s) {
   fx_t *fx = kv_store_loop(s)->data;
   fx->closed++;
-  server_stop(fx);
-}
-
-static void check_buf(const kv_buf_t *b) {
-  if (b->base == NULL || b->base[b->len] != '\0') abort();
-}
-
-static void check_name(const kv_buf_t *b) {
-  char err[256];
-  check_buf(b);
-  if (kv__check_name("name", b->base, b->len, err, sizeof err) != 0) abort();
+  fake_server_stop(&fx->server);
 }
 
 static void finish(fx_t *fx) {
@@ -210,53 +64,7 @@ static void finish(fx_t *fx) {
 
 static void on_done(kv_req_t *req) {
   fx_t *fx = req->data;
-  if (getenv("KV_FUZZ_VERBOSE")) /* to see what a seed reaches */
-    fprintf(stderr, "op %d: status %d (%s) found %d count %zu\n", fx->op,
-            req->status, kv_req_errmsg(req), req->found, req->count);
-  if (req->status != 0) {
-    const char *m = kv_req_errmsg(req);
-    /* Timing out is right only while the server holds the connection
-     * without answering; once it hung up, waiting is a bug. */
-    if (req->status > 0 || (req->status == KV_ETIMEDOUT && fx->hung_up))
-      abort();
-    if (m == NULL || m[0] == '\0') abort();
-  } else {
-    switch (req->op) {
-    case KV_OP_GET:
-    case KV_OP_TAKE:
-    case KV_OP_TTL:
-      if (req->found) check_buf(&req->value);
-      if (req->op == KV_OP_TTL && req->found && req->ttl != KV_TTL_NONE &&
-          !(req->ttl > 0 && isfinite(req->ttl)))
-        abort();
-      break;
-    case KV_OP_GET_MANY:
-    case KV_OP_TTL_MANY:
-      if (req->nresults != fx->nkeys || req->results == NULL) abort();
-      for (size_t i = 0; i < req->nresults; i++) {
-        const kv_result_t *res = &req->results[i];
-        if (!res->found) continue;
-        check_buf(&res->value);
-        /* A remaining time, or none: never NaN, infinite or negative. */
-        if (req->op == KV_OP_TTL_MANY && res->ttl != KV_TTL_NONE &&
-            !(res->ttl > 0 && isfinite(res->ttl)))
-          abort();
-      }
-      break;
-    case KV_OP_DELETE_MANY:
-      if (req->count > fx->nkeys) abort(); /* removed more than asked */
-      break;
-    case KV_OP_KEYS:
-    case KV_OP_COLLECTIONS:
-      if (req->nnames > fx->limit) abort();
-      for (size_t i = 0; i < req->nnames; i++)
-        check_name(&req->names[i]);
-      if (req->cursor != NULL && req->cursor[0] == '\0') abort();
-      break;
-    default:
-      break;
-    }
-  }
+  fake_server_check_done(&fx->server, req, fx->op, fx->nkeys, fx->limit);
   kv_req_cleanup(req);
   finish(fx);
 }
@@ -288,7 +96,7 @@ static void on_raw(kv_redis_req_t *raw) {
     check_reply(raw->reply, 0);
   } else {
     const char *m = kv_redis_req_errmsg(raw);
-    if ((raw->status == KV_ETIMEDOUT && fx->hung_up) || m == NULL ||
+    if ((raw->status == KV_ETIMEDOUT && fx->server.hung_up) || m == NULL ||
         m[0] == '\0')
       abort();
   }
@@ -384,20 +192,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   flags = data[1];
   fx->nkeys = 1 + (size_t)(flags >> 4 & 3);
   fx->limit = 1 + (size_t)(flags >> 6);
-  fx->reply = (const char *)data + 2;
-  fx->reply_len = size - 2;
   if (uv_loop_init(&fx->loop) != 0) abort();
   fx->loop.data = fx;
-  uv_idle_init(&fx->loop, &fx->idle);
-  uv_check_init(&fx->loop, &fx->check);
-  fx->idle.data = fx->check.data = fx;
-  unlink(sock_path);
-  if (uv_pipe_init(&fx->loop, &fx->listener, 0) != 0 ||
-      uv_pipe_bind(&fx->listener, sock_path) != 0 ||
-      uv_listen((uv_stream_t *)&fx->listener, 4, on_connection) != 0)
-    abort();
-  fx->listener.data = fx;
-  fx->listening = 1;
+  fake_server_start_unix(&fx->server, &fx->loop, sock_path,
+                         (const char *)data + 2, size - 2);
   snprintf(url, sizeof url, "redis+unix://%s?timeout=1%s%s%s", sock_path,
            flags & 1 ? "&password=pw" : "", flags & 2 ? "&db=3" : "",
            flags & 4 ? "&prefix=app%3A" : "");

@@ -472,9 +472,11 @@ static void t_forty_days(void **state) {
   assert_true(exp >= now + 3456000 && exp <= now + 3456000 + 10);
   /* beyond memcached's 32-bit expiries: no server expiry, filtered on read */
   assert_int_equal(item_exp(dump, "huge"), -1);
-  /* below a second: rounded up, never "no expiry" */
+  /* below a second: rounded up, never "no expiry". On a loaded machine the
+   * dumps above can take longer than the entry's 2 server seconds: gone
+   * from the server (-2) shows an expiry too. */
   exp = item_exp(dump, "short");
-  assert_true(exp >= now + 1 && exp <= now + 4);
+  assert_true(exp == -2 || (exp >= now + 1 && exp <= now + 4));
   free(dump);
   assert_int_equal(do_get(s, "c", "huge", &found, NULL, NULL, &ttl), 0);
   assert_true(found && ttl > KV_TTL_MAX - 10);

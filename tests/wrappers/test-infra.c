@@ -95,6 +95,14 @@ static void wrap_urls(void **state) {
   assert_int_equal(kv_open_ex(t.loop, "wrap:///statistics@memory://?x=1", &s,
                               err, sizeof err),
                    KV_EINVAL);
+  /* a bad escape in the inner URL, or an escaped NUL */
+  assert_int_equal(kv_open_ex(t.loop, "wrap:///statistics@memory://%zz", &s,
+                              err, sizeof err),
+                   KV_EINVAL);
+  assert_non_null(strstr(err, "percent-escape"));
+  assert_int_equal(kv_open_ex(t.loop, "wrap:///statistics@memory://%3F%00", &s,
+                              err, sizeof err),
+                   KV_EINVAL);
   /* the inner URL's own options, percent-encoded */
   assert_int_equal(kv_open_ex(t.loop,
                               "wrap:///prefix-keys:prefix=a%40b|statistics@"

@@ -1,5 +1,5 @@
 /* Internal interface between postgresql.c (connection, batching) and
- * postgresql-sql.c (the table, the statements, parameters and results). */
+ * postgresql_sql.c (the table, the statements, parameters and results). */
 #ifndef KVIO_STORES_POSTGRESQL_INT_H
 #define KVIO_STORES_POSTGRESQL_INT_H
 

@@ -26,7 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "stores/postgresql-int.h"
+#include "stores/postgresql_int.h"
 
 #define OID_BOOL 16
 #define OID_BYTEA 17
