@@ -52,7 +52,7 @@ typedef struct kv_memcached_stats_s {
 
 /* ctl(s, KV_MEMCACHED_CTL_STATS, kv_memcached_stats_t *out): copy the
  * counters. Returns 0. */
-#define KV_MEMCACHED_CTL_STATS 0x4d01
+#define KV_MEMCACHED_CTL_STATS (KV_CTL_RANGE_MEMCACHED + 1)
 
 /* Which server holds a key. */
 typedef struct kv_memcached_locate_s {
@@ -63,10 +63,10 @@ typedef struct kv_memcached_locate_s {
 
 /* ctl(s, KV_MEMCACHED_CTL_LOCATE, kv_memcached_locate_t *io): fill
  * io->server. Returns 0, or KV_EINVAL for a NULL key. */
-#define KV_MEMCACHED_CTL_LOCATE 0x4d02
+#define KV_MEMCACHED_CTL_LOCATE (KV_CTL_RANGE_MEMCACHED + 2)
 
 /* ctl(s, KV_MEMCACHED_CTL_NSERVERS, int *out): the number of servers. */
-#define KV_MEMCACHED_CTL_NSERVERS 0x4d03
+#define KV_MEMCACHED_CTL_NSERVERS (KV_CTL_RANGE_MEMCACHED + 3)
 
 #ifdef __cplusplus
 }

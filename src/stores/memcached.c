@@ -1201,17 +1201,18 @@ static int mc_cull(kv_store_t *s, kv_req_t *req) {
   return 0;
 }
 
-static int mc_ctl(kv_store_t *s, int op, void *arg) {
+static int mc_ctl(kv_store_t *s, int op, void *arg, size_t size) {
   mc_store_t *st = STORE(s);
   switch (op) {
   case KV_MEMCACHED_CTL_STATS:
-    if (arg == NULL) return KV_EINVAL;
+    KV_CTL_EXPECT(arg, size, kv_memcached_stats_t);
     *(kv_memcached_stats_t *)arg = st->stats;
     return 0;
   case KV_MEMCACHED_CTL_LOCATE: {
     kv_memcached_locate_t *l = arg;
     const char *c;
-    if (l == NULL || l->key == NULL) return KV_EINVAL;
+    KV_CTL_EXPECT(arg, size, kv_memcached_locate_t);
+    if (l->key == NULL) return KV_EINVAL;
     c = l->collection && *l->collection ? l->collection : s->default_collection;
     l->server = (int)kv__mc_ring_lookup(
         &st->ring, kv__mc_key_hash(c, strlen(c), l->key, strlen(l->key)));
@@ -1219,7 +1220,7 @@ static int mc_ctl(kv_store_t *s, int op, void *arg) {
     return 0;
   }
   case KV_MEMCACHED_CTL_NSERVERS:
-    if (arg == NULL) return KV_EINVAL;
+    KV_CTL_EXPECT(arg, size, int);
     *(int *)arg = (int)st->nservers;
     return 0;
   default:
@@ -1494,5 +1495,5 @@ const kv_store_methods_t kv__memcached_methods = {
     .cas = mc_atomic,
     .incr = mc_atomic,
     .take = mc_atomic,
-    .ctl = mc_ctl,
+    .ctl_ex = mc_ctl,
 };

@@ -23,6 +23,7 @@
 #include "kvio.h"
 #include "kvio/backend.h"
 #include "kvio/memcached.h"
+#include "kvio/wrap.h"
 #include "memcached_int.h"
 
 static const char *port1, *port2;
@@ -316,8 +317,33 @@ static void t_keys_spread_over_both(void **state) {
   int count[2] = {0, 0}, nservers = 0, found;
   char key[32];
   (void)state;
-  assert_int_equal(kv_store_ctl(s, KV_MEMCACHED_CTL_NSERVERS, &nservers, sizeof nservers), 0);
+  assert_int_equal(
+      kv_store_ctl(s, KV_MEMCACHED_CTL_NSERVERS, &nservers, sizeof nservers),
+      0);
   assert_int_equal(nservers, 2);
+  {
+    /* Every ctl carries the caller's struct size: a wrong size is refused,
+     * and another store's opcode is not this store's (even through a
+     * wrapper, which forwards controls unchanged). */
+    kv_memcached_stats_t small_buf[1];
+    kv_store_t *w = NULL;
+    int64_t big = 0;
+    kv_wrap_statistics_opts_t o = {1};
+    assert_int_equal(kv_store_ctl(s, KV_MEMCACHED_CTL_NSERVERS, &big,
+                                  sizeof big),
+                     KV_EINVAL);
+    assert_int_equal(kv_store_ctl(s, KV_MEMCACHED_CTL_STATS, small_buf,
+                                  sizeof small_buf[0] / 2),
+                     KV_EINVAL);
+    assert_int_equal(kv_wrap_statistics(s, &o, &w), 0);
+    assert_int_equal(kv_store_ctl(w, KV_MEMCACHED_CTL_NSERVERS, &nservers,
+                                  sizeof nservers),
+                     0);
+    assert_int_equal(kv_store_ctl(w, KV_CTL_RANGE_ROCKSDB + 1, &nservers,
+                                  sizeof nservers),
+                     KV_ENOTSUP);
+    kv_store_close(w, NULL);
+  }
   for (int i = 0; i < 200; i++) {
     snprintf(key, sizeof key, "k%d", i);
     count[locate(s, "c", key)]++;
