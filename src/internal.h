@@ -5,6 +5,12 @@
 #include "kvio.h"
 #include "kvio/backend.h"
 
+/* The few internals that modules (parts built as NAME.so, loaded on demand)
+ * call: exported from libkvio.so although they are not public API. Keep
+ * this set small; docs/design.md lists it and tests/install/run.sh checks
+ * that libkvio.so exports exactly these beyond the kv_ API. */
+#define KV__MODULE_API __attribute__((visibility("default")))
+
 /* Built-in stores (src/stores/<name>.c). */
 extern const kv_store_methods_t kv__memory_methods;
 extern const kv_store_methods_t kv__null_methods;
@@ -30,13 +36,13 @@ int kv__url_parse(const char *raw, kv_url_t *url, char *errbuf,
 void kv__url_free(kv_url_t *url);
 
 /* src/core/validate.c: 0 or KV_EINVAL with a detail in errbuf. */
-int kv__check_name(const char *what, const char *name, size_t len, char *errbuf,
+KV__MODULE_API int kv__check_name(const char *what, const char *name, size_t len, char *errbuf,
                    size_t errbuf_len);
 int kv__check_ttl(double ttl, char *errbuf, size_t errbuf_len);
-int kv__utf8_valid(const char *s, size_t len);
+KV__MODULE_API int kv__utf8_valid(const char *s, size_t len);
 
 /* Write printf output into errbuf (may be NULL); returns err. */
-int kv__errbuf(char *errbuf, size_t errbuf_len, int err, const char *fmt, ...)
+KV__MODULE_API int kv__errbuf(char *errbuf, size_t errbuf_len, int err, const char *fmt, ...)
 #if defined(__GNUC__) || defined(__clang__)
     __attribute__((format(printf, 4, 5)))
 #endif
