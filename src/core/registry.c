@@ -277,7 +277,7 @@ static int load_part(size_t i, const char *what, const char *name,
   kv_module_init_fn init = p->init;
   kv_module_t mod;
   void *h = NULL;
-  char dir[PATH_MAX], path[PATH_MAX + 80];
+  char dir[PATH_MAX], path[PATH_MAX + 80], d[200];
   int err;
   if (init == NULL) {
     if ((err = module_dir(dir, sizeof dir, errbuf, errbuf_len)) != 0)
@@ -307,6 +307,25 @@ static int load_part(size_t i, const char *what, const char *name,
   if (err == 0 && !mod.abi_checked)
     err = refuse(&mod, KV_EINVAL, "its entry point did not call "
                                   "kv_module_abi()");
+  /* It must add every name the table of parts promises for it. */
+  for (const char *const *l = p->stores; err == 0 && *l; l++) {
+    size_t k = 0;
+    while (k < mod.nstores && strcasecmp(mod.stores[k].name, *l) != 0) k++;
+    if (k == mod.nstores) {
+      snprintf(d, sizeof d, "it did not add scheme '%s', declared by its part",
+               *l);
+      err = refuse(&mod, KV_EINVAL, d);
+    }
+  }
+  for (const char *const *l = p->wrappers; err == 0 && *l; l++) {
+    size_t k = 0;
+    while (k < mod.nwrappers && strcmp(mod.wrappers[k].name, *l) != 0) k++;
+    if (k == mod.nwrappers) {
+      snprintf(d, sizeof d, "it did not add wrapper '%s', declared by its part",
+               *l);
+      err = refuse(&mod, KV_EINVAL, d);
+    }
+  }
   for (size_t k = 0; err == 0 && k < mod.nstores; k++)
     if (find_scheme(mod.stores[k].name) != NULL)
       err = refuse(&mod, KV_EEXISTS, "a scheme it adds is already registered");

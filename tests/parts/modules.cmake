@@ -1,0 +1,35 @@
+# Tests of the parts loaded on demand (tests/modules/; docs/design.md,
+# "Parts and modules"). They link the shared libkvio, as applications do.
+#
+#   modules      tests/modules/test-modules.c: nothing loaded for the core's
+#                stores, registration checks, missing / broken / refused
+#                modules (tests/modules/bad-module.c), threads, shims
+#   cli-modules  tests/modules/cli-maps.sh: what the kvio tool maps (LD_DEBUG)
+if(KV_MODULES AND KV_HAVE_SQLITE AND KV_HAVE_ROCKSDB AND KV_HAVE_MEMCACHED
+    AND KV_HAVE_FILE AND KV_HAVE_COMPRESSION AND KV_HAVE_WRAPPERS)
+  add_library(test-bad-module MODULE
+    ${CMAKE_CURRENT_SOURCE_DIR}/modules/bad-module.c)
+  set_target_properties(test-bad-module PROPERTIES PREFIX ""
+    LIBRARY_OUTPUT_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR})
+  target_compile_options(test-bad-module PRIVATE ${KV_WARNINGS})
+  target_compile_definitions(test-bad-module PRIVATE KV_BAD_PART=memcached
+    KV_BAD_SCHEME="memcached")
+  target_link_libraries(test-bad-module PRIVATE kvio)
+
+  add_executable(test-modules ${CMAKE_CURRENT_SOURCE_DIR}/modules/test-modules.c)
+  target_compile_options(test-modules PRIVATE ${KV_WARNINGS})
+  target_compile_definitions(test-modules PRIVATE
+    KV_TEST_BAD_MODULE="$<TARGET_FILE:test-bad-module>")
+  target_link_libraries(test-modules PRIVATE kvio PkgConfig::CMOCKA
+    Threads::Threads)
+  add_dependencies(test-modules test-bad-module kvio_modules)
+  add_test(NAME modules COMMAND test-modules)
+  set_tests_properties(modules PROPERTIES TIMEOUT ${KV_TEST_TIMEOUT}
+    LABELS "unit;modules")
+endif()
+if(KV_MODULES AND TARGET kvio_cli AND KV_HAVE_SQLITE AND KV_HAVE_COMPRESSION)
+  add_test(NAME cli-modules COMMAND bash
+    ${CMAKE_CURRENT_SOURCE_DIR}/modules/cli-maps.sh $<TARGET_FILE:kvio_cli>)
+  set_tests_properties(cli-modules PROPERTIES TIMEOUT ${KV_TEST_TIMEOUT}
+    LABELS "cli;modules")
+endif()
