@@ -218,8 +218,9 @@ KV_EXTERN uv_loop_t *kv_store_loop(const kv_store_t *store);
 /* A store-specific control (see the store's header, e.g. kvio/disk.h).
  * Returns the store's answer, or KV_ENOTSUP for an op it does not know. */
 KV_EXTERN int kv_store_ctl(kv_store_t *store, int op, void *arg);
-/* The comma-separated list of registered URL schemes. Static storage until
- * the next kv_register(). */
+/* The comma-separated list of known URL schemes: kvio's parts (loaded or
+ * not: see docs/design.md, "Parts and modules"), then those registered with
+ * kv_register(). Static storage until the next kv_register(). */
 KV_EXTERN const char *kv_schemes(void);
 
 /* ---- Operations ----------------------------------------------------------
