@@ -118,8 +118,11 @@ static void core_stores_load_no_module(void **state) {
   assert_non_null(strstr(err, "encryption"));
   run_close(&loop, s);
 
-  for (size_t i = 0; i < sizeof libs / sizeof *libs; i++)
+  for (size_t i = 0; i < sizeof libs / sizeof *libs; i++) {
+    /* UBSan's runtime links libstdc++ itself. */
+    if (strcmp(libs[i], "libstdc++") == 0 && mapped("libubsan")) continue;
     if (mapped(libs[i])) fail_msg("%s is mapped", libs[i]);
+  }
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
