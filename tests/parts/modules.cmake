@@ -33,3 +33,28 @@ if(KV_MODULES AND TARGET kvio_cli AND KV_HAVE_SQLITE AND KV_HAVE_COMPRESSION)
   set_tests_properties(cli-modules PROPERTIES TIMEOUT ${KV_TEST_TIMEOUT}
     LABELS "cli;modules")
 endif()
+
+# The conformance suite once more, linked with the shared libkvio, on stores
+# and wrappers that live in modules (the other conformance runs link
+# libkvio.a, where every part is linked in).
+if(KV_MODULES AND KV_CONFORMANCE_SOURCES AND KV_HAVE_SQLITE AND KV_HAVE_FILE
+    AND KV_HAVE_COMPRESSION AND KV_HAVE_WRAPPERS)
+  add_executable(test-conformance-shared ${KV_CONFORMANCE_SOURCES})
+  target_include_directories(test-conformance-shared PRIVATE
+    ${CMAKE_SOURCE_DIR}/src ${CMAKE_CURRENT_SOURCE_DIR})
+  target_compile_options(test-conformance-shared PRIVATE ${KV_WARNINGS})
+  target_link_libraries(test-conformance-shared PRIVATE kvio PkgConfig::CMOCKA m)
+  add_dependencies(test-conformance-shared kvio_modules)
+  foreach(pair "sqlite=sqlite://@TMP@/db.sqlite" "file=file://@TMP@/kv.json"
+      "encryption-compression=wrap:///encryption:key=cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=|compression:min_size=1@memory://")
+    string(FIND "${pair}" "=" eq)
+    string(SUBSTRING "${pair}" 0 ${eq} label)
+    math(EXPR eq "${eq} + 1")
+    string(SUBSTRING "${pair}" ${eq} -1 url)
+    add_test(NAME conformance-module-${label}
+      COMMAND test-conformance-shared "${url}")
+    set_tests_properties(conformance-module-${label} PROPERTIES
+      TIMEOUT ${KV_TEST_TIMEOUT} SKIP_RETURN_CODE 77
+      LABELS "conformance;modules")
+  endforeach()
+endif()
