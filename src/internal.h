@@ -41,6 +41,11 @@ KV__MODULE_API int kv__check_name(const char *what, const char *name, size_t len
 int kv__check_ttl(double ttl, char *errbuf, size_t errbuf_len);
 KV__MODULE_API int kv__utf8_valid(const char *s, size_t len);
 
+/* src/core/sha256.c: SHA-256 of data (GNU Nettle). */
+#define KV__SHA256_LEN 32
+void kv__sha256(const void *data, size_t len,
+                unsigned char out[KV__SHA256_LEN]);
+
 /* Write printf output into errbuf (may be NULL); returns err. */
 KV__MODULE_API int kv__errbuf(char *errbuf, size_t errbuf_len, int err, const char *fmt, ...)
 #if defined(__GNUC__) || defined(__clang__)

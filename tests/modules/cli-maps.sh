@@ -19,7 +19,7 @@ maps() {
   LD_DEBUG=files "$@" 2>&1 >/dev/null | sed -n 's/.*file=\([^ ]*\).*/\1/p' | sort -u
 }
 
-forbidden='kvio/modules/|librocksdb|libpq\.|libhiredis|libsqlite3|libssl\.|libzstd|liblz4|libz\.|libgnutls|libldap|libkrb5'
+forbidden='kvio/modules/|libcrypto|librocksdb|libpq\.|libhiredis|libsqlite3|libssl\.|libzstd|liblz4|libz\.|libgnutls|libldap|libkrb5'
 # RocksDB's libstdc++ too, unless a sanitizer runtime (UBSan's) brings it.
 ldd "$kvio" | grep -E 'lib(a|ub|t)san' >/dev/null || forbidden="$forbidden|libstdc\+\+"
 check_none() {

@@ -75,7 +75,7 @@ static void copy_file(const char *from, const char *to) {
 static void core_stores_load_no_module(void **state) {
   static const char *const libs[] = {
       "/kvio/modules/", "librocksdb", "libpq.", "libhiredis", "libsqlite3",
-      "libssl.", "libstdc++", "libzstd", "liblz4"};
+      "libssl.", "libcrypto", "libstdc++", "libzstd", "liblz4"};
   static const char *const schemes[] = {
       "memory", "null", "disk", "wrap", "file", "sqlite", "rocksdb",
       "redis", "rediss", "valkey", "memcached", "postgresql", "postgres"};
