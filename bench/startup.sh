@@ -10,7 +10,8 @@
 # them afterwards.
 #
 #   bench/startup.sh [BUILD_DIR] [KVIO]      RUNS=20 bench/startup.sh build
-# KVIO defaults to BUILD_DIR/kvio; give another binary to compare builds.
+# KVIO defaults to BUILD_DIR/kvio. KVIO_BASE=OTHER/kvio adds another build's
+# memory:// and --version lines to the same hyperfine run (before/after).
 set -euo pipefail
 # Pin this script (and so everything it starts) to core 0.
 if [ -z "${KV_STARTUP_PINNED:-}" ] && command -v taskset >/dev/null; then
@@ -24,6 +25,7 @@ for t in hyperfine sqlite3 jq; do
 done
 [ -x "$kvio" ] || { echo "no kvio at $kvio" >&2; exit 77; }
 kvio=$(cd "$(dirname "$kvio")" && pwd)/$(basename "$kvio")
+base=${KVIO_BASE:-}
 tmp=$(mktemp -d "${TMPDIR:-/var/tmp}/kvio-startup.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 "$kvio" --store "disk://$tmp/db" put k v >/dev/null
@@ -34,7 +36,10 @@ hyperfine -N -i --warmup 3 --runs "$runs" --export-json "$tmp/out.json" \
   -n "sqlite3 :memory: 'select 1'" "sqlite3 :memory: 'select 1'" \
   -n "kvio --store memory:// get k" "$kvio --store memory:// get k" \
   -n "kvio --store disk://DIR get k" "$kvio --store disk://$tmp/db get k" \
-  -n "kvio --version" "$kvio --version" >"$tmp/hyperfine.txt" 2>&1
+  -n "kvio --version" "$kvio --version" \
+  ${base:+-n "base: kvio --store memory:// get k" "$base --store memory:// get k"} \
+  ${base:+-n "base: kvio --version" "$base --version"} \
+  >"$tmp/hyperfine.txt" 2>&1
 
 # The same commands again, interleaved (one of each per round, so a busy
 # moment of a shared machine hits them all alike), timed with bash's

@@ -36,8 +36,8 @@ int kv__url_parse(const char *raw, kv_url_t *url, char *errbuf,
 void kv__url_free(kv_url_t *url);
 
 /* src/core/validate.c: 0 or KV_EINVAL with a detail in errbuf. */
-KV__MODULE_API int kv__check_name(const char *what, const char *name, size_t len, char *errbuf,
-                   size_t errbuf_len);
+KV__MODULE_API int kv__check_name(const char *what, const char *name,
+                                  size_t len, char *errbuf, size_t errbuf_len);
 int kv__check_ttl(double ttl, char *errbuf, size_t errbuf_len);
 KV__MODULE_API int kv__utf8_valid(const char *s, size_t len);
 
@@ -47,7 +47,8 @@ void kv__sha256(const void *data, size_t len,
                 unsigned char out[KV__SHA256_LEN]);
 
 /* Write printf output into errbuf (may be NULL); returns err. */
-KV__MODULE_API int kv__errbuf(char *errbuf, size_t errbuf_len, int err, const char *fmt, ...)
+KV__MODULE_API int kv__errbuf(char *errbuf, size_t errbuf_len, int err,
+                              const char *fmt, ...)
 #if defined(__GNUC__) || defined(__clang__)
     __attribute__((format(printf, 4, 5)))
 #endif

@@ -9,11 +9,11 @@
 #include "kvio/module.h"
 
 typedef struct {
-  const char *name;                /* "sqlite": the module is sqlite.so */
-  const char *entry;               /* "kv_part_sqlite_init" */
-  const char *const *stores;       /* URL schemes, NULL-terminated */
-  const char *const *wrappers;     /* wrapper names, NULL-terminated */
-  kv_module_init_fn init;          /* linked in; NULL: a module */
+  const char *name;            /* "sqlite": the module is sqlite.so */
+  const char *entry;           /* "kv_part_sqlite_init" */
+  const char *const *stores;   /* URL schemes, NULL-terminated */
+  const char *const *wrappers; /* wrapper names, NULL-terminated */
+  kv_module_init_fn init;      /* linked in; NULL: a module */
 } kv__part_t;
 
 extern const kv__part_t kv__parts[];
@@ -34,27 +34,27 @@ void *kv__part_symbol(const char *part, const char *symbol);
 /* A public function of a part built as a module: libkvio.so defines it and
  * forwards every call to the module's definition (loaded on the first
  * call). `fail` is returned when the module cannot be loaded. */
-#define KV__SHIM(part, ret, name, fail, params, args)                   \
-  KV_EXTERN ret name params {                                          \
-    static ret(*fn) params;                                            \
-    ret(*f) params = __atomic_load_n(&fn, __ATOMIC_ACQUIRE);           \
-    if (f == NULL) {                                                   \
-      f = (ret(*) params)kv__part_symbol(#part, #name);                \
-      if (f == NULL) return fail;                                      \
-      __atomic_store_n(&fn, f, __ATOMIC_RELEASE);                      \
-    }                                                                  \
-    return f args;                                                     \
+#define KV__SHIM(part, ret, name, fail, params, args)        \
+  KV_EXTERN ret name params {                                \
+    static ret(*fn) params;                                  \
+    ret(*f) params = __atomic_load_n(&fn, __ATOMIC_ACQUIRE); \
+    if (f == NULL) {                                         \
+      f = (ret(*) params)kv__part_symbol(#part, #name);      \
+      if (f == NULL) return fail;                            \
+      __atomic_store_n(&fn, f, __ATOMIC_RELEASE);            \
+    }                                                        \
+    return f args;                                           \
   }
-#define KV__SHIM_VOID(part, name, params, args)                         \
-  KV_EXTERN void name params {                                         \
-    static void(*fn) params;                                           \
-    void(*f) params = __atomic_load_n(&fn, __ATOMIC_ACQUIRE);          \
-    if (f == NULL) {                                                   \
-      f = (void(*) params)kv__part_symbol(#part, #name);               \
-      if (f == NULL) return;                                           \
-      __atomic_store_n(&fn, f, __ATOMIC_RELEASE);                      \
-    }                                                                  \
-    f args;                                                            \
+#define KV__SHIM_VOID(part, name, params, args)               \
+  KV_EXTERN void name params {                                \
+    static void(*fn) params;                                  \
+    void(*f) params = __atomic_load_n(&fn, __ATOMIC_ACQUIRE); \
+    if (f == NULL) {                                          \
+      f = (void(*) params)kv__part_symbol(#part, #name);      \
+      if (f == NULL) return;                                  \
+      __atomic_store_n(&fn, f, __ATOMIC_RELEASE);             \
+    }                                                         \
+    f args;                                                   \
   }
 
 #endif

@@ -245,8 +245,7 @@ static const char anchor; /* an address inside libkvio, for dladdr() */
 
 /* Where modules are: $KVIO_MODULE_DIR, else kvio/modules beside the file
  * libkvio was loaded from (so a moved installation still finds its own). */
-static int module_dir(char *out, size_t size, char *errbuf,
-                      size_t errbuf_len) {
+static int module_dir(char *out, size_t size, char *errbuf, size_t errbuf_len) {
   const char *env = getenv("KVIO_MODULE_DIR");
   const char *slash;
   Dl_info info;
@@ -259,8 +258,8 @@ static int module_dir(char *out, size_t size, char *errbuf,
       return kv__errbuf(errbuf, errbuf_len, KV_ENOTSUP,
                         "cannot tell where libkvio was loaded from, so "
                         "cannot find its modules: set KVIO_MODULE_DIR");
-    n = snprintf(out, size, "%.*s/kvio/modules",
-                 (int)(slash - info.dli_fname), info.dli_fname);
+    n = snprintf(out, size, "%.*s/kvio/modules", (int)(slash - info.dli_fname),
+                 info.dli_fname);
   }
   if (n < 0 || (size_t)n >= size)
     return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
@@ -271,8 +270,8 @@ static int module_dir(char *out, size_t size, char *errbuf,
 /* Run part i's entry point (dlopen()ing its module first) and keep what it
  * registered, all of it or, on any refusal, nothing. `what` and `name` say
  * what needed the part, for the error text. */
-static int load_part(size_t i, const char *what, const char *name,
-                     char *errbuf, size_t errbuf_len) {
+static int load_part(size_t i, const char *what, const char *name, char *errbuf,
+                     size_t errbuf_len) {
   const kv__part_t *p = &kv__parts[i];
   kv_module_init_fn init = p->init;
   kv_module_t mod;
@@ -286,8 +285,8 @@ static int load_part(size_t i, const char *what, const char *name,
     h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (h == NULL)
       return kv__errbuf(errbuf, errbuf_len, KV_ENOTSUP,
-                        "%s '%s' needs module %s, which did not load: %s",
-                        what, name, path, dlerror());
+                        "%s '%s' needs module %s, which did not load: %s", what,
+                        name, path, dlerror());
     init = (kv_module_init_fn)dlsym(h, p->entry);
     if (init == NULL) {
       err = kv__errbuf(errbuf, errbuf_len, KV_ENOTSUP,
@@ -305,12 +304,14 @@ static int load_part(size_t i, const char *what, const char *name,
   err = init(&mod);
   if (err == 0 && mod.err) err = mod.err;
   if (err == 0 && !mod.abi_checked)
-    err = refuse(&mod, KV_EINVAL, "its entry point did not call "
-                                  "kv_module_abi()");
+    err = refuse(&mod, KV_EINVAL,
+                 "its entry point did not call "
+                 "kv_module_abi()");
   /* It must add every name the table of parts promises for it. */
   for (const char *const *l = p->stores; err == 0 && *l; l++) {
     size_t k = 0;
-    while (k < mod.nstores && strcasecmp(mod.stores[k].name, *l) != 0) k++;
+    while (k < mod.nstores && strcasecmp(mod.stores[k].name, *l) != 0)
+      k++;
     if (k == mod.nstores) {
       snprintf(d, sizeof d, "it did not add scheme '%s', declared by its part",
                *l);
@@ -319,7 +320,8 @@ static int load_part(size_t i, const char *what, const char *name,
   }
   for (const char *const *l = p->wrappers; err == 0 && *l; l++) {
     size_t k = 0;
-    while (k < mod.nwrappers && strcmp(mod.wrappers[k].name, *l) != 0) k++;
+    while (k < mod.nwrappers && strcmp(mod.wrappers[k].name, *l) != 0)
+      k++;
     if (k == mod.nwrappers) {
       snprintf(d, sizeof d, "it did not add wrapper '%s', declared by its part",
                *l);
@@ -341,7 +343,8 @@ static int load_part(size_t i, const char *what, const char *name,
                       what, name, h ? "module " : "", path,
                       mod.detail[0] ? mod.detail : kv_strerror(err));
   }
-  for (size_t k = 0; k < mod.nstores; k++) schemes[nschemes++] = mod.stores[k];
+  for (size_t k = 0; k < mod.nstores; k++)
+    schemes[nschemes++] = mod.stores[k];
   for (size_t k = 0; k < mod.nwrappers; k++)
     wrappers[nwrappers++] = mod.wrappers[k];
   parts[i].loaded = 1;
@@ -364,8 +367,7 @@ static int resolve_store(const kv_url_t *url, const kv_store_methods_t **out,
                       url->scheme, url->raw, scheme_list);
   }
   if (!parts[p].loaded)
-    err = load_part((size_t)p, "store scheme", url->scheme, errbuf,
-                    errbuf_len);
+    err = load_part((size_t)p, "store scheme", url->scheme, errbuf, errbuf_len);
   if (err == 0 && (*out = find_scheme(url->scheme)) == NULL)
     err = kv__errbuf(errbuf, errbuf_len, KV_ENOTSUP,
                      "part '%s' did not register scheme '%s'",
@@ -456,7 +458,8 @@ const char *kv_schemes(void) {
   return scheme_list;
 }
 
-/* ---- kv_open --------------------------------------------------------------- */
+/* ---- kv_open ---------------------------------------------------------------
+ */
 
 /* Every option must be one the store (or the core) knows. */
 static int check_options(const kv_url_t *url, const kv_store_methods_t *m,

@@ -10,6 +10,5 @@ KV__SHIM(redis, int, kv_redis_command, KV_EINVAL,
          (s, req, argc, argv, argvlen, cb))
 KV__SHIM_VOID(redis, kv_redis_req_cleanup, (kv_redis_req_t * req), (req))
 KV__SHIM(redis, const char *, kv_redis_req_errmsg,
-         "the redis module is not loaded",
-         (const kv_redis_req_t *req), (req))
+         "the redis module is not loaded", (const kv_redis_req_t *req), (req))
 KV__SHIM_VOID(redis, kv_redis_reply_free, (kv_redis_reply_t * reply), (reply))

@@ -74,11 +74,12 @@ static void copy_file(const char *from, const char *to) {
 
 static void core_stores_load_no_module(void **state) {
   static const char *const libs[] = {
-      "/kvio/modules/", "librocksdb", "libpq.", "libhiredis", "libsqlite3",
-      "libssl.", "libcrypto", "libstdc++", "libzstd", "liblz4"};
+      "/kvio/modules/", "librocksdb", "libpq.",    "libhiredis", "libsqlite3",
+      "libssl.",        "libcrypto",  "libstdc++", "libzstd",    "liblz4"};
   static const char *const schemes[] = {
-      "memory", "null", "disk", "wrap", "file", "sqlite", "rocksdb",
-      "redis", "rediss", "valkey", "memcached", "postgresql", "postgres"};
+      "memory",    "null",       "disk",    "wrap",   "file",
+      "sqlite",    "rocksdb",    "redis",   "rediss", "valkey",
+      "memcached", "postgresql", "postgres"};
   uv_loop_t loop;
   kv_store_t *s, *w;
   char err[2048], url[400];
@@ -92,7 +93,8 @@ static void core_stores_load_no_module(void **state) {
   snprintf(url, sizeof url, "disk://%s/disk", tmp);
   assert_int_equal(kv_open_ex(&loop, url, &s, err, sizeof err), 0);
   run_close(&loop, s);
-  snprintf(url, sizeof url, "wrap:///statistics|prefix-keys:prefix=a@disk://%s/disk", tmp);
+  snprintf(url, sizeof url,
+           "wrap:///statistics|prefix-keys:prefix=a@disk://%s/disk", tmp);
   assert_int_equal(kv_open_ex(&loop, url, &s, err, sizeof err), 0);
   run_close(&loop, s);
 
@@ -105,7 +107,8 @@ static void core_stores_load_no_module(void **state) {
     snprintf(want, sizeof want, " %s,", schemes[i]);
     if (strstr(err, want) == NULL) {
       snprintf(want, sizeof want, " %s)", schemes[i]);
-      if (strstr(err, want) == NULL) fail_msg("'%s' not in: %s", schemes[i], err);
+      if (strstr(err, want) == NULL)
+        fail_msg("'%s' not in: %s", schemes[i], err);
     }
   }
   assert_non_null(strstr(kv_schemes(), "rocksdb"));
@@ -302,7 +305,8 @@ static void refused_module(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
-/* ---- Threads loading one module at once ----------------------------------- */
+/* ---- Threads loading one module at once -----------------------------------
+ */
 
 static void *open_file_store(void *arg) {
   uv_loop_t loop;
@@ -370,8 +374,8 @@ static void module_functions_forward(void **state) {
   assert_int_equal(kv_wrap_compression(inner, &opts, &c), 0);
   assert_string_equal(kv_store_name(c), "compression");
   done = 0;
-  assert_int_equal(kv_put(c, &req, NULL, "k", value, sizeof value - 1, 0,
-                          on_done), 0);
+  assert_int_equal(
+      kv_put(c, &req, NULL, "k", value, sizeof value - 1, 0, on_done), 0);
   uv_run(&loop, UV_RUN_DEFAULT);
   assert_int_equal(req.status, 0);
   kv_req_cleanup(&req);
