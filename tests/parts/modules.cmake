@@ -5,6 +5,8 @@
 #                stores, registration checks, missing / broken / refused
 #                modules (tests/modules/bad-module.c), threads, shims
 #   cli-modules  tests/modules/cli-maps.sh: what the kvio tool maps (LD_DEBUG)
+#   modules-redis  tests/modules/test-modules-redis.c: the redis shims
+#   conformance-module-*  the conformance suite through modules
 if(KV_MODULES AND KV_HAVE_SQLITE AND KV_HAVE_ROCKSDB AND KV_HAVE_MEMCACHED
     AND KV_HAVE_FILE AND KV_HAVE_COMPRESSION AND KV_HAVE_WRAPPERS)
   add_library(test-bad-module MODULE
@@ -57,4 +59,19 @@ if(KV_MODULES AND KV_CONFORMANCE_SOURCES AND KV_HAVE_SQLITE AND KV_HAVE_FILE
       TIMEOUT ${KV_TEST_TIMEOUT} SKIP_RETURN_CODE 77
       LABELS "conformance;modules")
   endforeach()
+endif()
+
+# The shims of kvio/redis.h through the shared libkvio, against a throwaway
+# redis-server (tests/servers/with-redis.sh).
+if(KV_MODULES AND KV_HAVE_REDIS)
+  add_executable(test-modules-redis
+    ${CMAKE_CURRENT_SOURCE_DIR}/modules/test-modules-redis.c)
+  target_compile_options(test-modules-redis PRIVATE ${KV_WARNINGS})
+  target_link_libraries(test-modules-redis PRIVATE kvio)
+  add_dependencies(test-modules-redis kvio_modules)
+  add_test(NAME modules-redis COMMAND
+    ${CMAKE_CURRENT_SOURCE_DIR}/servers/with-redis.sh
+    $<TARGET_FILE:test-modules-redis> "redis://127.0.0.1:@PORT@/0")
+  set_tests_properties(modules-redis PROPERTIES TIMEOUT ${KV_TEST_TIMEOUT}
+    SKIP_RETURN_CODE 77 LABELS "modules;redis")
 endif()
