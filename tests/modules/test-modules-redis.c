@@ -38,6 +38,8 @@ int main(int argc, char **argv) {
   CHECK(kv_open(&loop, "memory://", &m) == 0);
   memset(&req, 0, sizeof req);
   CHECK(kv_redis_command(m, &req, 2, ping, NULL, on_reply) == KV_EINVAL);
+  CHECK(strstr(kv_redis_req_errmsg(&req), "redis") != NULL);
+  kv_redis_req_cleanup(&req); /* the refusal's text */
   kv_store_close(m, NULL);
 
   if (kv_open_ex(&loop, argv[1], &s, err, sizeof err) != 0) {
