@@ -33,16 +33,31 @@ set(KV__CORE_PART_LIBS "")
 set(KV__SHIM_SOURCES "")
 set(KV__STATIC_OBJECTS "")
 set(KV__STATIC_LIBS "")
-set(KV__OWN_LIBS "")
 set(KV__NPARTS 0)
 foreach(v DECLS_SHARED DECLS_STATIC LISTS ROWS_SHARED ROWS_STATIC
     ROWS_SHARED_B ROWS_STATIC_B)
   set(KV__PARTS_${v} "")
 endforeach()
 
+# Libraries appended to KV_PART_LIBS by older-style part files (not through
+# kv_part): they are the legacy built-in part's (kv_parts_finish).
+set(KV__LEGACY_LIBS "")
+set(KV__LIBS_SEEN 0)
+macro(kv__collect_legacy_libs)
+  list(LENGTH KV_PART_LIBS kv__n)
+  set(kv__i ${KV__LIBS_SEEN})
+  while(kv__i LESS kv__n)
+    list(GET KV_PART_LIBS ${kv__i} kv__lib)
+    list(APPEND KV__LEGACY_LIBS ${kv__lib})
+    math(EXPR kv__i "${kv__i} + 1")
+  endwhile()
+endmacro()
+
 function(kv_part name)
   cmake_parse_arguments(P "BUILTIN" ""
     "SOURCES;LIBS;INCLUDES;DEFINITIONS;PC_PRIVATE;STORES;WRAPPERS;SHIMS" ${ARGN})
+  kv__collect_legacy_libs()
+  set(KV__LEGACY_LIBS ${KV__LEGACY_LIBS} PARENT_SCOPE)
   string(MAKE_C_IDENTIFIER "${name}" id)
   set(module ON)
   if(P_BUILTIN OR NOT KV_MODULES)
@@ -104,11 +119,13 @@ function(kv_part name)
   set(KV__NPARTS ${n} PARENT_SCOPE)
 
   # What the tests and kvio.pc see.
-  set(KV_PART_LIBS ${KV_PART_LIBS} ${P_LIBS} PARENT_SCOPE)
+  set(libs ${KV_PART_LIBS} ${P_LIBS})
+  list(LENGTH libs n)
+  set(KV_PART_LIBS ${libs} PARENT_SCOPE)
+  set(KV__LIBS_SEEN ${n} PARENT_SCOPE)
   set(KV_PART_INCLUDES ${KV_PART_INCLUDES} ${P_INCLUDES} PARENT_SCOPE)
   set(KV_PART_DEFINITIONS ${KV_PART_DEFINITIONS} ${P_DEFINITIONS} PARENT_SCOPE)
   set(KV_PC_PRIVATE ${KV_PC_PRIVATE} ${P_PC_PRIVATE} PARENT_SCOPE)
-  set(KV__OWN_LIBS ${KV__OWN_LIBS} ${P_LIBS} PARENT_SCOPE)
 
   if(NOT module)
     set(KV__CORE_PART_SOURCES ${KV__CORE_PART_SOURCES} ${P_SOURCES} ${entry}
@@ -152,12 +169,10 @@ endfunction()
 # Then the two tables of parts: libkvio.so's (modules by file) and
 # libkvio.a's (every entry point linked in).
 macro(kv_parts_finish)
+  kv__collect_legacy_libs()
+  list(LENGTH KV_PART_LIBS KV__LIBS_SEEN)
   if(KV_PART_SOURCES OR KV_BUILTINS)
-    set(kv__legacy_libs ${KV_PART_LIBS})
-    if(KV__OWN_LIBS)
-      list(REMOVE_ITEM kv__legacy_libs ${KV__OWN_LIBS})
-    endif()
-    kv_part(builtin BUILTIN SOURCES ${KV_PART_SOURCES} LIBS ${kv__legacy_libs}
+    kv_part(builtin BUILTIN SOURCES ${KV_PART_SOURCES} LIBS ${KV__LEGACY_LIBS}
       STORES ${KV_BUILTINS})
   endif()
   if(KV__NPARTS GREATER 64)
