@@ -300,8 +300,9 @@ KV_EXTERN uv_loop_t *kv_store_loop(const kv_store_t *store);
  * does not know (wrappers pass every ctl down to the store they wrap) and
  * KV_EINVAL when `size` is not the size that opcode takes. */
 KV_EXTERN int kv_store_ctl(kv_store_t *store, int op, void *arg, size_t size);
-/* The comma-separated list of registered URL schemes. Static storage until
- * the next kv_register(). */
+/* The comma-separated list of known URL schemes: kvio's parts (loaded or
+ * not: see docs/design.md, "Parts and modules"), then those registered with
+ * kv_register(). Static storage until the next kv_register(). */
 KV_EXTERN const char *kv_schemes(void);
 
 /* ---- Operations ----------------------------------------------------------

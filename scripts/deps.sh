@@ -4,7 +4,7 @@
 set -euo pipefail
 
 build_pkgs=(cmake make gcc pkg-config libuv1-dev liblmdb-dev libssl-dev
-            libjansson-dev libcmocka-dev)
+            libjansson-dev libcmocka-dev nettle-dev)
 # Tools the tests use whatever parts are built.
 server_pkgs=(clang libclang-rt-14-dev)
 

@@ -5,6 +5,12 @@
 #include "kvio.h"
 #include "kvio/backend.h"
 
+/* The few internals that modules (parts built as NAME.so, loaded on demand)
+ * call: exported from libkvio.so although they are not public API. Keep
+ * this set small; docs/design.md lists it and tests/install/run.sh checks
+ * that libkvio.so exports exactly these beyond the kv_ API. */
+#define KV__MODULE_API __attribute__((visibility("default")))
+
 /* Built-in stores (src/stores/<name>.c). */
 extern const kv_store_methods_t kv__memory_methods;
 extern const kv_store_methods_t kv__null_methods;
@@ -63,27 +69,33 @@ void kv__url_free(kv_url_t *url);
  * or two final '=', unused bits not zero). Empty text decodes to 0 bytes. */
 enum { KV__B64_URL = 1, KV__B64_NOPAD = 2 };
 #define KV__B64_SIZE(len) (((len) + 2) / 3 * 4 + 1)
-size_t kv__b64_encode(const void *in, size_t len, char *out, int flags);
-long long kv__b64_decode(const char *in, size_t len, unsigned char *out,
+KV__MODULE_API size_t kv__b64_encode(const void *in, size_t len, char *out, int flags);
+KV__MODULE_API long long kv__b64_decode(const char *in, size_t len, unsigned char *out,
                          int flags);
 /* Lower-case hex of in[0..len) and a NUL into out (2 * len + 1 bytes). */
-void kv__hex_encode(const void *in, size_t len, char *out);
+KV__MODULE_API void kv__hex_encode(const void *in, size_t len, char *out);
 /* Decode hex digits (either case) into out (len / 2 bytes): the decoded
  * length, or -1 on an odd length or a character that is not a hex digit. */
-long long kv__hex_decode(const char *in, size_t len, unsigned char *out);
+KV__MODULE_API long long kv__hex_decode(const char *in, size_t len, unsigned char *out);
 /* Percent-decode in[0..len) into a new NUL-terminated string (kv_malloc;
  * '+' stays '+'). 0, KV_ENOMEM, or KV_EINVAL on a '%' not followed by two
  * hex digits or on an escaped NUL (%00); *out is NULL on failure. */
-int kv__pct_decode(const char *in, size_t len, char **out);
+KV__MODULE_API int kv__pct_decode(const char *in, size_t len, char **out);
 
 /* src/core/validate.c: 0 or KV_EINVAL with a detail in errbuf. */
-int kv__check_name(const char *what, const char *name, size_t len, char *errbuf,
-                   size_t errbuf_len);
+KV__MODULE_API int kv__check_name(const char *what, const char *name,
+                                  size_t len, char *errbuf, size_t errbuf_len);
 int kv__check_ttl(double ttl, char *errbuf, size_t errbuf_len);
-int kv__utf8_valid(const char *s, size_t len);
+KV__MODULE_API int kv__utf8_valid(const char *s, size_t len);
+
+/* src/core/sha256.c: SHA-256 of data (GNU Nettle). */
+#define KV__SHA256_LEN 32
+void kv__sha256(const void *data, size_t len,
+                unsigned char out[KV__SHA256_LEN]);
 
 /* Write printf output into errbuf (may be NULL); returns err. */
-int kv__errbuf(char *errbuf, size_t errbuf_len, int err, const char *fmt, ...)
+KV__MODULE_API int kv__errbuf(char *errbuf, size_t errbuf_len, int err,
+                              const char *fmt, ...)
 #if defined(__GNUC__) || defined(__clang__)
     __attribute__((format(printf, 4, 5)))
 #endif

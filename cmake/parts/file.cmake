@@ -4,11 +4,12 @@
 pkg_check_modules(KV_FILE_JANSSON IMPORTED_TARGET jansson)
 if(KV_FILE_JANSSON_FOUND)
   set(KV_HAVE_FILE ON)
-  list(APPEND KV_PART_SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/src/stores/file.c)
-  list(APPEND KV_PART_LIBS PkgConfig::KV_FILE_JANSSON)
-  list(APPEND KV_BUILTINS "file=kv__file_methods")
-  list(APPEND KV_PC_PRIVATE "-ljansson")
-  list(APPEND KV_PART_DEFINITIONS KV_HAVE_FILE)
+  kv_part(file
+    SOURCES ${CMAKE_SOURCE_DIR}/src/stores/file.c
+    LIBS PkgConfig::KV_FILE_JANSSON
+    STORES file=kv__file_methods
+    PC_PRIVATE -ljansson
+    DEFINITIONS KV_HAVE_FILE)
 else()
   set(KV_HAVE_FILE OFF)
   kv_part_missing(file "libjansson-dev")

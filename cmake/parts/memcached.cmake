@@ -5,13 +5,14 @@
 pkg_check_modules(MC_LIBCRYPTO IMPORTED_TARGET libcrypto)
 if(MC_LIBCRYPTO_FOUND)
   set(KV_HAVE_MEMCACHED ON)
-  list(APPEND KV_PART_SOURCES ${CMAKE_SOURCE_DIR}/src/stores/memcached.c
-    ${CMAKE_SOURCE_DIR}/src/stores/memcached_conn.c
-    ${CMAKE_SOURCE_DIR}/src/stores/memcached_ring.c)
-  list(APPEND KV_PART_LIBS PkgConfig::MC_LIBCRYPTO)
-  list(APPEND KV_BUILTINS "memcached=kv__memcached_methods")
-  list(APPEND KV_PC_PRIVATE "-lcrypto")
-  list(APPEND KV_PART_DEFINITIONS KV_HAVE_MEMCACHED)
+  kv_part(memcached
+    SOURCES ${CMAKE_SOURCE_DIR}/src/stores/memcached.c
+      ${CMAKE_SOURCE_DIR}/src/stores/memcached_conn.c
+      ${CMAKE_SOURCE_DIR}/src/stores/memcached_ring.c
+    LIBS PkgConfig::MC_LIBCRYPTO
+    STORES memcached=kv__memcached_methods
+    PC_PRIVATE -lcrypto
+    DEFINITIONS KV_HAVE_MEMCACHED)
 else()
   set(KV_HAVE_MEMCACHED OFF)
   kv_part_missing(memcached "libssl-dev")

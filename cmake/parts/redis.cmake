@@ -5,14 +5,18 @@ pkg_check_modules(HIREDIS IMPORTED_TARGET hiredis)
 pkg_check_modules(LIBSSL IMPORTED_TARGET libssl)
 if(HIREDIS_FOUND AND LIBSSL_FOUND)
   set(KV_HAVE_REDIS ON)
-  list(APPEND KV_PART_SOURCES ${CMAKE_SOURCE_DIR}/src/stores/redis.c
-    ${CMAKE_SOURCE_DIR}/src/stores/redis_conn.c)
-  list(APPEND KV_PART_LIBS PkgConfig::HIREDIS PkgConfig::LIBSSL)
+  set(kv_redis_stores "")
   foreach(scheme redis rediss redis+unix valkey valkeys valkey+unix)
-    list(APPEND KV_BUILTINS "${scheme}=kv__redis_methods")
+    list(APPEND kv_redis_stores "${scheme}=kv__redis_methods")
   endforeach()
-  list(APPEND KV_PC_PRIVATE "-lhiredis" "-lssl")
-  list(APPEND KV_PART_DEFINITIONS KV_HAVE_REDIS)
+  kv_part(redis
+    SOURCES ${CMAKE_SOURCE_DIR}/src/stores/redis.c
+      ${CMAKE_SOURCE_DIR}/src/stores/redis_conn.c
+    LIBS PkgConfig::HIREDIS PkgConfig::LIBSSL PkgConfig::LIBCRYPTO
+    STORES ${kv_redis_stores}
+    SHIMS ${CMAKE_SOURCE_DIR}/src/shims/redis.c
+    PC_PRIVATE -lhiredis -lssl
+    DEFINITIONS KV_HAVE_REDIS)
 else()
   set(KV_HAVE_REDIS OFF)
   if(NOT HIREDIS_FOUND)

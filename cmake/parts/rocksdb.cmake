@@ -18,11 +18,12 @@ else()
 endif()
 if(ROCKSDB_FOUND)
   set(KV_HAVE_ROCKSDB ON)
-  list(APPEND KV_PART_SOURCES ${CMAKE_SOURCE_DIR}/src/stores/rocksdb.c)
-  list(APPEND KV_PART_LIBS kv_rocksdb_lib)
-  list(APPEND KV_BUILTINS "rocksdb=kv__rocksdb_methods")
-  list(APPEND KV_PC_PRIVATE "-lrocksdb")
-  list(APPEND KV_PART_DEFINITIONS KV_HAVE_ROCKSDB)
+  kv_part(rocksdb
+    SOURCES ${CMAKE_SOURCE_DIR}/src/stores/rocksdb.c
+    LIBS kv_rocksdb_lib PkgConfig::LIBCRYPTO
+    STORES rocksdb=kv__rocksdb_methods
+    PC_PRIVATE -lrocksdb
+    DEFINITIONS KV_HAVE_ROCKSDB)
 else()
   set(KV_HAVE_ROCKSDB OFF)
   kv_part_missing(rocksdb "librocksdb-dev")

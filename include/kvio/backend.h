@@ -181,8 +181,10 @@ struct kv_store_s {
 };
 
 /* Register a store implementation under a URL scheme ("memory"). Schemes are
- * matched case-insensitively. Returns KV_EEXISTS if the scheme is taken.
- * Not thread-safe: call it before opening stores. */
+ * matched case-insensitively. Returns KV_EEXISTS if the scheme is taken (by
+ * a registration or by one of kvio's parts, loaded or not) and KV_EINVAL for
+ * a table that fails the checks of kvio/module.h (version >= 1, store_size,
+ * open/close/get/ttl/put/del set); kv_register_ex() there says why. */
 KV_EXTERN int kv_register(const char *scheme, const kv_store_methods_t *m);
 
 /* Create a store that has no URL (a wrapper): allocates methods->store_size

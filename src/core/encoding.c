@@ -1,43 +1,29 @@
 /* Text encodings used across the tree: base64 (RFC 4648, standard and
- * URL-safe alphabets) on OpenSSL's EVP_EncodeBlock / EVP_DecodeBlock, hex
- * and percent-decoding on OPENSSL_hexchar2int.
+ * URL-safe alphabets) and hex on GNU Nettle's base64 / base16 coders, and
+ * percent-decoding. Nettle, not OpenSSL: the core must not map libcrypto at
+ * start (docs/design.md, "Parts and modules").
  *
- * EVP_DecodeBlock is lenient where kvio must not be: it skips leading
- * white space, drops trailing white space, newlines and '-' characters,
- * decodes '=' as zero bits wherever it stands and counts padding as data.
- * So the input is checked here first (length a multiple of four, only the
+ * Nettle's decoders skip white space; kvio takes one spelling only, so the
+ * input is checked here first (length a multiple of four, only the
  * alphabet's characters, padding only as the last one or two, unused bits
- * zero) and the padding is taken off the length it returns. */
+ * zero; hex: an even number of hex digits). */
 #include <string.h>
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
+#include <nettle/base16.h>
+#include <nettle/base64.h>
 
 #include "internal.h"
 
-/* Input handed to OpenSSL per call: a multiple of 3 bytes to encode, a
- * multiple of 4 characters to decode (its API counts in int). */
-#define ENCODE_CHUNK 3072
-#define DECODE_CHUNK 4096
-
 size_t kv__b64_encode(const void *in, size_t len, char *out, int flags) {
-  const unsigned char *p = in;
-  size_t o = 0;
-  while (len > 0) {
-    size_t n = len < ENCODE_CHUNK ? len : ENCODE_CHUNK;
-    o += (size_t)EVP_EncodeBlock((unsigned char *)out + o, p, (int)n);
-    p += n;
-    len -= n;
-  }
+  struct base64_encode_ctx ctx;
+  size_t o;
+  if (flags & KV__B64_URL)
+    base64url_encode_init(&ctx);
+  else
+    base64_encode_init(&ctx);
+  o = base64_encode_update(&ctx, out, len, in);
+  o += base64_encode_final(&ctx, out + o);
   out[o] = '\0';
-  if (flags & KV__B64_URL) {
-    for (size_t i = 0; i < o; i++) {
-      if (out[i] == '+')
-        out[i] = '-';
-      else if (out[i] == '/')
-        out[i] = '_';
-    }
-  }
   if (flags & KV__B64_NOPAD) {
     while (o > 0 && out[o - 1] == '=')
       out[--o] = '\0';
@@ -56,18 +42,16 @@ static int b64_char(unsigned char c, int url) {
 /* Decode n characters (a multiple of 4, checked) into out. */
 static int b64_decode_block(const unsigned char *s, size_t n,
                             unsigned char *out, int url) {
-  unsigned char chunk[DECODE_CHUNK];
-  for (size_t i = 0; i < n; i += DECODE_CHUNK) {
-    size_t m = n - i < DECODE_CHUNK ? n - i : DECODE_CHUNK;
-    const unsigned char *src = s + i;
-    if (url) { /* OpenSSL knows the standard alphabet only */
-      for (size_t j = 0; j < m; j++)
-        chunk[j] = src[j] == '-' ? '+' : src[j] == '_' ? '/' : src[j];
-      src = chunk;
-    }
-    if (EVP_DecodeBlock(out + i / 4 * 3, src, (int)m) != (int)(m / 4 * 3))
-      return -1;
-  }
+  struct base64_decode_ctx ctx;
+  size_t got = n / 4 * 3;
+  if (url)
+    base64url_decode_init(&ctx);
+  else
+    base64_decode_init(&ctx);
+  if (n == 0) return 0;
+  if (!base64_decode_update(&ctx, &got, out, n, (const char *)s) ||
+      !base64_decode_final(&ctx))
+    return -1;
   return 0;
 }
 
@@ -75,7 +59,7 @@ long long kv__b64_decode(const char *in, size_t len, unsigned char *out,
                          int flags) {
   const unsigned char *s = (const unsigned char *)in;
   int url = (flags & KV__B64_URL) != 0;
-  unsigned char last[3];
+  unsigned char last[3] = {0, 0, 0};
   size_t pad = 0, body;
   if (len % 4 != 0) return -1;
   if (len == 0) return 0;
@@ -90,32 +74,40 @@ long long kv__b64_decode(const char *in, size_t len, unsigned char *out,
   if (b64_decode_block(s, body, out, url) != 0 ||
       b64_decode_block(s + body, 4, last, url) != 0)
     return -1;
-  /* The padding decoded as zero bytes; the bits of the last character
-   * that no byte uses must be zero too (one encoding per byte string). */
-  for (size_t i = 3 - pad; i < 3; i++)
-    if (last[i] != 0) return -1;
+  /* The bits of the last character that no byte uses must be zero (one
+   * encoding per byte string). */
+  if (pad > 0) {
+    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    unsigned char c = s[len - pad - 1];
+    int v = c == '+' || c == '-' ? 62
+            : c == '/' || c == '_' ? 63
+                                   : (int)(strchr(alphabet, c) - alphabet);
+    if ((pad == 1 && (v & 3) != 0) || (pad == 2 && (v & 15) != 0)) return -1;
+  }
   memcpy(out + body / 4 * 3, last, 3 - pad);
   return (long long)(body / 4 * 3 + 3 - pad);
 }
 
 void kv__hex_encode(const void *in, size_t len, char *out) {
-  static const char digits[] = "0123456789abcdef";
-  const unsigned char *p = in;
-  for (size_t i = 0; i < len; i++) {
-    out[2 * i] = digits[p[i] >> 4];
-    out[2 * i + 1] = digits[p[i] & 15];
-  }
+  base16_encode_update(out, len, in);
   out[2 * len] = '\0';
 }
 
+static int hex_digit(unsigned char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+         (c >= 'A' && c <= 'F');
+}
+
 long long kv__hex_decode(const char *in, size_t len, unsigned char *out) {
+  struct base16_decode_ctx ctx;
+  size_t got = len / 2;
   if (len % 2 != 0) return -1;
-  for (size_t i = 0; i < len; i += 2) {
-    int hi = OPENSSL_hexchar2int((unsigned char)in[i]);
-    int lo = OPENSSL_hexchar2int((unsigned char)in[i + 1]);
-    if (hi < 0 || lo < 0) return -1;
-    out[i / 2] = (unsigned char)(hi << 4 | lo);
-  }
+  for (size_t i = 0; i < len; i++)
+    if (!hex_digit((unsigned char)in[i])) return -1;
+  base16_decode_init(&ctx);
+  if (len > 0 && (!base16_decode_update(&ctx, &got, out, len, in) ||
+                  !base16_decode_final(&ctx)))
+    return -1;
   return (long long)(len / 2);
 }
 

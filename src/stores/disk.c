@@ -47,14 +47,13 @@
 #include <unistd.h>
 
 #include <lmdb.h>
-#include <openssl/sha.h>
 
 #include "disk_int.h"
 #include "internal.h"
 #include "kvio/disk.h"
 
 #define DISK_RAW_MAX 200
-#define DISK_ENC_MAX (DISK_RAW_MAX + 1 + SHA256_DIGEST_LENGTH)
+#define DISK_ENC_MAX (DISK_RAW_MAX + 1 + KV__SHA256_LEN)
 #define DISK_KEY_MAX (2 + 2 * DISK_ENC_MAX)
 #define DISK_REC_VERSION 1
 #define DISK_REC_HDR 10
@@ -239,7 +238,7 @@ static size_t disk_encode(const char *name, size_t len, unsigned char *out,
   }
   memcpy(out, name, DISK_RAW_MAX);
   out[DISK_RAW_MAX] = 0xFF;
-  SHA256((const unsigned char *)name, len, out + DISK_RAW_MAX + 1);
+  kv__sha256(name, len, out + DISK_RAW_MAX + 1);
   *hashed = 1;
   return DISK_ENC_MAX;
 }

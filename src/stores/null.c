@@ -31,6 +31,7 @@ const kv_store_methods_t kv__null_methods = {
     .store_size = sizeof(kv_store_t),
     .caps = KV_CAP_ENUMERATE | KV_CAP_DESTROY | KV_CAP_CULL,
     .open = null_open,
+    .close = kv_store_closed, /* holds nothing: closed at once */
     .get = null_op,
     .ttl = null_op,
     .put = null_op,

@@ -16,7 +16,6 @@
  * or "~!" after the prefix, so the three kinds of names never meet.
  * Enumeration lists only names of this wrapper, decoded; side entries are
  * written before a write that needs them and removed after a delete. */
-#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,9 +106,9 @@ static const char **vec_ptrs(const vec_t *v, size_t from, size_t n) {
 /* ---- The codec ---------------------------------------------------------- */
 
 static void sha_hex(const char *s, size_t n, char out[HEXLEN + 1]) {
-  unsigned char md[SHA256_DIGEST_LENGTH];
-  SHA256((const unsigned char *)s, n, md);
-  for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
+  unsigned char md[KV__SHA256_LEN];
+  kv__sha256(s, n, md);
+  for (int i = 0; i < KV__SHA256_LEN; i++)
     snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 

@@ -1,59 +1,24 @@
 /* Wrappers by name (CLI --wrap, wrap:// URLs) and the wrap:// store.
  *
- * Each entry maps a CLI name to a function building the wrapper from its
- * options text ("opt=val,..."). Other parts register theirs here behind
- * their KV_HAVE_ definition (compression and encryption: crypto.cmake). */
+ * Names map to factories building a wrapper from its options text
+ * ("opt=val,..."). The parts register them (cmake/parts/wrappers.cmake for
+ * the wrappers here, crypto.cmake for compression and encryption); the
+ * registry of src/core/registry.c keeps them and loads a module part on the
+ * first use of one of its names. */
 #include <stdio.h>
 #include <string.h>
 
+#include "core/parts.h"
 #include "wrappers/wrappers.h"
 
-typedef struct {
-  const char *name;
-  kv__wrap_from_options_fn fn;
-} wrap_entry_t;
-
-static const wrap_entry_t wrap_table[] = {
-    {"cache", kv__wrap_cache_from_options},
-    {"collection-routing", kv__wrap_collection_routing_from_options},
-#ifdef KV_HAVE_COMPRESSION
-    {"compression", kv__wrap_compression_from_options},
-#endif
-    {"default-value", kv__wrap_default_value_from_options},
-#ifdef KV_HAVE_ENCRYPTION
-    {"encryption", kv__wrap_encryption_from_options},
-#endif
-    {"fallback", kv__wrap_fallback_from_options},
-    {"fault-injection", kv__wrap_fault_injection_from_options},
-    {"limit-size", kv__wrap_limit_size_from_options},
-    {"logging", kv__wrap_logging_from_options},
-    {"prefix-collections", kv__wrap_prefix_collections_from_options},
-    {"prefix-keys", kv__wrap_prefix_keys_from_options},
-    {"raise-on-missing", kv__wrap_raise_on_missing_from_options},
-    {"read-only", kv__wrap_read_only_from_options},
-    {"retry", kv__wrap_retry_from_options},
-    {"single-collection", kv__wrap_single_collection_from_options},
-    {"statistics", kv__wrap_statistics_from_options},
-    {"timeout", kv__wrap_timeout_from_options},
-    {"ttl-clamp", kv__wrap_ttl_clamp_from_options},
-};
-
-#define N_WRAPPERS (sizeof wrap_table / sizeof wrap_table[0])
-
 const char *kv_wrap_names(void) {
-  static char list[512];
-  if (list[0] == '\0') {
-    for (size_t i = 0; i < N_WRAPPERS; i++) {
-      if (i) strncat(list, ", ", sizeof list - strlen(list) - 1);
-      strncat(list, wrap_table[i].name, sizeof list - strlen(list) - 1);
-    }
-  }
-  return list;
+  return kv__wrapper_names();
 }
 
 int kv_wrap_by_name(const char *name, const char *options, kv_store_t *inner,
                     kv_store_t **out, char *errbuf, size_t errbuf_len) {
   char local[512];
+  kv_wrap_factory_fn fn;
   int err;
   if (errbuf == NULL || errbuf_len == 0) {
     errbuf = local;
@@ -64,16 +29,12 @@ int kv_wrap_by_name(const char *name, const char *options, kv_store_t *inner,
   if (name == NULL || inner == NULL)
     return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
                       "wrapper name and inner store must not be NULL");
-  for (size_t i = 0; i < N_WRAPPERS; i++) {
-    if (strcmp(wrap_table[i].name, name) != 0) continue;
-    err = wrap_table[i].fn(options, inner, out, errbuf, errbuf_len);
-    if (err && errbuf[0] == '\0')
-      kv__errbuf(errbuf, errbuf_len, err, "wrapper '%s': %s", name,
-                 kv_strerror(err));
-    return err;
-  }
-  return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
-                    "unknown wrapper '%s' (known: %s)", name, kv_wrap_names());
+  if ((err = kv__wrapper_find(name, &fn, errbuf, errbuf_len)) != 0) return err;
+  err = fn(options, inner, out, errbuf, errbuf_len);
+  if (err && errbuf[0] == '\0')
+    kv__errbuf(errbuf, errbuf_len, err, "wrapper '%s': %s", name,
+               kv_strerror(err));
+  return err;
 }
 
 int kv__wrap_opts(const char *wrapper, const char *options,

@@ -38,7 +38,7 @@ KV__WRAP_FROM_OPTIONS(compression);
 KV__WRAP_FROM_OPTIONS(encryption);
 
 /* Parse `options` and check them against `known`: 0 or KV_EINVAL (errbuf). */
-int kv__wrap_opts(const char *wrapper, const char *options,
+KV__MODULE_API int kv__wrap_opts(const char *wrapper, const char *options,
                   const char *const *known, kv_url_t *out, char *errbuf,
                   size_t errbuf_len);
 /* Open the store URL of option `name` on `loop`; the error names the

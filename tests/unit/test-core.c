@@ -227,6 +227,7 @@ static const kv_store_methods_t tiny_methods = {
     .name = "tiny",
     .store_size = sizeof(tiny_store_t),
     .open = tiny_open,
+    .close = kv_store_closed,
     .get = tiny_op,
     .ttl = tiny_op,
     .put = tiny_op,
