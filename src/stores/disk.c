@@ -971,7 +971,9 @@ static int disk_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
   /* Handles last: nothing after this can fail, and open failing must leave
    * nothing on the loop. */
   kv__batch_init(&d->batcher, s, &disk_engine);
-  d->batcher.loop_reads = reads == NULL || strcmp(reads, "loop") == 0;
+  d->batcher.loop_reads = reads == NULL || strcmp(reads, "loop") == 0
+                              ? KV__LOOP_SUBMIT
+                              : KV__LOOP_NONE;
   return 0;
 }
 

@@ -257,31 +257,35 @@ static void batch_deliver(kv__batcher_t *b, kv__slot_t *slot) {
   kv_req_complete(req, status);
 }
 
-/* Answer a read on the loop thread. Returns 1 when it was answered, 0 when
- * it must go to the threadpool (nothing of it is kept then). */
-static int batch_loop_read(kv__batcher_t *b, kv_req_t *req) {
+/* Answer reads[0..n) on the loop thread in one loop transaction. Returns
+ * how many were answered; the rest must go to the threadpool (nothing of
+ * them is kept). */
+static size_t batch_loop_serve(kv__batcher_t *b, kv_req_t **reqs, size_t n) {
   const kv__engine_t *e = b->eng;
   kv__slot_t slot;
   void *txn = NULL;
-  int rc;
-  if (e->loop_begin(b, &txn) != 0) return 0;
-  memset(&slot, 0, sizeof(slot));
-  slot.req = req;
-  rc = e->exec(b, txn, &slot, kv_now_ms());
-  if (rc != 0) {
-    e->abort(b, txn, KV__TXN_LOOP);
-  } else {
-    rc = e->commit(b, txn, KV__TXN_LOOP);
-  }
-  if (rc != 0) {
-    kv__slot_reset(&slot);
-    kv_free(slot.names);
+  int64_t now;
+  size_t i;
+  if (e->loop_begin(b, &txn) != 0) {
     b->loop_declined++;
     return 0;
   }
-  b->loop_reads_served++;
-  batch_deliver(b, &slot);
-  return 1;
+  now = kv_now_ms();
+  for (i = 0; i < n; i++) {
+    memset(&slot, 0, sizeof(slot));
+    slot.req = reqs[i];
+    if (e->exec(b, txn, &slot, now) != 0) {
+      kv__slot_reset(&slot);
+      kv_free(slot.names);
+      e->abort(b, txn, KV__TXN_LOOP);
+      b->loop_declined++;
+      return i;
+    }
+    b->loop_reads_served++;
+    batch_deliver(b, &slot); /* read from one snapshot: final already */
+  }
+  e->commit(b, txn, KV__TXN_LOOP); /* ends a read: nothing to lose */
+  return n;
 }
 
 static void batch_idle_cb(uv_idle_t *h) {
@@ -296,25 +300,23 @@ static void batch_check_cb(uv_check_t *h) {
   uv_idle_stop(&b->idle);
   uv_check_stop(&b->check);
   b->scheduled = 0;
-  if (b->busy || b->nqueue == 0) return;
-  /* A queue of reads only (they waited behind writes) is answered on the
-   * loop when the engine can; the first one it declines starts a batch. */
-  if (b->loop_reads && b->eng->loop_begin != NULL) {
-    for (i = 0; i < b->nqueue && kv__op_is_read(b->queue[i]->op); i++) {
+  if (b->nqueue == 0) return;
+  /* The reads at the head of the queue are answered on the loop when the
+   * engine can and no write is in flight (they were submitted before any
+   * queued write); the first one it declines and everything after it form
+   * the next batch. */
+  if (b->loop_reads != KV__LOOP_NONE &&
+      !(b->busy && b->batch_mode == KV__TXN_WRITE)) {
+    for (n = 0; n < b->nqueue && kv__op_is_read(b->queue[n]->op); n++) {
     }
-    if (i == b->nqueue) {
-      n = b->nqueue;
-      for (i = 0; i < n; i++) {
-        if (!batch_loop_read(b, b->queue[i])) break;
-      }
-      if (i > 0) {
-        memmove(b->queue, b->queue + i, (n - i) * sizeof(*b->queue));
-        b->nqueue = n - i;
-      }
-      if (b->nqueue == 0) return;
+    i = n > 0 ? batch_loop_serve(b, b->queue, n) : 0;
+    if (i > 0) {
+      memmove(b->queue, b->queue + i, (b->nqueue - i) * sizeof(*b->queue));
+      b->nqueue -= i;
     }
+    if (b->nqueue == 0) return;
   }
-  batch_launch(b);
+  if (!b->busy) batch_launch(b);
 }
 
 /* Launch the queue at the end of this loop turn. */
@@ -397,9 +399,9 @@ int kv__batch_submit(kv_store_t *s, kv_req_t *req) {
   /* A read goes at once on the loop thread when nothing before it is
    * waiting and no write is in flight: it then sees every write submitted
    * before it. */
-  if (b->loop_reads && b->eng->loop_begin != NULL && b->nqueue == 0 &&
+  if (b->loop_reads == KV__LOOP_SUBMIT && b->nqueue == 0 &&
       !(b->busy && b->batch_mode == KV__TXN_WRITE) && kv__op_is_read(req->op) &&
-      batch_loop_read(b, req))
+      batch_loop_serve(b, &req, 1) == 1)
     return 0;
   if (b->nqueue == b->queue_cap) {
     size_t cap = b->queue_cap ? b->queue_cap * 2 : 64;
@@ -409,7 +411,12 @@ int kv__batch_submit(kv_store_t *s, kv_req_t *req) {
     b->queue_cap = cap;
   }
   b->queue[b->nqueue++] = req;
-  if (!b->busy) batch_schedule(b);
+  /* Reads answered at the end of the turn do not wait for a read batch in
+   * flight: they are scheduled at once (the check only serves them on the
+   * loop, or launches when nothing is in flight). */
+  if (!b->busy || (b->loop_reads == KV__LOOP_TURN &&
+                   b->batch_mode == KV__TXN_READ))
+    batch_schedule(b);
   return 0;
 }
 

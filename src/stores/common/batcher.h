@@ -19,14 +19,19 @@
  *    freed), else the ops before the failing one commit alone and the
  *    failing one fails alone. A failed begin or commit fails every op of
  *    the transaction.
- *  - Reads on the loop thread: an engine with loop_begin serves a read
- *    (get, ttl, get_many, ttl_many, keys, collections) at once on the loop
- *    thread when nothing of this store is queued and no batch with writes
- *    is in flight, so the read still sees every write submitted before it.
- *    loop_begin may decline (the engine would block), and exec may decline
- *    in a loop transaction (KV__LOOP_DECLINE: the answer is not in memory):
- *    the read then joins the queue. A queue of reads only is answered on
- *    the loop too when loop_begin accepts.
+ *  - Reads on the loop thread: an engine with loop_begin answers reads
+ *    (get, ttl, get_many, ttl_many, keys, collections) on the loop thread,
+ *    either each at once in its submit (KV__LOOP_SUBMIT: when a read
+ *    transaction costs next to nothing, as LMDB's renew) or the reads of a
+ *    loop turn together in one loop transaction at the end of the turn
+ *    (KV__LOOP_TURN: when beginning one costs, as SQLite's). A read is only
+ *    answered on the loop when no write of this store is queued before it
+ *    or in flight, so it sees every write submitted before it; otherwise
+ *    it waits in the queue, and a queue of reads only is answered on the
+ *    loop when the batch in flight has finished. loop_begin may decline
+ *    (the engine would block), and exec may fail in a loop transaction
+ *    (KV__LOOP_DECLINE when the answer is not in memory, or any engine
+ *    code): that read and those after it go to the threadpool.
  */
 #ifndef KVIO_STORES_BATCHER_H
 #define KVIO_STORES_BATCHER_H
@@ -62,6 +67,14 @@ enum {
   KV__TXN_READ = 1,  /* threadpool, only reads in the batch */
   KV__TXN_WRITE = 2, /* threadpool, the batch writes */
   KV__TXN_LOOP = 3   /* the loop thread, reads: must not block */
+};
+
+/* Where reads are answered (kv__batcher_t.loop_reads). */
+enum {
+  KV__LOOP_NONE = 0,   /* on the threadpool, in the batches */
+  KV__LOOP_TURN = 1,   /* on the loop, the reads of a turn in one loop
+                          transaction, at the end of the turn */
+  KV__LOOP_SUBMIT = 2  /* on the loop, each one at once in the submit */
 };
 
 /* What exec may return in a loop transaction to send the request to the
@@ -111,7 +124,7 @@ typedef struct kv__engine_s {
 struct kv__batcher_s {
   kv_store_t *store;
   const kv__engine_t *eng;
-  int loop_reads; /* serve reads on the loop thread (when loop_begin) */
+  int loop_reads; /* KV__LOOP_*: where reads are answered (loop_begin) */
   /* Everything below is the batcher's. */
   uv_idle_t idle;
   uv_check_t check;
