@@ -4,7 +4,8 @@
 pkg_check_modules(KV_FILE_JANSSON IMPORTED_TARGET jansson)
 if(KV_FILE_JANSSON_FOUND)
   set(KV_HAVE_FILE ON)
-  list(APPEND KV_PART_SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/src/stores/file.c)
+  list(APPEND KV_PART_SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/src/stores/file.c
+    ${CMAKE_CURRENT_SOURCE_DIR}/src/stores/file_format.c)
   list(APPEND KV_PART_LIBS PkgConfig::KV_FILE_JANSSON)
   list(APPEND KV_BUILTINS "file=kv__file_methods")
   list(APPEND KV_PC_PRIVATE "-ljansson")
