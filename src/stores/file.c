@@ -53,6 +53,7 @@
 #include "file_int.h"
 #include "internal.h"
 #include "kvio/file.h"
+#include "stores/common/batcher.h"
 
 #define FILE_PAGE_DEFAULT 1000
 #define FILE_MSG_MAX 1024
@@ -71,7 +72,7 @@
   uint64_t gen; /* PATH.lock's generation counter */
 } file_ident_t;
 typedef struct kv_file_s {
-  kv_store_t base;
+  KV__BATCHED_STORE;
   char *path;      /* as given, for messages */
   char *dir;       /* its directory, for the watch */
   char *name;      /* the file's name in dir */
@@ -94,35 +95,20 @@ typedef struct kv_file_s {
   size_t sorted_cap;
   uint64_t sorted_mod;
   /* Loop side. */
-  uv_idle_t idle;
-  uv_check_t check;
   uv_fs_event_t event;
-  uv_work_t work;
   int watching;          /* the fs_event watch is running */
   int fresh;             /* the data is known to equal the file */
   uint64_t events;       /* fs events naming the file, since open */
   uint64_t batch_events; /* `events` when the batch was launched */
-  int scheduled;
-  int busy;
-  int closing;
-  int nhandles;
-  kv_req_t **queue;
-  size_t nqueue;
-  size_t queue_cap;
-  kv_req_t **batch;
-  int *status;
-  size_t nbatch;
-  size_t batch_cap;
-  int batch_writes;
-  /* Written by the worker, read in the after-work callback. */
-  int w_err;
+  /* Written by the worker, read on the loop after the batch. */
   char w_msg[FILE_MSG_MAX];
-  int w_synced; /* the data equals the file after the batch */
+  int w_synced;   /* the data equals the file after the batch */
+  int w_locked;   /* the batch holds the lock */
+  uint64_t w_mod; /* `mod` when the batch began */
   uint64_t w_rewrites;
   uint64_t w_reloads;
   uint64_t w_lock_waits;
   uint64_t w_file_bytes;
-  kv_file_stats_t stats;
 } kv_file_t;
 
 extern const kv_store_methods_t kv__file_methods;
@@ -794,206 +780,146 @@ static int file_exec(kv_file_t *f, kv_req_t *req, int64_t now) {
   }
 }
 
-static int op_is_read(kv_op_t op) {
-  return op == KV_OP_GET || op == KV_OP_TTL || op == KV_OP_GET_MANY ||
-         op == KV_OP_TTL_MANY || op == KV_OP_KEYS || op == KV_OP_COLLECTIONS;
-}
+/* ---- The engine ---------------------------------------------------------- */
 
-/* Drop what an op produced (its batch failed as a whole). The result
- * helpers allocate with kv_malloc, and the request is still ours. */
-static void req_reset(kv_req_t *req) {
-  size_t i;
-  kv_free(req->value.base);
-  req->value.base = NULL;
-  req->value.len = 0;
-  for (i = 0; i < req->nresults; i++)
-    kv_free(req->results[i].value.base);
-  kv_free(req->results);
-  req->results = NULL;
-  req->nresults = 0;
-  for (i = 0; i < req->nnames; i++)
-    kv_free(req->names[i].base);
-  kv_free(req->names);
-  req->names = NULL;
-  req->nnames = 0;
-  kv_free(req->cursor);
-  req->cursor = NULL;
-  req->found = 0;
-  req->ttl = 0;
-  req->number = 0;
-  req->count = 0;
-}
+#define FILE_OF(b) ((kv_file_t *)(b)->store)
 
-/* ---- Batches (threadpool) ------------------------------------------------ */
-
-static void file_work_cb(uv_work_t *w) {
-  kv_file_t *f = w->data;
-  size_t i;
-  int rc = 0;
-  f->w_err = 0;
+/* A batch: a write takes the lock; both reload the file if it changed. */
+static int file_begin(kv__batcher_t *b, int mode, void **txn) {
+  kv_file_t *f = FILE_OF(b);
+  int rc;
   f->w_msg[0] = '\0';
   f->w_synced = 0;
-  if (f->batch_writes) rc = file_lock(f, f->w_msg, sizeof(f->w_msg));
-  if (rc == 0) {
-    rc = file_refresh(f, f->w_msg, sizeof(f->w_msg));
-    if (rc == 0) {
-      uint64_t mod = f->mod;
-      int64_t now = kv_now_ms();
-      for (i = 0; i < f->nbatch; i++)
-        f->status[i] = file_exec(f, f->batch[i], now);
-      if (f->mod != mod) {
-        rc = file_write(f, f->w_msg, sizeof(f->w_msg));
-        if (rc != 0) {
-          /* Nothing of this batch reached the file: undo it all. */
-          for (i = 0; i < f->nbatch; i++)
-            req_reset(f->batch[i]);
-          f->ident.known = 0;
-        }
-      }
-    }
-    if (f->batch_writes) file_unlock(f);
+  f->w_locked = 0;
+  if (mode == KV__TXN_WRITE) {
+    rc = file_lock(f, f->w_msg, sizeof(f->w_msg));
+    if (rc != 0) return rc;
+    f->w_locked = 1;
   }
-  f->w_err = rc;
+  rc = file_refresh(f, f->w_msg, sizeof(f->w_msg));
+  if (rc != 0) {
+    if (f->w_locked) file_unlock(f);
+    f->w_locked = 0;
+    return rc;
+  }
+  f->w_mod = f->mod;
+  *txn = f;
+  return 0;
+}
+
+/* Reads on the loop: from memory, while the file is known unchanged and no
+ * batch holds the data. */
+static int file_loop_begin(kv__batcher_t *b, void **txn) {
+  kv_file_t *f = FILE_OF(b);
+  if (b->busy || !f->fresh) return 1;
+  *txn = f;
+  return 0;
+}
+
+static int file_exec_engine(kv__batcher_t *b, void *txn, kv__slot_t *slot,
+                            int64_t now) {
+  int rc = file_exec(txn, slot->req, now);
+  (void)b;
+  if (rc != 0) {
+    slot->status = rc;
+    slot->has_detail = 1; /* the op set it */
+  }
+  return 0;
+}
+
+/* Write the file once when the batch changed the data. If the write fails,
+ * nothing of the batch reached the file: every op fails, and the data is
+ * reloaded from the (untouched) file next time. */
+static int file_commit(kv__batcher_t *b, void *txn, int mode) {
+  kv_file_t *f = txn;
+  int rc = 0;
+  (void)b;
+  if (mode == KV__TXN_LOOP) return 0;
+  if (f->mod != f->w_mod) {
+    rc = file_write(f, f->w_msg, sizeof(f->w_msg));
+    if (rc != 0) f->ident.known = 0;
+  }
+  if (f->w_locked) file_unlock(f);
+  f->w_locked = 0;
   f->w_synced = rc == 0;
+  return rc;
 }
 
-/* ---- Loop side ----------------------------------------------------------- */
-
-static void file_idle_cb(uv_idle_t *h) {
-  (void)h; /* only keeps the loop from blocking in poll before check runs */
+static void file_abort(kv__batcher_t *b, void *txn, int mode) {
+  kv_file_t *f = txn;
+  (void)b;
+  if (mode == KV__TXN_LOOP) return;
+  f->ident.known = 0;
+  if (f->w_locked) file_unlock(f);
+  f->w_locked = 0;
 }
 
-static void file_launch(kv_file_t *f);
-static void file_finish_close(kv_file_t *f);
-static void file_check_cb(uv_check_t *h);
-
-static void file_schedule(kv_file_t *f) {
-  if (f->scheduled) return;
-  f->scheduled = 1;
-  uv_idle_start(&f->idle, file_idle_cb);
-  uv_check_start(&f->check, file_check_cb);
+static void file_fail(kv__batcher_t *b, kv__slot_t *slot, int code) {
+  kv_file_t *f = FILE_OF(b);
+  slot->status = code;
+  slot->code = code;
+  kv_free(slot->errmsg);
+  slot->errmsg = kv_strndup(f->w_msg, strlen(f->w_msg));
 }
 
-static void file_serve_reads(kv_file_t *f) {
-  int64_t now = kv_now_ms();
-  size_t i, n = f->nqueue;
-  f->nqueue = 0;
-  f->stats.loop_reads++;
-  f->stats.ops += n;
-  for (i = 0; i < n; i++)
-    kv_req_complete(f->queue[i], file_exec(f, f->queue[i], now));
+static void file_detail(kv__batcher_t *b, kv__slot_t *slot) {
+  (void)b;
+  kv_req_set_error(slot->req, slot->status, "%s",
+                   slot->errmsg ? slot->errmsg : kv_strerror(slot->status));
 }
 
-static void file_check_cb(uv_check_t *h) {
-  kv_file_t *f = h->data;
-  size_t i;
-  int reads = 1;
-  uv_idle_stop(&f->idle);
-  uv_check_stop(&f->check);
-  f->scheduled = 0;
-  if (f->busy || f->nqueue == 0) return;
-  if (f->fresh) {
-    for (i = 0; i < f->nqueue && reads; i++)
-      reads = op_is_read(f->queue[i]->op);
-    if (reads) {
-      file_serve_reads(f);
-      return;
-    }
-  }
-  file_launch(f);
+static void file_launch_hook(kv__batcher_t *b) {
+  kv_file_t *f = FILE_OF(b);
+  f->batch_events = f->events;
 }
 
-static void file_after_work_cb(uv_work_t *w, int status) {
-  kv_file_t *f = w->data;
-  size_t i;
-  (void)status; /* never canceled: this store does not uv_cancel */
-  f->stats.ops += f->nbatch;
-  f->stats.rewrites = f->w_rewrites;
-  f->stats.reloads = f->w_reloads;
-  f->stats.lock_waits = f->w_lock_waits;
-  f->stats.file_bytes = f->w_file_bytes;
+static void file_after(kv__batcher_t *b) {
+  kv_file_t *f = FILE_OF(b);
   /* Fresh only if no event named the file since the batch began: the
    * worker's check may have come before that change. */
   f->fresh = f->w_synced && f->watching && f->events == f->batch_events;
-  for (i = 0; i < f->nbatch; i++) {
-    kv_req_t *req = f->batch[i];
-    if (f->w_err != 0) {
-      kv_req_set_error(req, f->w_err, "%s", f->w_msg);
-      kv_req_complete(req, f->w_err);
-    } else {
-      kv_req_complete(req, f->status[i]);
-    }
-  }
-  f->nbatch = 0;
-  f->busy = 0;
-  if (f->closing)
-    file_finish_close(f);
-  else if (f->nqueue > 0)
-    file_schedule(f);
 }
 
-static void file_launch(kv_file_t *f) {
-  size_t i;
-  int rc;
-  if (f->nqueue > f->batch_cap) {
-    kv_req_t **b = kv_realloc(f->batch, f->queue_cap * sizeof(*b));
-    int *st =
-        b != NULL ? kv_realloc(f->status, f->queue_cap * sizeof(*st)) : NULL;
-    if (b != NULL) f->batch = b;
-    if (st != NULL) {
-      f->status = st;
-      f->batch_cap = f->queue_cap;
-    } else {
-      for (i = 0; i < f->nqueue; i++)
-        kv_req_complete(f->queue[i], oom(f->queue[i]));
-      f->nqueue = 0;
-      return;
-    }
-  }
-  f->batch_writes = 0;
-  for (i = 0; i < f->nqueue; i++) {
-    f->batch[i] = f->queue[i];
-    f->status[i] = 0;
-    if (!op_is_read(f->queue[i]->op)) f->batch_writes = 1;
-  }
-  f->nbatch = f->nqueue;
-  f->nqueue = 0;
-  f->busy = 1;
-  f->batch_events = f->events;
-  f->stats.batches++;
-  rc = uv_queue_work(f->base.loop, &f->work, file_work_cb, file_after_work_cb);
-  if (rc != 0) {
-    f->busy = 0;
-    for (i = 0; i < f->nbatch; i++)
-      kv_req_complete(f->batch[i],
-                      kv_req_set_error(f->batch[i], KV_EIO,
-                                       "file: cannot queue work: %s",
-                                       uv_strerror(rc)));
-    f->nbatch = 0;
-  }
+static int file_close_handles(kv__batcher_t *b, uv_close_cb cb) {
+  kv_file_t *f = FILE_OF(b);
+  uv_close((uv_handle_t *)&f->event, cb);
+  return 1;
 }
 
-/* Every op: queue it for the end of this loop turn. */
-static int file_submit(kv_store_t *s, kv_req_t *req) {
-  kv_file_t *f = (kv_file_t *)s;
-  if (f->closing) return KV_ECLOSED;
-  if (f->nqueue == f->queue_cap) {
-    size_t cap = f->queue_cap ? f->queue_cap * 2 : 64;
-    kv_req_t **q = kv_realloc(f->queue, cap * sizeof(*q));
-    if (q == NULL) return oom(req);
-    f->queue = q;
-    f->queue_cap = cap;
-  }
-  f->queue[f->nqueue++] = req;
-  if (!f->busy) file_schedule(f);
-  return 0;
+static void file_free_names(kv_file_t *f);
+
+static void file_closed(kv__batcher_t *b) {
+  kv_file_t *f = FILE_OF(b);
+  kv__file_data_free(&f->data);
+  f->last_coll = NULL;
+  if (f->lockfd >= 0) close(f->lockfd);
+  if (f->dirfd >= 0) close(f->dirfd);
+  f->lockfd = f->dirfd = -1;
+  kv_free(f->sorted);
+  f->sorted = NULL;
+  file_free_names(f);
 }
+
+static const kv__engine_t file_engine = {
+    .name = "file",
+    .begin = file_begin,
+    .exec = file_exec_engine,
+    .commit = file_commit,
+    .abort = file_abort,
+    .fail = file_fail,
+    .detail = file_detail,
+    .loop_begin = file_loop_begin,
+    .launch = file_launch_hook,
+    .after = file_after,
+    .close_handles = file_close_handles,
+    .closed = file_closed,
+};
 
 /* A change in the directory: anything naming the file (or unnamed, such as
  * an overflow) means the data may be stale. */
 static void file_event_cb(uv_fs_event_t *h, const char *filename, int events,
                           int status) {
-  kv_file_t *f = h->data;
+  kv_file_t *f = FILE_OF((kv__batcher_t *)h->data);
   (void)events;
   if (status < 0) {
     /* The watch broke: fall back to checking before every batch. */
@@ -1009,8 +935,17 @@ static void file_event_cb(uv_fs_event_t *h, const char *filename, int events,
 
 static int file_ctl(kv_store_t *s, int op, void *arg) {
   kv_file_t *f = (kv_file_t *)s;
+  kv__batcher_t *b = &f->batcher;
+  kv_file_stats_t *st = arg;
   if (op == KV_FILE_CTL_STATS && arg != NULL) {
-    *(kv_file_stats_t *)arg = f->stats;
+    memset(st, 0, sizeof(*st));
+    st->batches = b->batches;
+    st->rewrites = f->w_rewrites;
+    st->reloads = f->w_reloads;
+    st->ops = b->ops;
+    st->loop_reads = b->loop_reads_served;
+    st->lock_waits = f->w_lock_waits;
+    st->file_bytes = f->w_file_bytes;
     return 0;
   }
   return KV_ENOTSUP;
@@ -1114,13 +1049,13 @@ static int file_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
   f->ident.gen = lock_gen(f);
   /* Handles last: nothing after this fails, and a failed open must leave
    * nothing on the loop. */
-  uv_idle_init(s->loop, &f->idle);
-  uv_check_init(s->loop, &f->check);
+  kv__batch_init(&f->batcher, s, &file_engine);
+  /* At the end of the turn, not in the submit: the poll phase before it
+   * delivers the watch's events, so a change another process made before
+   * the read was submitted is known by then. */
+  f->batcher.loop_reads = KV__LOOP_TURN;
   uv_fs_event_init(s->loop, &f->event);
-  f->idle.data = f;
-  f->check.data = f;
-  f->event.data = f;
-  f->work.data = f;
+  f->event.data = &f->batcher;
   if (watch && uv_fs_event_start(&f->event, file_event_cb, f->dir, 0) == 0) {
     uv_unref((uv_handle_t *)&f->event); /* never keeps the loop alive */
     f->watching = 1;
@@ -1138,50 +1073,6 @@ fail:
   return rc;
 }
 
-static void file_handle_closed(uv_handle_t *h) {
-  kv_file_t *f = h->data;
-  if (--f->nhandles > 0) return;
-  kv_free(f->queue);
-  kv_free(f->batch);
-  kv_free(f->status);
-  kv_free(f->sorted);
-  f->queue = f->batch = NULL;
-  f->status = NULL;
-  f->sorted = NULL;
-  file_free_names(f);
-  kv_store_closed(&f->base);
-}
-
-static void file_finish_close(kv_file_t *f) {
-  kv__file_data_free(&f->data);
-  f->last_coll = NULL;
-  if (f->lockfd >= 0) close(f->lockfd);
-  if (f->dirfd >= 0) close(f->dirfd);
-  f->lockfd = f->dirfd = -1;
-  f->nhandles = 3;
-  uv_close((uv_handle_t *)&f->idle, file_handle_closed);
-  uv_close((uv_handle_t *)&f->check, file_handle_closed);
-  uv_close((uv_handle_t *)&f->event, file_handle_closed);
-}
-
-/* Queued requests are canceled; a batch on the threadpool finishes and is
- * delivered, then everything is released. */
-static void file_close(kv_store_t *s) {
-  kv_file_t *f = (kv_file_t *)s;
-  size_t i;
-  f->closing = 1;
-  uv_idle_stop(&f->idle);
-  uv_check_stop(&f->check);
-  f->scheduled = 0;
-  for (i = 0; i < f->nqueue; i++)
-    kv_req_complete(f->queue[i],
-                    kv_req_set_error(f->queue[i], KV_ECANCELED,
-                                     "file: store closed before the request "
-                                     "started"));
-  f->nqueue = 0;
-  if (!f->busy) file_finish_close(f);
-}
-
 const kv_store_methods_t kv__file_methods = {
     .version = KV_STORE_METHODS_VERSION,
     .name = "file",
@@ -1190,24 +1081,24 @@ const kv_store_methods_t kv__file_methods = {
             KV_CAP_PERSISTENT | KV_CAP_SHARED,
     .options = file_options,
     .open = file_open,
-    .close = file_close,
-    .get = file_submit,
-    .ttl = file_submit,
-    .put = file_submit,
-    .del = file_submit,
-    .get_many = file_submit,
-    .ttl_many = file_submit,
-    .put_many = file_submit,
-    .delete_many = file_submit,
-    .keys = file_submit,
-    .collections = file_submit,
-    .destroy = file_submit,
-    .destroy_collection = file_submit,
-    .cull = file_submit,
-    .put_if_absent = file_submit,
-    .cas = file_submit,
-    .incr = file_submit,
-    .take = file_submit,
+    .close = kv__batch_close,
+    .get = kv__batch_submit,
+    .ttl = kv__batch_submit,
+    .put = kv__batch_submit,
+    .del = kv__batch_submit,
+    .get_many = kv__batch_submit,
+    .ttl_many = kv__batch_submit,
+    .put_many = kv__batch_submit,
+    .delete_many = kv__batch_submit,
+    .keys = kv__batch_submit,
+    .collections = kv__batch_submit,
+    .destroy = kv__batch_submit,
+    .destroy_collection = kv__batch_submit,
+    .cull = kv__batch_submit,
+    .put_if_absent = kv__batch_submit,
+    .cas = kv__batch_submit,
+    .incr = kv__batch_submit,
+    .take = kv__batch_submit,
     .ctl = file_ctl,
 };
 

@@ -47,6 +47,7 @@ void kv__slot_reset(kv__slot_t *slot) {
   size_t i;
   slot->status = 0;
   slot->code = 0;
+  slot->has_detail = 0;
   slot->msg = NULL;
   kv_free(slot->errmsg);
   slot->errmsg = NULL;
@@ -237,6 +238,8 @@ static void batch_deliver(kv__batcher_t *b, kv__slot_t *slot) {
     if (status == 0 && slot->cursor != NULL &&
         kv_req_set_cursor(req, slot->cursor) != 0)
       status = kv_req_set_error(req, KV_ENOMEM, "out of memory");
+  } else if (slot->has_detail) {
+    /* the op said why, on the request */
   } else if ((slot->code != 0 || slot->errmsg != NULL) &&
              b->eng->detail != NULL) {
     b->eng->detail(b, slot);
@@ -371,6 +374,7 @@ static void batch_launch(kv__batcher_t *b) {
   b->nqueue = 0;
   b->busy = 1;
   b->batches++;
+  if (b->eng->launch != NULL) b->eng->launch(b);
   rc = uv_queue_work(b->store->loop, &b->work, batch_work_cb,
                      batch_after_work_cb);
   if (rc != 0) {
@@ -445,6 +449,8 @@ static void batch_handle_closed(uv_handle_t *h) {
 
 static void batch_close_handles(kv__batcher_t *b) {
   b->nhandles = 2;
+  if (b->eng->close_handles != NULL)
+    b->nhandles += b->eng->close_handles(b, batch_handle_closed);
   uv_close((uv_handle_t *)&b->idle, batch_handle_closed);
   uv_close((uv_handle_t *)&b->check, batch_handle_closed);
 }

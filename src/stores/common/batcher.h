@@ -54,6 +54,7 @@ typedef struct kv__slot_s {
   int code;        /* the engine's code behind status, or 0 */
   const char *msg; /* static detail text for status, or NULL */
   char *errmsg;    /* the engine's own message (kv_malloc'ed), or NULL */
+  int has_detail;  /* the op set the request's detail itself */
   char *names;     /* keys/collections: BE16 len ‖ bytes, repeated */
   size_t names_len;
   size_t names_cap;
@@ -111,8 +112,13 @@ typedef struct kv__engine_s {
   /* Optional: the engine's part of a loop-thread read. NULL: no reads on
    * the loop. Return 0 to go on with exec, else the read is queued. */
   int (*loop_begin)(kv__batcher_t *b, void **txn);
+  /* Optional, loop thread: a batch is about to go to the threadpool. */
+  void (*launch)(kv__batcher_t *b);
   /* Optional, loop thread: after every delivered batch (statistics). */
   void (*after)(kv__batcher_t *b);
+  /* Optional, loop thread, closing: close the engine's own handles (their
+   * data must be the batcher) with uv_close(h, cb); returns how many. */
+  int (*close_handles)(kv__batcher_t *b, uv_close_cb cb);
   /* Optional, threadpool: the blocking part of closing (close a database
    * that waits for background work). */
   void (*close_work)(kv__batcher_t *b);
