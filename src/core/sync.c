@@ -118,6 +118,11 @@ int kv_sync_put(kv_sync_t *s, kv_req_t *req, const char *c, const char *k,
   SYNC_CALL(kv_put(s->store, req, c, k, v, len, ttl, sync_done));
 }
 
+int kv_sync_touch(kv_sync_t *s, kv_req_t *req, const char *c, const char *k,
+                  double ttl) {
+  SYNC_CALL(kv_touch(s->store, req, c, k, ttl, sync_done));
+}
+
 int kv_sync_delete(kv_sync_t *s, kv_req_t *req, const char *c, const char *k) {
   SYNC_CALL(kv_delete(s->store, req, c, k, sync_done));
 }

@@ -104,6 +104,7 @@ typedef struct kv_file_s {
   char w_msg[FILE_MSG_MAX];
   int w_synced;   /* the data equals the file after the batch */
   int w_locked;   /* the batch holds the lock */
+  int w_unlink;   /* the batch destroyed everything: remove the file */
   uint64_t w_mod; /* `mod` when the batch began */
   uint64_t w_rewrites;
   uint64_t w_reloads;
@@ -286,7 +287,9 @@ static int file_load(kv_file_t *f, fdata_t *out, file_ident_t *id, char *msg,
     if (r == 0) break;
     n += (size_t)r;
   }
-  if ((rc = kv__file_parse(buf, n, f->path, out, msg, len)) != 0) goto out;
+  if ((rc = kv__file_parse(buf, n, f->path, f->base.default_collection, out,
+                            msg, len)) != 0)
+    goto out;
   ident_from_stat(id, &st);
   goto out;
 oom:
@@ -331,6 +334,28 @@ static int file_refresh(kv_file_t *f, char *msg, size_t len) {
   f->ident = id;
   f->ident.gen = gen;
   f->w_reloads++;
+  return 0;
+}
+
+/* destroy, as aiokv's clear: remove the file (PATH.lock stays: it
+ * coordinates the processes, and its generation tells them). The lock is
+ * held. */
+static int file_remove(kv_file_t *f, char *msg, size_t len) {
+  uint64_t gen;
+  if (unlinkat(f->dirfd, f->name, 0) != 0 && errno != ENOENT)
+    return kv__file_msg(msg, len, KV_EIO, "file: cannot remove %s: %s",
+                        f->path, strerror(errno));
+  if (f->sync && fsync(f->dirfd) != 0)
+    return kv__file_msg(msg, len, KV_EIO,
+                        "file: cannot fsync the directory of %s: %s", f->path,
+                        strerror(errno));
+  gen = f->ident.gen + 1;
+  lock_set_gen(f, gen);
+  memset(&f->ident, 0, sizeof(f->ident));
+  f->ident.known = 1;
+  f->ident.gen = gen;
+  f->w_rewrites++;
+  f->w_file_bytes = 0;
   return 0;
 }
 
@@ -742,6 +767,7 @@ static int do_destroy(kv_file_t *f, kv_req_t *req) {
   }
   while (f->data.colls.head != NULL)
     coll_remove(f, (fcoll_t *)f->data.colls.head);
+  f->w_unlink = 1; /* as aiokv's clear: the file goes (file_commit) */
   return 0;
 }
 
@@ -791,6 +817,7 @@ static int file_begin(kv__batcher_t *b, int mode, void **txn) {
   f->w_msg[0] = '\0';
   f->w_synced = 0;
   f->w_locked = 0;
+  f->w_unlink = 0;
   if (mode == KV__TXN_WRITE) {
     rc = file_lock(f, f->w_msg, sizeof(f->w_msg));
     if (rc != 0) return rc;
@@ -836,7 +863,12 @@ static int file_commit(kv__batcher_t *b, void *txn, int mode) {
   (void)b;
   if (mode == KV__TXN_LOOP) return 0;
   if (f->mod != f->w_mod) {
-    rc = file_write(f, f->w_msg, sizeof(f->w_msg));
+    /* Emptied by a destroy: no file, unless it keeps another program's
+     * top-level members. */
+    if (f->w_unlink && f->data.colls.count == 0 && f->data.extra == NULL)
+      rc = file_remove(f, f->w_msg, sizeof(f->w_msg));
+    else
+      rc = file_write(f, f->w_msg, sizeof(f->w_msg));
     if (rc != 0) f->ident.known = 0;
   }
   if (f->w_locked) file_unlock(f);

@@ -203,6 +203,7 @@ fent_t *kv__file_ent_new(const char *key, size_t klen, uint32_t h, const char *v
   e->expires_at = expires_at;
   e->vlen = vlen;
   e->text = text;
+  e->json = 0;
   return e;
 }
 
@@ -241,6 +242,7 @@ void kv__file_data_free(fdata_t *d) {
   }
   kv_free(d->colls.buckets);
   json_decref(d->extra);
+  kv_free(d->plain_coll);
   memset(d, 0, sizeof(*d));
 }
 
@@ -317,8 +319,60 @@ oom:
 
 /* Check a parsed document and build the data from it. Takes `doc`. Returns 0
  * or KV_ECORRUPT / KV_ENOMEM with the reason. */
-static int doc_import(json_t *doc, const char *path, fdata_t *d, char *msg,
-                      size_t len) {
+/* An aiokv file: a JSON object of key → value, into collection plain_coll.
+ * A string reads as its text; any other JSON value as its compact JSON text,
+ * marked to be written back as JSON. Takes `doc`. */
+static int plain_import(json_t *doc, const char *path, const char *plain_coll,
+                        fdata_t *d, char *msg, size_t len) {
+  const char *key;
+  json_t *v;
+  char nb[256];
+  fcoll_t *fc = NULL;
+  int rc = KV_ECORRUPT;
+  size_t clen = strlen(plain_coll);
+  if (kv__file_table_init(&d->colls) != 0) goto oom;
+  d->plain_coll = kv_strndup(plain_coll, clen);
+  if (d->plain_coll == NULL) goto oom;
+  json_object_foreach(doc, key, v) {
+    size_t klen = strlen(key), tlen;
+    char *dump = NULL;
+    const char *text;
+    fent_t *e;
+    if (kv__check_name("key", key, klen, nb, sizeof nb) != 0) {
+      kv__file_msg(msg, len, rc, "file: %s (an aiokv file): %s", path, nb);
+      goto fail;
+    }
+    if (fc == NULL) {
+      if ((fc = kv__file_coll_new(plain_coll, clen)) == NULL) goto oom;
+      kv__file_table_link(&d->colls, &fc->node);
+    }
+    if (json_is_string(v)) {
+      text = json_string_value(v);
+      tlen = json_string_length(v);
+    } else {
+      dump = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+      if (dump == NULL) goto oom;
+      text = dump;
+      tlen = strlen(dump);
+    }
+    e = kv__file_ent_new(key, klen, kv__file_hash(key, klen), text, tlen, 0, 1);
+    free(dump); /* jansson's allocator */
+    if (e == NULL) goto oom;
+    e->json = !json_is_string(v);
+    kv__file_table_link(&fc->entries, &e->node);
+  }
+  json_decref(doc);
+  return 0;
+oom:
+  rc = kv__file_msg(msg, len, KV_ENOMEM, "out of memory reading %s", path);
+fail:
+  json_decref(doc);
+  kv__file_data_free(d);
+  return rc;
+}
+
+static int doc_import(json_t *doc, const char *path, const char *plain_coll,
+                      fdata_t *d, char *msg, size_t len) {
   const char *cname, *key, *why;
   json_t *x, *colls, *c, *e;
   char nb[256];
@@ -331,6 +385,7 @@ static int doc_import(json_t *doc, const char *path, fdata_t *d, char *msg,
   }
   x = json_object_get(doc, "format");
   if (!json_is_string(x) || strcmp(json_string_value(x), FILE_FORMAT) != 0) {
+    if (plain_coll != NULL) return plain_import(doc, path, plain_coll, d, msg, len);
     kv__file_msg(msg, len, rc,
              "file: %s: not a kvio file (\"format\" is not \"%s\")", path,
              FILE_FORMAT);
@@ -404,7 +459,8 @@ fail:
 /* Parse the bytes of a file into *out. 0, or KV_ECORRUPT / KV_ENOMEM with
  * the reason (a JSON syntax error with its position) in msg. */
 int kv__file_parse(const char *buf, size_t n, const char *path,
-                   kv__file_data_t *out, char *msg, size_t len) {
+                   const char *plain_coll, kv__file_data_t *out, char *msg,
+                   size_t len) {
   json_error_t jerr;
   json_t *doc = json_loadb(buf, n, JSON_REJECT_DUPLICATES, &jerr);
   if (doc == NULL)
@@ -412,7 +468,7 @@ int kv__file_parse(const char *buf, size_t n, const char *path,
                     "file: %s: not valid JSON at line %d, column %d (byte "
                     "%d): %s",
                     path, jerr.line, jerr.column, jerr.position, jerr.text);
-  return doc_import(doc, path, out, msg, len);
+  return doc_import(doc, path, plain_coll, out, msg, len);
 }
 
 kv__file_data_t *kv__file_data_new(void) {
@@ -643,6 +699,51 @@ static void w_document(file_writer_t *w, const fdata_t *d, int indent) {
   w_put(w, "}\n", 2);
 }
 
+int kv__file_is_plain(const kv__file_data_t *d) {
+  const fnode_t *cn = d->colls.head, *en;
+  if (d->plain_coll == NULL || d->extra != NULL) return 0;
+  if (cn == NULL) return 1;
+  if (cn->next != NULL || strcmp(cn->name, d->plain_coll) != 0) return 0;
+  for (en = ((const fcoll_t *)cn)->entries.head; en != NULL; en = en->next) {
+    const fent_t *e = (const fent_t *)en;
+    if (!e->text || e->expires_at != 0) return 0;
+  }
+  return 1;
+}
+
+/* A decimal integer as JSON writes it and reads it back unchanged (what
+ * touch and incr store): no leading zero, no "-0", within int64. */
+static int json_integer_text(const char *p, size_t n) {
+  size_t i = n > 0 && p[0] == '-' ? 1 : 0;
+  int64_t v;
+  if (i == n || (p[i] == '0' && (n > i + 1 || i == 1))) return 0;
+  for (; i < n; i++)
+    if (p[i] < '0' || p[i] > '9') return 0;
+  return kv_parse_int64(p, n, &v) == 0;
+}
+
+/* An aiokv file: {KEY: VALUE, ...}. A value read as JSON goes back as that
+ * JSON, an integer (a touch, an incr) as a JSON number, anything else as a
+ * JSON string. */
+static void w_plain(file_writer_t *w, const fdata_t *d, int indent) {
+  const char *colon = indent ? ": " : ":";
+  const fnode_t *en = d->colls.head ? ((const fcoll_t *)d->colls.head)->entries.head : NULL;
+  w_put(w, "{", 1);
+  for (; en != NULL; en = en->next) {
+    const fent_t *e = (const fent_t *)en;
+    w_newline(w, indent, 1);
+    w_string(w, en->name, en->len);
+    w_puts(w, colon);
+    if (e->json || json_integer_text(ENT_VALUE(e), e->vlen))
+      w_put(w, ENT_VALUE(e), e->vlen);
+    else
+      w_string(w, ENT_VALUE(e), e->vlen);
+    if (en->next != NULL) w_put(w, ",", 1);
+  }
+  w_newline(w, indent, 0);
+  w_put(w, "}\n", 2);
+}
+
 /* Write the whole document to fd. 0, the errno of a failed write (> 0), or
  * KV_ENOMEM. */
 int kv__file_serialize(int fd, const kv__file_data_t *d, int indent) {
@@ -652,7 +753,10 @@ int kv__file_serialize(int fd, const kv__file_data_t *d, int indent) {
   w->fd = fd;
   w->err = 0;
   w->len = 0;
-  w_document(w, d, indent);
+  if (kv__file_is_plain(d))
+    w_plain(w, d, indent);
+  else
+    w_document(w, d, indent);
   w_flush(w);
   err = w->err;
   kv_free(w);

@@ -42,6 +42,8 @@ typedef struct fent_s {
   int64_t expires_at; /* Unix ms, 0 = never */
   size_t vlen;
   int text;    /* the value is UTF-8 without NUL: written as a string */
+  int json;    /* an aiokv file's value that was JSON other than a string:
+                  its text is that JSON, written back as it is */
   char data[]; /* key NUL value NUL */
 } fent_t;
 
@@ -54,6 +56,9 @@ typedef struct fcoll_s {
 typedef struct fdata_s {
   ftable_t colls;
   json_t *extra; /* other top-level members, kept as they were; or NULL */
+  /* An aiokv file (a plain JSON object of key → value): the collection its
+   * entries are in, kv_malloc'ed; NULL for a kvio file. */
+  char *plain_coll;
 } fdata_t;
 
 #define ENT_VALUE(e) ((e)->data + (e)->node.len + 1)
@@ -67,13 +72,20 @@ void kv__file_data_destroy(kv__file_data_t *d);
 /* Free what it holds; it is empty afterwards. */
 void kv__file_data_free(fdata_t *d);
 /* Parse `n` bytes of a file (path only for messages) into *out, which must
- * be empty. Returns 0, or KV_ECORRUPT / KV_ENOMEM with the reason in msg
- * (a JSON syntax error gives its line, column and byte) and *out empty. */
+ * be empty. A JSON object without "format": "kvio-file" is an aiokv file:
+ * its members are the entries of collection `plain_coll` (a string value
+ * reads as its text, any other value as its compact JSON text). Returns 0,
+ * or KV_ECORRUPT / KV_ENOMEM with the reason in msg (a JSON syntax error
+ * gives its line, column and byte) and *out empty. */
 int kv__file_parse(const char *buf, size_t n, const char *path,
-                   kv__file_data_t *out, char *msg, size_t len);
+                   const char *plain_coll, kv__file_data_t *out, char *msg,
+                   size_t len);
+/* Whether the data can be written as an aiokv file (it was read from one,
+ * and holds only its collection, without expiries or binary values). */
+int kv__file_is_plain(const kv__file_data_t *d);
 /* Write the document (docs/file.md) to fd, indented by `indent` spaces per
- * level (0: compact). Returns 0, the errno of a failed write, or
- * KV_ENOMEM. */
+ * level (0: compact): an aiokv file while kv__file_is_plain, else the kvio
+ * format. Returns 0, the errno of a failed write, or KV_ENOMEM. */
 int kv__file_serialize(int fd, const kv__file_data_t *d, int indent);
 
 /* The tables. */
