@@ -511,94 +511,6 @@ static void keys_paging_and_bad_cursor(void **state) {
 /* ---- Group commit ---------------------------------------------------------
  */
 
-static void group_commit_one_txn_per_turn(void **state) {
-  fx_t *fx = *state;
-  enum { N = 100 };
-  static kv_req_t reqs[N];
-  kv_sqlite_stats_t before, after;
-  char key[16];
-  int i;
-  open_store(fx);
-  before = stats(fx);
-  g_done = 0;
-  for (i = 0; i < N; i++) {
-    snprintf(key, sizeof key, "g%03d", i);
-    memset(&reqs[i], 0, sizeof reqs[i]);
-    assert_int_equal(
-        kv_put(fx->store, &reqs[i], "g", key, key, strlen(key), 0, done_cb), 0);
-  }
-  uv_run(&fx->loop, UV_RUN_DEFAULT);
-  assert_int_equal(g_done, N);
-  for (i = 0; i < N; i++) {
-    assert_int_equal(reqs[i].status, 0);
-    kv_req_cleanup(&reqs[i]);
-  }
-  after = stats(fx);
-  assert_int_equal(after.batches - before.batches, 1);
-  assert_int_equal(after.write_txns - before.write_txns, 1);
-  assert_int_equal(after.ops - before.ops, N);
-  /* Reads only: answered on the loop thread, no batch. */
-  g_done = 0;
-  for (i = 0; i < N; i++) {
-    snprintf(key, sizeof key, "g%03d", i);
-    memset(&reqs[i], 0, sizeof reqs[i]);
-    assert_int_equal(kv_get(fx->store, &reqs[i], "g", key, done_cb), 0);
-  }
-  uv_run(&fx->loop, UV_RUN_DEFAULT);
-  assert_int_equal(g_done, N);
-  for (i = 0; i < N; i++) {
-    assert_int_equal(reqs[i].found, 1);
-    kv_req_cleanup(&reqs[i]);
-  }
-  before = after;
-  after = stats(fx);
-  assert_int_equal(after.batches - before.batches, 0);
-  assert_int_equal(after.loop_reads - before.loop_reads, N);
-  assert_int_equal(after.write_txns - before.write_txns, 0);
-}
-
-/* In one loop turn (one transaction), each op sees the ones before it. */
-static void batch_reads_see_earlier_writes(void **state) {
-  fx_t *fx = *state;
-  kv_req_t r[9];
-  const char *keys[2] = {"a", "b"};
-  int i;
-  open_store(fx);
-  memset(r, 0, sizeof r);
-  g_done = 0;
-  assert_int_equal(kv_put(fx->store, &r[0], "t", "a", "1", 1, 0, done_cb), 0);
-  assert_int_equal(kv_get(fx->store, &r[1], "t", "a", done_cb), 0);
-  assert_int_equal(kv_incr(fx->store, &r[2], "t", "a", 5, 0, done_cb), 0);
-  assert_int_equal(kv_incr(fx->store, &r[3], "t", "a", 5, 0, done_cb), 0);
-  assert_int_equal(
-      kv_put_if_absent(fx->store, &r[4], "t", "b", "x", 1, 0, done_cb), 0);
-  assert_int_equal(
-      kv_put_if_absent(fx->store, &r[5], "t", "b", "y", 1, 0, done_cb), 0);
-  assert_int_equal(kv_take(fx->store, &r[6], "t", "a", done_cb), 0);
-  assert_int_equal(kv_get_many(fx->store, &r[7], "t", keys, 2, done_cb), 0);
-  assert_int_equal(kv_keys(fx->store, &r[8], "t", NULL, 0, done_cb), 0);
-  uv_run(&fx->loop, UV_RUN_DEFAULT);
-  assert_int_equal(g_done, 9);
-  for (i = 0; i < 9; i++)
-    assert_int_equal(r[i].status, 0);
-  assert_int_equal(r[1].found, 1);
-  assert_string_equal(r[1].value.base, "1");
-  assert_int_equal(r[2].number, 6);
-  assert_int_equal(r[3].number, 11);
-  assert_int_equal(r[4].found, 1);
-  assert_int_equal(r[5].found, 0);
-  assert_int_equal(r[6].found, 1);
-  assert_string_equal(r[6].value.base, "11");
-  assert_int_equal(r[7].results[0].found, 0); /* taken */
-  assert_int_equal(r[7].results[1].found, 1);
-  assert_string_equal(r[7].results[1].value.base, "x");
-  assert_int_equal(r[8].nnames, 1);
-  assert_string_equal(r[8].names[0].base, "b");
-  for (i = 0; i < 9; i++)
-    kv_req_cleanup(&r[i]);
-  assert_int_equal(stats(fx).write_txns, 1);
-}
-
 /* ---- Several connections and processes ------------------------------------
  */
 
@@ -934,10 +846,6 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(long_names_stored_as_they_are, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(keys_paging_and_bad_cursor, setup,
-                                      teardown),
-      cmocka_unit_test_setup_teardown(group_commit_one_txn_per_turn, setup,
-                                      teardown),
-      cmocka_unit_test_setup_teardown(batch_reads_see_earlier_writes, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(locked_database_is_ebusy, setup,
                                       teardown),

@@ -906,135 +906,8 @@ static void options_are_checked(void **state) {
   assert_int_equal(access(url, F_OK), 0);
 }
 
-/* ---- Group commit and the async contract ------------------------------------
+/* ---- Stores on one path ----------------------------------------------------
  */
-
-static void group_commit_one_txn_per_turn(void **state) {
-  fx_t *fx = *state;
-  enum { N = 1000 };
-  static kv_req_t reqs[N];
-  char key[16];
-  kv_disk_stats_t st0, st;
-  size_t i;
-  open_store(fx);
-  st0 = stats(fx);
-  g_done = 0;
-  for (i = 0; i < N; i++) {
-    memset(&reqs[i], 0, sizeof reqs[i]);
-    snprintf(key, sizeof key, "g%zu", i);
-    assert_int_equal(
-        kv_put(fx->store, &reqs[i], "g", key, key, strlen(key), 0, done_cb), 0);
-  }
-  uv_run(&fx->loop, UV_RUN_DEFAULT);
-  assert_int_equal(g_done, N);
-  for (i = 0; i < N; i++) {
-    assert_int_equal(reqs[i].status, 0);
-    kv_req_cleanup(&reqs[i]);
-  }
-  st = stats(fx);
-  assert_int_equal(st.batches - st0.batches, 1);
-  assert_int_equal(st.write_txns - st0.write_txns, 1);
-  assert_int_equal(st.ops - st0.ops, N);
-  /* N reads in one turn: answered on the loop thread, no batch. */
-  st0 = st;
-  g_done = 0;
-  for (i = 0; i < N; i++) {
-    memset(&reqs[i], 0, sizeof reqs[i]);
-    snprintf(key, sizeof key, "g%zu", i);
-    assert_int_equal(kv_get(fx->store, &reqs[i], "g", key, done_cb), 0);
-  }
-  uv_run(&fx->loop, UV_RUN_DEFAULT);
-  assert_int_equal(g_done, N);
-  for (i = 0; i < N; i++) {
-    snprintf(key, sizeof key, "g%zu", i);
-    assert_int_equal(reqs[i].found, 1);
-    assert_string_equal(reqs[i].value.base, key);
-    kv_req_cleanup(&reqs[i]);
-  }
-  st = stats(fx);
-  assert_int_equal(st.loop_reads - st0.loop_reads, N);
-  assert_int_equal(st.batches - st0.batches, 0);
-  assert_int_equal(st.write_txns - st0.write_txns, 0);
-  /* In one batch, reads see the writes that arrived before them. */
-  g_done = 0;
-  memset(reqs, 0, 4 * sizeof reqs[0]);
-  assert_int_equal(kv_put(fx->store, &reqs[0], "g", "seq", "1", 1, 0, done_cb),
-                   0);
-  assert_int_equal(kv_get(fx->store, &reqs[1], "g", "seq", done_cb), 0);
-  assert_int_equal(kv_delete(fx->store, &reqs[2], "g", "seq", done_cb), 0);
-  assert_int_equal(kv_get(fx->store, &reqs[3], "g", "seq", done_cb), 0);
-  uv_run(&fx->loop, UV_RUN_DEFAULT);
-  assert_int_equal(g_done, 4);
-  assert_int_equal(reqs[1].found, 1);
-  assert_int_equal(reqs[2].found, 1);
-  assert_int_equal(reqs[3].found, 0);
-  for (i = 0; i < 4; i++)
-    kv_req_cleanup(&reqs[i]);
-}
-
-static int g_calls[300];
-static int g_close_seen;
-static int g_after_close;
-
-static void counted_cb(kv_req_t *req) {
-  int i = (int)(intptr_t)req->data;
-  g_calls[i]++;
-  if (g_close_seen) g_after_close++;
-}
-
-static void close_seen_cb(kv_store_t *s) {
-  (void)s;
-  g_close_seen++;
-}
-
-static void close_with_requests_in_flight(void **state) {
-  fx_t *fx = *state;
-  static kv_req_t reqs[300];
-  char key[16];
-  int i, ok = 0, canceled = 0;
-  open_store(fx);
-  memset(g_calls, 0, sizeof g_calls);
-  g_close_seen = g_after_close = 0;
-  for (i = 0; i < 200; i++) {
-    memset(&reqs[i], 0, sizeof reqs[i]);
-    reqs[i].data = (void *)(intptr_t)i;
-    snprintf(key, sizeof key, "f%d", i);
-    assert_int_equal(
-        kv_put(fx->store, &reqs[i], "f", key, "v", 1, 0, counted_cb), 0);
-  }
-  /* One turn: the first batch goes to the threadpool. */
-  uv_run(&fx->loop, UV_RUN_NOWAIT);
-  for (i = 200; i < 300; i++) {
-    memset(&reqs[i], 0, sizeof reqs[i]);
-    reqs[i].data = (void *)(intptr_t)i;
-    snprintf(key, sizeof key, "f%d", i);
-    assert_int_equal(
-        kv_put(fx->store, &reqs[i], "f", key, "v", 1, 0, counted_cb), 0);
-  }
-  assert_int_equal(kv_store_close(fx->store, close_seen_cb), 0);
-  fx->store = NULL;
-  uv_run(&fx->loop, UV_RUN_DEFAULT);
-  assert_int_equal(g_close_seen, 1);
-  assert_int_equal(g_after_close, 0);
-  for (i = 0; i < 300; i++) {
-    assert_int_equal(g_calls[i], 1);
-    if (reqs[i].status == 0)
-      ok++;
-    else if (reqs[i].status == KV_ECANCELED)
-      canceled++;
-    else
-      fail_msg("request %d: %s", i, kv_err_name(reqs[i].status));
-    if (i >= 200) assert_int_equal(reqs[i].status, KV_ECANCELED);
-    kv_req_cleanup(&reqs[i]);
-  }
-  assert_int_equal(ok, 200);
-  assert_int_equal(canceled, 100);
-  /* What was acknowledged is there. */
-  open_store(fx);
-  expect(fx, "f", "f0", "v");
-  expect(fx, "f", "f199", "v");
-  expect(fx, "f", "f200", NULL);
-}
 
 static void two_stores_share_one_path(void **state) {
   fx_t *fx = *state;
@@ -1080,10 +953,6 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(unwritable_path_is_eio, setup, teardown),
       cmocka_unit_test_setup_teardown(options_are_checked, setup, teardown),
-      cmocka_unit_test_setup_teardown(group_commit_one_txn_per_turn, setup,
-                                      teardown),
-      cmocka_unit_test_setup_teardown(close_with_requests_in_flight, setup,
-                                      teardown),
       cmocka_unit_test_setup_teardown(two_stores_share_one_path, setup,
                                       teardown),
   };
