@@ -172,6 +172,18 @@ void kv__batch_close(kv_store_t *s);
   kv_store_t base;        \
   kv__batcher_t batcher
 
+/* The members of a store's kv_store_methods_t that the batcher fills:
+ * close and every op. */
+#define KV__BATCHED_METHODS                                                  \
+  .close = kv__batch_close, .get = kv__batch_submit, .ttl = kv__batch_submit, \
+  .put = kv__batch_submit, .del = kv__batch_submit,                           \
+  .get_many = kv__batch_submit, .ttl_many = kv__batch_submit,                 \
+  .put_many = kv__batch_submit, .delete_many = kv__batch_submit,              \
+  .keys = kv__batch_submit, .collections = kv__batch_submit,                  \
+  .destroy = kv__batch_submit, .destroy_collection = kv__batch_submit,        \
+  .cull = kv__batch_submit, .put_if_absent = kv__batch_submit,                \
+  .cas = kv__batch_submit, .incr = kv__batch_submit, .take = kv__batch_submit
+
 /* Whether op only reads. */
 int kv__op_is_read(kv_op_t op);
 
