@@ -352,9 +352,8 @@ KV_EXTERN int kv_sync_ttl(kv_sync_t *s, kv_req_t *req, const char *collection,
 KV_EXTERN int kv_sync_put(kv_sync_t *s, kv_req_t *req, const char *collection,
                           const char *key, const void *value, size_t len,
                           double ttl);
-KV_EXTERN int kv_sync_touch(kv_sync_t *s, kv_req_t *req,
-                            const char *collection, const char *key,
-                            double ttl);
+KV_EXTERN int kv_sync_touch(kv_sync_t *s, kv_req_t *req, const char *collection,
+                            const char *key, double ttl);
 KV_EXTERN int kv_sync_delete(kv_sync_t *s, kv_req_t *req,
                              const char *collection, const char *key);
 KV_EXTERN int kv_sync_get_many(kv_sync_t *s, kv_req_t *req,

@@ -344,9 +344,9 @@ static int disk_do_atomic(disk_txn_t *t, kv__slot_t *slot) {
                (rec.value_len > 0 && memcmp(rec.value, req->in.expected.base,
                                             rec.value_len) != 0))) {
       kv__slot_error(slot, KV_ECONFLICT,
-                      req->in.expected_absent
-                          ? "the key holds a value"
-                          : "the value differs from the expected one");
+                     req->in.expected_absent
+                         ? "the key holds a value"
+                         : "the value differs from the expected one");
       return 0;
     }
     req->found = 1;
@@ -391,7 +391,8 @@ static int disk_do_keys(disk_txn_t *t, kv__slot_t *slot) {
   if (req->in.cursor != NULL) {
     mk.mv_size = kv__cursor_parse(req->in.cursor, 'k', start, KV__REC_KEY_MAX);
     mk.mv_data = start;
-    if (mk.mv_size == 0 || !kv__rec_has_prefix(mk.mv_data, mk.mv_size, k.buf, prefix_len)) {
+    if (mk.mv_size == 0 ||
+        !kv__rec_has_prefix(mk.mv_data, mk.mv_size, k.buf, prefix_len)) {
       kv__slot_error(slot, KV_EINVAL, "invalid cursor for this collection");
       return 0;
     }
@@ -406,7 +407,8 @@ static int disk_do_keys(disk_txn_t *t, kv__slot_t *slot) {
         memcmp(mk.mv_data, want.mv_data, want.mv_size) == 0)
       rc = mdb_cursor_get(c, &mk, &mv, MDB_NEXT);
   }
-  for (; rc == 0 && kv__rec_has_prefix(mk.mv_data, mk.mv_size, k.buf, prefix_len);
+  for (;
+       rc == 0 && kv__rec_has_prefix(mk.mv_data, mk.mv_size, k.buf, prefix_len);
        rc = mdb_cursor_get(c, &mk, &mv, MDB_NEXT)) {
     if (disk_rec_parse(&mv, &rec) != 0 || KV_EXPIRED(rec.expires_at, t->now))
       continue;
@@ -418,7 +420,7 @@ static int disk_do_keys(disk_txn_t *t, kv__slot_t *slot) {
       rc = kv__slot_add_name(slot, rec.key, rec.key_len);
     else
       rc = kv__slot_add_name(slot, (const char *)mk.mv_data + prefix_len,
-                              mk.mv_size - prefix_len);
+                             mk.mv_size - prefix_len);
     if (rc != 0) {
       mdb_cursor_close(c);
       kv__slot_error(slot, KV_ENOMEM, "out of memory");
@@ -438,7 +440,8 @@ static int disk_do_collections(disk_txn_t *t, kv__slot_t *slot) {
   kv_req_t *req = slot->req;
   size_t limit = req->in.limit ? req->in.limit : DISK_PAGE_DEFAULT;
   size_t n = 0, plen = 0, last_len = 0;
-  unsigned char start[KV__REC_KEY_MAX], prefix[KV__REC_KEY_MAX], last[KV__REC_KEY_MAX];
+  unsigned char start[KV__REC_KEY_MAX], prefix[KV__REC_KEY_MAX],
+      last[KV__REC_KEY_MAX];
   MDB_cursor *c;
   MDB_val mk, mv;
   kv__rec_t rec;
@@ -520,8 +523,10 @@ static int disk_sweep(disk_txn_t *t, const unsigned char *from, size_t from_len,
   for (rc = mdb_cursor_get(c, &mk, &mv, MDB_SET_RANGE); rc == 0;
        rc = mdb_cursor_get(c, &mk, &mv, MDB_NEXT)) {
     if (prefix != NULL) {
-      if (!kv__rec_has_prefix(mk.mv_data, mk.mv_size, prefix, prefix_len)) break;
-    } else if (!kv__rec_entry_key(mk.mv_data, mk.mv_size, &plen) || disk_rec_parse(&mv, &rec) != 0 ||
+      if (!kv__rec_has_prefix(mk.mv_data, mk.mv_size, prefix, prefix_len))
+        break;
+    } else if (!kv__rec_entry_key(mk.mv_data, mk.mv_size, &plen) ||
+               disk_rec_parse(&mv, &rec) != 0 ||
                !KV_EXPIRED(rec.expires_at, t->now)) {
       continue; /* keep live entries, the marker and unknown data */
     }
@@ -592,7 +597,6 @@ static int disk_exec_op(disk_txn_t *t, kv__slot_t *slot) {
     return 0;
   }
 }
-
 
 /* ---- Environments ------------------------------------------------------- */
 
@@ -692,7 +696,8 @@ static int disk_env_acquire(const char *path, unsigned sync_flags,
   }
   if (mdb_env_get_maxkeysize(e->env) < KV__REC_KEY_MAX) {
     rc = disk_errbuf(errbuf, errbuf_len, KV_EBACKEND,
-                     "disk: LMDB's key limit is below %d bytes", KV__REC_KEY_MAX);
+                     "disk: LMDB's key limit is below %d bytes",
+                     KV__REC_KEY_MAX);
     goto fail;
   }
   rc = disk_env_init(e, path, errbuf, errbuf_len);
@@ -734,7 +739,6 @@ static void disk_env_release(disk_env_t *e) {
   pthread_rwlock_destroy(&e->resize_lock);
   kv_free(e);
 }
-
 
 /* ---- The engine --------------------------------------------------------- */
 

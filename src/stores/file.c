@@ -61,7 +61,8 @@
 #define FILE_LOCK_SLEEP_MAX_MS 20
 #define FILE_NAME_SHOW KV__FILE_NAME_SHOW
 
-/* What the data was loaded from (or last written as). */typedef struct file_ident_s {
+/* What the data was loaded from (or last written as). */
+typedef struct file_ident_s {
   int known;  /* 0: the data reflects no known state of the file */
   int exists; /* the file existed */
   dev_t dev;
@@ -165,16 +166,16 @@ static int lock_open(kv_file_t *f, char *msg, size_t len) {
                   O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0666);
   if (fd < 0) {
     if (errno == ELOOP)
-      return kv__file_msg(msg, len, KV_EINVAL,
-                      "file: %s.lock is a symbolic link; refusing to follow it",
-                      f->path);
-    return kv__file_msg(msg, len, KV_EIO, "file: cannot open %s.lock: %s", f->path,
-                    strerror(errno));
+      return kv__file_msg(
+          msg, len, KV_EINVAL,
+          "file: %s.lock is a symbolic link; refusing to follow it", f->path);
+    return kv__file_msg(msg, len, KV_EIO, "file: cannot open %s.lock: %s",
+                        f->path, strerror(errno));
   }
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     close(fd);
-    return kv__file_msg(msg, len, KV_EINVAL, "file: %s.lock is not a regular file",
-                    f->path);
+    return kv__file_msg(msg, len, KV_EINVAL,
+                        "file: %s.lock is not a regular file", f->path);
   }
   f->lockfd = fd;
   return 0;
@@ -205,16 +206,16 @@ static int file_lock(kv_file_t *f, char *msg, size_t len) {
     if (errno == EINTR) continue;
     if (errno != EWOULDBLOCK)
       return kv__file_msg(msg, len, KV_EIO, "file: cannot lock %s.lock: %s",
-                      f->path, strerror(errno));
+                          f->path, strerror(errno));
     {
       uint64_t now = uv_hrtime();
       struct timespec ts;
       uint64_t sleep_ns;
       if (now >= deadline)
         return kv__file_msg(msg, len, KV_ETIMEDOUT,
-                        "file: %s.lock is held by another process for more "
-                        "than lock_timeout=%g s",
-                        f->path, f->lock_timeout);
+                            "file: %s.lock is held by another process for more "
+                            "than lock_timeout=%g s",
+                            f->path, f->lock_timeout);
       sleep_ns = (uint64_t)delay_ms * 1000000u;
       if (sleep_ns > deadline - now) sleep_ns = deadline - now;
       ts.tv_sec = (time_t)(sleep_ns / 1000000000u);
@@ -252,18 +253,19 @@ static int file_load(kv_file_t *f, fdata_t *out, file_ident_t *id, char *msg,
     }
     if (errno == ELOOP)
       return kv__file_msg(msg, len, KV_EINVAL,
-                      "file: %s is a symbolic link; refusing to follow it",
-                      f->path);
+                          "file: %s is a symbolic link; refusing to follow it",
+                          f->path);
     return kv__file_msg(msg, len, KV_EIO, "file: cannot open %s: %s", f->path,
-                    strerror(errno));
+                        strerror(errno));
   }
   if (fstat(fd, &st) != 0) {
-    rc = kv__file_msg(msg, len, KV_EIO, "file: %s: %s", f->path, strerror(errno));
+    rc = kv__file_msg(msg, len, KV_EIO, "file: %s: %s", f->path,
+                      strerror(errno));
     goto out;
   }
   if (!S_ISREG(st.st_mode)) {
     rc = kv__file_msg(msg, len, KV_EINVAL, "file: %s is not a regular file",
-                  f->path);
+                      f->path);
     goto out;
   }
   cap = (size_t)st.st_size + 1;
@@ -281,14 +283,14 @@ static int file_load(kv_file_t *f, fdata_t *out, file_ident_t *id, char *msg,
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) {
       rc = kv__file_msg(msg, len, KV_EIO, "file: cannot read %s: %s", f->path,
-                    strerror(errno));
+                        strerror(errno));
       goto out;
     }
     if (r == 0) break;
     n += (size_t)r;
   }
   if ((rc = kv__file_parse(buf, n, f->path, f->base.default_collection, out,
-                            msg, len)) != 0)
+                           msg, len)) != 0)
     goto out;
   ident_from_stat(id, &st);
   goto out;
@@ -317,11 +319,12 @@ static int file_refresh(kv_file_t *f, char *msg, size_t len) {
   uint64_t gen;
   int rc = fstatat(f->dirfd, f->name, &st, AT_SYMLINK_NOFOLLOW);
   if (rc != 0 && errno != ENOENT)
-    return kv__file_msg(msg, len, KV_EIO, "file: %s: %s", f->path, strerror(errno));
+    return kv__file_msg(msg, len, KV_EIO, "file: %s: %s", f->path,
+                        strerror(errno));
   if (rc == 0 && S_ISLNK(st.st_mode))
     return kv__file_msg(msg, len, KV_EINVAL,
-                    "file: %s is a symbolic link; refusing to follow it",
-                    f->path);
+                        "file: %s is a symbolic link; refusing to follow it",
+                        f->path);
   gen = lock_gen(f); /* after the stat: see docs/file.md */
   if (f->ident.known && f->ident.gen == gen &&
       (rc == 0 ? ident_same(&f->ident, &st) : !f->ident.exists))
@@ -343,8 +346,8 @@ static int file_refresh(kv_file_t *f, char *msg, size_t len) {
 static int file_remove(kv_file_t *f, char *msg, size_t len) {
   uint64_t gen;
   if (unlinkat(f->dirfd, f->name, 0) != 0 && errno != ENOENT)
-    return kv__file_msg(msg, len, KV_EIO, "file: cannot remove %s: %s",
-                        f->path, strerror(errno));
+    return kv__file_msg(msg, len, KV_EIO, "file: cannot remove %s: %s", f->path,
+                        strerror(errno));
   if (f->sync && fsync(f->dirfd) != 0)
     return kv__file_msg(msg, len, KV_EIO,
                         "file: cannot fsync the directory of %s: %s", f->path,
@@ -369,16 +372,16 @@ static int file_write(kv_file_t *f, char *msg, size_t len) {
       O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0666);
   if (fd < 0) {
     if (errno == ELOOP)
-      return kv__file_msg(msg, len, KV_EINVAL,
-                      "file: %s.tmp is a symbolic link; refusing to follow it",
-                      f->path);
-    return kv__file_msg(msg, len, KV_EIO, "file: cannot create %s.tmp: %s", f->path,
-                    strerror(errno));
+      return kv__file_msg(
+          msg, len, KV_EINVAL,
+          "file: %s.tmp is a symbolic link; refusing to follow it", f->path);
+    return kv__file_msg(msg, len, KV_EIO, "file: cannot create %s.tmp: %s",
+                        f->path, strerror(errno));
   }
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     close(fd);
-    return kv__file_msg(msg, len, KV_EINVAL, "file: %s.tmp is not a regular file",
-                    f->path);
+    return kv__file_msg(msg, len, KV_EINVAL,
+                        "file: %s.tmp is not a regular file", f->path);
   }
   /* Keep the permissions someone gave the file. */
   if (have_old && S_ISREG(old.st_mode)) (void)fchmod(fd, old.st_mode & 07777);
@@ -388,18 +391,18 @@ static int file_write(kv_file_t *f, char *msg, size_t len) {
     goto fail;
   }
   if (rc != 0) {
-    rc = kv__file_msg(msg, len, KV_EIO, "file: cannot write %s.tmp: %s", f->path,
-                  strerror(rc));
+    rc = kv__file_msg(msg, len, KV_EIO, "file: cannot write %s.tmp: %s",
+                      f->path, strerror(rc));
     goto fail;
   }
   if (f->sync && fsync(fd) != 0) {
-    rc = kv__file_msg(msg, len, KV_EIO, "file: cannot fsync %s.tmp: %s", f->path,
-                  strerror(errno));
+    rc = kv__file_msg(msg, len, KV_EIO, "file: cannot fsync %s.tmp: %s",
+                      f->path, strerror(errno));
     goto fail;
   }
   if (renameat(f->dirfd, f->tmp_name, f->dirfd, f->name) != 0) {
     rc = kv__file_msg(msg, len, KV_EIO, "file: cannot rename %s.tmp to %s: %s",
-                  f->path, f->path, strerror(errno));
+                      f->path, f->path, strerror(errno));
     goto fail;
   }
   /* The identity after the rename (which changes the ctime). */
@@ -409,8 +412,8 @@ static int file_write(kv_file_t *f, char *msg, size_t len) {
     return kv__file_msg(msg, len, KV_EIO, "file: cannot stat %s", f->path);
   if (f->sync && fsync(f->dirfd) != 0)
     return kv__file_msg(msg, len, KV_EIO,
-                    "file: cannot fsync the directory of %s: %s", f->path,
-                    strerror(errno));
+                        "file: cannot fsync the directory of %s: %s", f->path,
+                        strerror(errno));
   gen = f->ident.gen + 1;
   lock_set_gen(f, gen);
   ident_from_stat(&f->ident, &st);
@@ -437,7 +440,8 @@ static fcoll_t *coll_find(kv_file_t *f, const char *name, size_t len) {
   fcoll_t *c = f->last_coll;
   if (c != NULL && c->node.len == len && memcmp(c->name, name, len) == 0)
     return c;
-  c = (fcoll_t *)kv__file_table_find(&f->data.colls, name, len, kv__file_hash(name, len));
+  c = (fcoll_t *)kv__file_table_find(&f->data.colls, name, len,
+                                     kv__file_hash(name, len));
   if (c != NULL) f->last_coll = c;
   return c;
 }
@@ -1010,7 +1014,7 @@ static int file_split(kv_file_t *f, const char *path, char *errbuf,
   const char *name = slash ? slash + 1 : path;
   if (*name == '\0' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
     return kv__file_msg(errbuf, errbuf_len, KV_EINVAL,
-                    "file: '%s' names a directory, not a file", path);
+                        "file: '%s' names a directory, not a file", path);
   f->path = kv_strndup(path, strlen(path));
   if (slash == NULL)
     f->dir = kv_strndup(".", 1);
@@ -1045,7 +1049,7 @@ static int file_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
     f->sync = 0;
   else
     return kv__file_msg(errbuf, errbuf_len, KV_EINVAL,
-                    "file: sync must be full or none, not \"%s\"", sync);
+                        "file: sync must be full or none, not \"%s\"", sync);
   rc = kv_url_param_double(url, "lock_timeout", 0, 86400, FILE_LOCK_TIMEOUT,
                            &f->lock_timeout, errbuf, errbuf_len);
   if (rc == 0)
@@ -1056,20 +1060,20 @@ static int file_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
   f->indent = (int)indent;
   if (url->target == NULL || url->target[0] == '\0')
     return kv__file_msg(errbuf, errbuf_len, KV_EINVAL,
-                    "file: the URL needs a file: file://PATH");
+                        "file: the URL needs a file: file://PATH");
   if ((rc = file_split(f, url->target, errbuf, errbuf_len)) != 0) return rc;
   f->dirfd = open(f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (f->dirfd < 0) {
     rc = kv__file_msg(errbuf, errbuf_len, KV_EIO,
-                  "file: cannot open the directory of %s (%s): %s", f->path,
-                  f->dir, strerror(errno));
+                      "file: cannot open the directory of %s (%s): %s", f->path,
+                      f->dir, strerror(errno));
     goto fail;
   }
   if (fstatat(f->dirfd, f->tmp_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
       S_ISLNK(st.st_mode)) {
     rc = kv__file_msg(errbuf, errbuf_len, KV_EINVAL,
-                  "file: %s.tmp is a symbolic link; refusing to follow it",
-                  f->path);
+                      "file: %s.tmp is a symbolic link; refusing to follow it",
+                      f->path);
     goto fail;
   }
   /* The data file first: a corrupt file is reported before anything is
@@ -1116,4 +1120,3 @@ const kv_store_methods_t kv__file_methods = {
     KV__BATCHED_METHODS,
     .ctl = file_ctl,
 };
-

@@ -106,7 +106,7 @@ int kv__file_table_init(ftable_t *t) {
 }
 
 fnode_t *kv__file_table_find(const ftable_t *t, const char *name, size_t len,
-                           uint32_t h) {
+                             uint32_t h) {
   fnode_t *n;
   for (n = t->buckets[h & t->mask]; n != NULL; n = n->hnext)
     if (n->hash == h && n->len == len && memcmp(n->name, name, len) == 0)
@@ -187,8 +187,9 @@ int kv__file_is_text(const char *p, size_t len) {
   return len == 0 || (memchr(p, 0, len) == NULL && kv__utf8_valid(p, len));
 }
 
-fent_t *kv__file_ent_new(const char *key, size_t klen, uint32_t h, const char *v,
-                       size_t vlen, int64_t expires_at, int text) {
+fent_t *kv__file_ent_new(const char *key, size_t klen, uint32_t h,
+                         const char *v, size_t vlen, int64_t expires_at,
+                         int text) {
   fent_t *e;
   if (vlen > SIZE_MAX - sizeof(*e) - klen - 2) return NULL;
   e = kv_malloc(sizeof(*e) + klen + 1 + vlen + 1);
@@ -248,7 +249,8 @@ void kv__file_data_free(fdata_t *d) {
 
 fent_t *kv__file_ent_find(const fcoll_t *c, const char *key, size_t klen) {
   if (c == NULL) return NULL;
-  return (fent_t *)kv__file_table_find(&c->entries, key, klen, kv__file_hash(key, klen));
+  return (fent_t *)kv__file_table_find(&c->entries, key, klen,
+                                       kv__file_hash(key, klen));
 }
 
 /* ---- Loading --------------------------------------------------------------
@@ -302,12 +304,13 @@ static const char *import_entry(fcoll_t *c, const char *key, size_t klen,
     char *raw = kv_malloc((size_t)n + 1);
     if (raw == NULL) goto oom;
     b64_decode(s, slen, (unsigned char *)raw);
-    ent = kv__file_ent_new(key, klen, kv__file_hash(key, klen), raw, (size_t)n, expires_at,
-                  kv__file_is_text(raw, (size_t)n));
+    ent = kv__file_ent_new(key, klen, kv__file_hash(key, klen), raw, (size_t)n,
+                           expires_at, kv__file_is_text(raw, (size_t)n));
     kv_free(raw);
   } else {
     /* jansson refuses NUL in strings (no JSON_ALLOW_NUL) and checks UTF-8. */
-    ent = kv__file_ent_new(key, klen, kv__file_hash(key, klen), text, tlen, expires_at, 1);
+    ent = kv__file_ent_new(key, klen, kv__file_hash(key, klen), text, tlen,
+                           expires_at, 1);
   }
   if (ent == NULL) goto oom;
   kv__file_table_link(&c->entries, &ent->node);
@@ -380,34 +383,35 @@ static int doc_import(json_t *doc, const char *path, const char *plain_coll,
   memset(d, 0, sizeof(*d));
   if (!json_is_object(doc)) {
     kv__file_msg(msg, len, rc, "file: %s: the top level is not a JSON object",
-             path);
+                 path);
     goto fail;
   }
   x = json_object_get(doc, "format");
   if (!json_is_string(x) || strcmp(json_string_value(x), FILE_FORMAT) != 0) {
-    if (plain_coll != NULL) return plain_import(doc, path, plain_coll, d, msg, len);
+    if (plain_coll != NULL)
+      return plain_import(doc, path, plain_coll, d, msg, len);
     kv__file_msg(msg, len, rc,
-             "file: %s: not a kvio file (\"format\" is not \"%s\")", path,
-             FILE_FORMAT);
+                 "file: %s: not a kvio file (\"format\" is not \"%s\")", path,
+                 FILE_FORMAT);
     goto fail;
   }
   x = json_object_get(doc, "version");
   if (!json_is_integer(x)) {
-    kv__file_msg(msg, len, rc, "file: %s: \"version\" is missing or not an integer",
-             path);
+    kv__file_msg(msg, len, rc,
+                 "file: %s: \"version\" is missing or not an integer", path);
     goto fail;
   }
   if (json_integer_value(x) != FILE_VERSION) {
     kv__file_msg(msg, len, rc,
-             "file: %s: format version %lld is not supported (this kvio "
-             "reads version %d)",
-             path, (long long)json_integer_value(x), FILE_VERSION);
+                 "file: %s: format version %lld is not supported (this kvio "
+                 "reads version %d)",
+                 path, (long long)json_integer_value(x), FILE_VERSION);
     goto fail;
   }
   colls = json_object_get(doc, "collections");
   if (!json_is_object(colls)) {
     kv__file_msg(msg, len, rc,
-             "file: %s: \"collections\" is missing or not an object", path);
+                 "file: %s: \"collections\" is missing or not an object", path);
     goto fail;
   }
   if (kv__file_table_init(&d->colls) != 0) goto oom;
@@ -419,8 +423,9 @@ static int doc_import(json_t *doc, const char *path, const char *plain_coll,
       goto fail;
     }
     if (!json_is_object(c)) {
-      kv__file_msg(msg, len, rc, "file: %s: collection \"%.*s\" is not an object",
-               path, FILE_NAME_SHOW, cname);
+      kv__file_msg(msg, len, rc,
+                   "file: %s: collection \"%.*s\" is not an object", path,
+                   FILE_NAME_SHOW, cname);
       goto fail;
     }
     if ((fc = kv__file_coll_new(cname, clen)) == NULL) goto oom;
@@ -429,14 +434,14 @@ static int doc_import(json_t *doc, const char *path, const char *plain_coll,
       size_t klen = strlen(key);
       if (kv__check_name("key", key, klen, nb, sizeof nb) != 0) {
         kv__file_msg(msg, len, rc, "file: %s: collection \"%.*s\": %s", path,
-                 FILE_NAME_SHOW, cname, nb);
+                     FILE_NAME_SHOW, cname, nb);
         goto fail;
       }
       if ((why = import_entry(fc, key, klen, e, &oom_hit)) != NULL) {
         if (oom_hit) goto oom;
         kv__file_msg(msg, len, rc,
-                 "file: %s: collection \"%.*s\", key \"%.*s\": %s", path,
-                 FILE_NAME_SHOW, cname, FILE_NAME_SHOW, key, why);
+                     "file: %s: collection \"%.*s\", key \"%.*s\": %s", path,
+                     FILE_NAME_SHOW, cname, FILE_NAME_SHOW, key, why);
         goto fail;
       }
     }
@@ -465,9 +470,9 @@ int kv__file_parse(const char *buf, size_t n, const char *path,
   json_t *doc = json_loadb(buf, n, JSON_REJECT_DUPLICATES, &jerr);
   if (doc == NULL)
     return kv__file_msg(msg, len, KV_ECORRUPT,
-                    "file: %s: not valid JSON at line %d, column %d (byte "
-                    "%d): %s",
-                    path, jerr.line, jerr.column, jerr.position, jerr.text);
+                        "file: %s: not valid JSON at line %d, column %d (byte "
+                        "%d): %s",
+                        path, jerr.line, jerr.column, jerr.position, jerr.text);
   return doc_import(doc, path, plain_coll, out, msg, len);
 }
 
@@ -727,7 +732,8 @@ static int json_integer_text(const char *p, size_t n) {
  * JSON string. */
 static void w_plain(file_writer_t *w, const fdata_t *d, int indent) {
   const char *colon = indent ? ": " : ":";
-  const fnode_t *en = d->colls.head ? ((const fcoll_t *)d->colls.head)->entries.head : NULL;
+  const fnode_t *en =
+      d->colls.head ? ((const fcoll_t *)d->colls.head)->entries.head : NULL;
   w_put(w, "{", 1);
   for (; en != NULL; en = en->next) {
     const fent_t *e = (const fent_t *)en;

@@ -137,7 +137,6 @@ static int rdb_map_err(const char *err, int at_open) {
   return KV_EBACKEND;
 }
 
-
 /* The slot failed with RocksDB's message `err` (freed here). */
 static void rdb_slot_fail(kv__slot_t *slot, char *err) {
   slot->status = rdb_map_err(err, 0);
@@ -439,8 +438,8 @@ static void rdb_do_keys(rdb_txn_t *d, kv__slot_t *slot, int64_t now) {
   start_len = k.prefix_len;
   if (req->in.cursor != NULL) {
     start_len = kv__cursor_parse(req->in.cursor, 'k', start, KV__REC_KEY_MAX);
-    if (start_len == 0 ||
-        !kv__rec_has_prefix((const char *)start, start_len, k.buf, k.prefix_len)) {
+    if (start_len == 0 || !kv__rec_has_prefix((const char *)start, start_len,
+                                              k.buf, k.prefix_len)) {
       kv__slot_error(slot, KV_EINVAL, "invalid cursor for this collection");
       return;
     }
@@ -487,7 +486,8 @@ static void rdb_do_collections(rdb_txn_t *d, kv__slot_t *slot, int64_t now) {
   kv_req_t *req = slot->req;
   size_t limit = req->in.limit ? req->in.limit : RDB_PAGE_DEFAULT;
   size_t n = 0, plen = 0, last_len = 0, seek_len;
-  unsigned char seek[KV__REC_KEY_MAX], prefix[KV__REC_KEY_MAX], last[KV__REC_KEY_MAX];
+  unsigned char seek[KV__REC_KEY_MAX], prefix[KV__REC_KEY_MAX],
+      last[KV__REC_KEY_MAX];
   rocksdb_iterator_t *it;
   rdb_rec_t rec;
   int more = 0, oom = 0;
@@ -569,7 +569,8 @@ static size_t rdb_sweep(rdb_txn_t *d, kv__slot_t *slot,
        rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
     size_t klen, vlen;
     const char *key = rocksdb_iter_key(it, &klen);
-    if (prefix != NULL && !kv__rec_has_prefix(key, klen, prefix, prefix_len)) break;
+    if (prefix != NULL && !kv__rec_has_prefix(key, klen, prefix, prefix_len))
+      break;
     if (expired_only) {
       const char *val = rocksdb_iter_value(it, &vlen);
       if (!kv__rec_entry_key((const unsigned char *)key, klen, &plen) ||
@@ -628,7 +629,8 @@ static void rdb_exec_op(rdb_txn_t *d, kv__slot_t *slot, int64_t now) {
     rdb_do_collections(d, slot, now);
     return;
   case KV_OP_DESTROY:
-    rdb_sweep(d, slot, kv__rec_first_key, sizeof(kv__rec_first_key), NULL, 0, 0, now);
+    rdb_sweep(d, slot, kv__rec_first_key, sizeof(kv__rec_first_key), NULL, 0, 0,
+              now);
     return;
   case KV_OP_DESTROY_COLLECTION: {
     kv__reckey_t k;
@@ -638,8 +640,8 @@ static void rdb_exec_op(rdb_txn_t *d, kv__slot_t *slot, int64_t now) {
     return;
   }
   case KV_OP_CULL:
-    req->count = rdb_sweep(d, slot, kv__rec_first_key, sizeof(kv__rec_first_key), NULL,
-                           0, 1, now);
+    req->count = rdb_sweep(d, slot, kv__rec_first_key,
+                           sizeof(kv__rec_first_key), NULL, 0, 1, now);
     return;
   default:
     kv__slot_error(slot, KV_ENOTSUP, "operation not supported");

@@ -118,8 +118,8 @@ typedef struct sql_row_s {
   int64_t expires_at;
 } sql_row_t;
 
-static const char *const sql_options[] = {"sync", "busy_timeout", "table",
-                                          "check", "reads", NULL};
+static const char *const sql_options[] = {"sync",  "busy_timeout", "table",
+                                          "check", "reads",        NULL};
 /* ---- Small helpers ------------------------------------------------------ */
 
 /* The kvio code for an SQLite (extended) result code. */
@@ -526,7 +526,6 @@ static int sql_exec(sql_conn_t *d, kv__slot_t *slot, int64_t now) {
   }
 }
 
-
 /* Keep SQLite's message for a failure, then roll back what is open. */
 static void sql_failed(sql_conn_t *d) {
   /* An I/O failure also names the system's error ("disk I/O error: File too
@@ -865,9 +864,9 @@ static int sql_open_db(kv_sqlite_t *d, const char *table, int quick,
       d->path, &d->w.db,
       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
   if (rc != SQLITE_OK) {
-    rc =
-        kv__errbuf(errbuf, errbuf_len, KV_EIO, "sqlite: cannot open %s: %s",
-                   d->path, d->w.db ? sqlite3_errmsg(d->w.db) : sqlite3_errstr(rc));
+    rc = kv__errbuf(errbuf, errbuf_len, KV_EIO, "sqlite: cannot open %s: %s",
+                    d->path,
+                    d->w.db ? sqlite3_errmsg(d->w.db) : sqlite3_errstr(rc));
     goto fail;
   }
   sqlite3_extended_result_codes(d->w.db, 1);

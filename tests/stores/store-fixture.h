@@ -1,6 +1,6 @@
 /* The fixture shared by the engine-specific tests of the local stores
- * (test-disk.c, test-sqlite.c, test-rocksdb.c): a fresh directory and loop per test,
- * open/close/reopen, put/expect, listing, files, and the child processes
+ * (test-disk.c, test-sqlite.c, test-rocksdb.c): a fresh directory and loop per
+ * test, open/close/reopen, put/expect, listing, files, and the child processes
  * (this program run again with "--child MODE URL ...", fork + exec, so that
  * no process carries a connection or a loop across fork()). The batching
  * behaviour they share is tested once, in test-local-engine.c.
@@ -100,7 +100,8 @@ KV_FX_UNUSED static void reopen(fx_t *fx) {
 }
 
 /* Open `url` expecting failure `want`; returns the detail (static). */
-KV_FX_UNUSED static const char *open_fails(fx_t *fx, const char *url, int want) {
+KV_FX_UNUSED static const char *open_fails(fx_t *fx, const char *url,
+                                           int want) {
   static char err[512];
   kv_store_t *s = (kv_store_t *)1;
   int rc;
@@ -113,8 +114,8 @@ KV_FX_UNUSED static const char *open_fails(fx_t *fx, const char *url, int want) 
   return err;
 }
 
-KV_FX_UNUSED static void put(fx_t *fx, const char *coll, const char *key, const char *v,
-                double ttl) {
+KV_FX_UNUSED static void put(fx_t *fx, const char *coll, const char *key,
+                             const char *v, double ttl) {
   kv_req_t req;
   assert_int_equal(
       SYNC(fx, req,
@@ -124,7 +125,8 @@ KV_FX_UNUSED static void put(fx_t *fx, const char *coll, const char *key, const 
 }
 
 /* Expect `key` to hold `v` (NULL: missing). */
-KV_FX_UNUSED static void expect(fx_t *fx, const char *coll, const char *key, const char *v) {
+KV_FX_UNUSED static void expect(fx_t *fx, const char *coll, const char *key,
+                                const char *v) {
   kv_req_t req;
   assert_int_equal(SYNC(fx, req, kv_get(fx->store, &req, coll, key, done_cb)),
                    0);
@@ -152,9 +154,9 @@ KV_FX_UNUSED static char *make_name(const char *prefix, char fill, size_t len) {
 /* List every key of coll (or every collection) with page size `limit`;
  * returns the names (strdup'ed) in *out, and the number of pages in
  * *pages_out unless it is NULL. */
-KV_FX_UNUSED static size_t list_all(fx_t *fx, const char *coll,
-                                    int collections, size_t limit,
-                                    char ***out, size_t *pages_out) {
+KV_FX_UNUSED static size_t list_all(fx_t *fx, const char *coll, int collections,
+                                    size_t limit, char ***out,
+                                    size_t *pages_out) {
   char **names = NULL, *cursor = NULL;
   size_t n = 0, i, pages = 0;
   for (;;) {

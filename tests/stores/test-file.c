@@ -819,12 +819,11 @@ static void aiokv_file_reads_and_stays_aiokv(void **state) {
   doc = load_json(fx->path);
   assert_string_equal(json_string_value(json_object_get(doc, "format")),
                       "kvio-file");
-  assert_string_equal(
-      json_string_value(json_object_get(
-          json_object_get(json_object_get(doc, "collections"),
-                          "default_collection"),
-          "last_command")),
-      "ping");
+  assert_string_equal(json_string_value(json_object_get(
+                          json_object_get(json_object_get(doc, "collections"),
+                                          "default_collection"),
+                          "last_command")),
+                      "ping");
   json_decref(doc);
   expect(fx, "cfg", "{\"a\":[1,2]}");
   /* destroy, as aiokv's clear: the file goes; the store is empty. */
@@ -871,7 +870,6 @@ static void aiokv_empty_object_and_destroy_of_a_kvio_file(void **state) {
   assert_int_equal(json_object_size(json_object_get(doc, "collections")), 0);
   json_decref(doc);
 }
-
 
 int main(void) {
   const struct CMUnitTest tests[] = {

@@ -99,7 +99,8 @@ static int teardown(void **state) {
 static void open_store(fx_t *fx) {
   char err[512];
   int rc = kv_open_ex(&fx->loop, fx->url, &fx->store, err, sizeof err);
-  if (rc != 0) fail_msg("kv_open_ex(%s): %s: %s", fx->url, kv_err_name(rc), err);
+  if (rc != 0)
+    fail_msg("kv_open_ex(%s): %s: %s", fx->url, kv_err_name(rc), err);
 }
 
 /* The batcher's counters, whatever the store. */
@@ -164,7 +165,8 @@ static void expect(fx_t *fx, const char *key, const char *v) {
   kv_req_cleanup(&req);
 }
 
-/* ---- Tests ---------------------------------------------------------------- */
+/* ---- Tests ----------------------------------------------------------------
+ */
 
 enum { N = 200 };
 static kv_req_t reqs[N];
@@ -182,8 +184,7 @@ static void writes_of_a_turn_are_one_batch_reads_none(void **state) {
     memset(&reqs[i], 0, sizeof reqs[i]);
     snprintf(key, sizeof key, "g%d", i);
     assert_int_equal(
-        kv_put(fx->store, &reqs[i], "e", key, key, strlen(key), 0, done_cb),
-        0);
+        kv_put(fx->store, &reqs[i], "e", key, key, strlen(key), 0, done_cb), 0);
   }
   uv_run(&fx->loop, UV_RUN_DEFAULT);
   assert_int_equal(g_done, N);
@@ -326,8 +327,7 @@ static void close_completes_everything(void **state) {
     memset(&reqs[i], 0, sizeof reqs[i]);
     snprintf(key, sizeof key, "c%d", i);
     assert_int_equal(
-        kv_put(fx->store, &reqs[i], "e", key, key, strlen(key), 0, done_cb),
-        0);
+        kv_put(fx->store, &reqs[i], "e", key, key, strlen(key), 0, done_cb), 0);
     if (i == N / 2) uv_run(&fx->loop, UV_RUN_NOWAIT); /* half in flight */
   }
   close_store(fx);
@@ -370,8 +370,8 @@ static void a_ttl_survives_a_reopen(void **state) {
 
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(
-          writes_of_a_turn_are_one_batch_reads_none, setup, teardown),
+      cmocka_unit_test_setup_teardown(writes_of_a_turn_are_one_batch_reads_none,
+                                      setup, teardown),
       cmocka_unit_test_setup_teardown(reads_pool_sends_reads_to_the_threadpool,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(a_turn_runs_in_order, setup, teardown),
@@ -379,8 +379,7 @@ int main(int argc, char **argv) {
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(close_completes_everything, setup,
                                       teardown),
-      cmocka_unit_test_setup_teardown(a_ttl_survives_a_reopen, setup,
-                                      teardown),
+      cmocka_unit_test_setup_teardown(a_ttl_survives_a_reopen, setup, teardown),
   };
   if (argc != 2) {
     fprintf(stderr, "usage: %s URL (with @TMP@)\n", argv[0]);

@@ -79,8 +79,7 @@ void kv__slot_reset(kv__slot_t *slot) {
 
 static const char kv__hex[] = "0123456789abcdef";
 
-void kv__slot_cursor(kv__slot_t *slot, char tag, const void *data,
-                     size_t len) {
+void kv__slot_cursor(kv__slot_t *slot, char tag, const void *data, size_t len) {
   const unsigned char *p = data;
   char *s = kv_malloc(2 * len + 2);
   size_t i;
@@ -245,9 +244,9 @@ static void batch_deliver(kv__batcher_t *b, kv__slot_t *slot) {
     b->eng->detail(b, slot);
   } else {
     kv_req_set_error(req, status, "%s: %s", b->eng->name,
-                     slot->errmsg  ? slot->errmsg
-                     : slot->msg ? slot->msg
-                                 : kv_strerror(status));
+                     slot->errmsg ? slot->errmsg
+                     : slot->msg  ? slot->msg
+                                  : kv_strerror(status));
   }
   kv_free(slot->names);
   slot->names = NULL;
@@ -418,8 +417,8 @@ int kv__batch_submit(kv_store_t *s, kv_req_t *req) {
   /* Reads answered at the end of the turn do not wait for a read batch in
    * flight: they are scheduled at once (the check only serves them on the
    * loop, or launches when nothing is in flight). */
-  if (!b->busy || (b->loop_reads == KV__LOOP_TURN &&
-                   b->batch_mode == KV__TXN_READ))
+  if (!b->busy ||
+      (b->loop_reads == KV__LOOP_TURN && b->batch_mode == KV__TXN_READ))
     batch_schedule(b);
   return 0;
 }

@@ -72,10 +72,10 @@ enum {
 
 /* Where reads are answered (kv__batcher_t.loop_reads). */
 enum {
-  KV__LOOP_NONE = 0,   /* on the threadpool, in the batches */
-  KV__LOOP_TURN = 1,   /* on the loop, the reads of a turn in one loop
-                          transaction, at the end of the turn */
-  KV__LOOP_SUBMIT = 2  /* on the loop, each one at once in the submit */
+  KV__LOOP_NONE = 0,  /* on the threadpool, in the batches */
+  KV__LOOP_TURN = 1,  /* on the loop, the reads of a turn in one loop
+                         transaction, at the end of the turn */
+  KV__LOOP_SUBMIT = 2 /* on the loop, each one at once in the submit */
 };
 
 /* What exec may return in a loop transaction to send the request to the
@@ -147,8 +147,8 @@ struct kv__batcher_s {
   size_t batch_cap;
   int batch_mode; /* KV__TXN_READ or KV__TXN_WRITE */
   /* Counters (loop thread; w_* are written by the worker). */
-  uint64_t batches;    /* batches sent to the threadpool */
-  uint64_t ops;        /* requests answered */
+  uint64_t batches;           /* batches sent to the threadpool */
+  uint64_t ops;               /* requests answered */
   uint64_t loop_reads_served; /* reads answered on the loop thread */
   uint64_t loop_declined;     /* loop reads sent on to the threadpool */
   uint64_t w_read_txns;
@@ -174,7 +174,7 @@ void kv__batch_close(kv_store_t *s);
 
 /* The members of a store's kv_store_methods_t that the batcher fills:
  * close and every op. */
-#define KV__BATCHED_METHODS                                                  \
+#define KV__BATCHED_METHODS                                                   \
   .close = kv__batch_close, .get = kv__batch_submit, .ttl = kv__batch_submit, \
   .put = kv__batch_submit, .del = kv__batch_submit,                           \
   .get_many = kv__batch_submit, .ttl_many = kv__batch_submit,                 \
