@@ -517,10 +517,60 @@ static void options_are_checked(void **state) {
   expect(fx, "o", "k", "v");
 }
 
+/* Reads on the loop thread use the block-cache tier only: a key that is in
+ * no memtable and no cached block (flushed to a table file, store reopened)
+ * comes back "incomplete" and is answered on the threadpool instead; once
+ * its block is cached, the loop answers it. */
+static void uncached_reads_go_to_the_threadpool(void **state) {
+  fx_t *fx = *state;
+  kv_rocksdb_stats_t st0, st1;
+  rocksdb_options_t *o;
+  rocksdb_flushoptions_t *fo;
+  rocksdb_t *db;
+  char *err = NULL, key[16], value[128];
+  int i;
+  open_store(fx);
+  /* Many blocks: opening reads the first one (the format marker). */
+  memset(value, 'v', sizeof value - 1);
+  value[sizeof value - 1] = '\0';
+  for (i = 0; i < 2000; i++) {
+    snprintf(key, sizeof key, "k%05d", i);
+    put(fx, "c", key, value, 0);
+  }
+  put(fx, "c", "zz", "on-disk", 0);
+  close_store(fx, fx->store);
+  fx->store = NULL;
+  /* Move the memtable into a table file. */
+  o = rocksdb_options_create();
+  db = rocksdb_open(o, fx->path, &err);
+  assert_null(err);
+  fo = rocksdb_flushoptions_create();
+  rocksdb_flushoptions_set_wait(fo, 1);
+  rocksdb_flush(db, fo, &err);
+  assert_null(err);
+  rocksdb_flushoptions_destroy(fo);
+  rocksdb_close(db);
+  rocksdb_options_destroy(o);
+  open_store(fx);
+  assert_int_equal(kv_store_ctl(fx->store, KV_ROCKSDB_CTL_STATS, &st0), 0);
+  expect(fx, "c", "zz", "on-disk");
+  assert_int_equal(kv_store_ctl(fx->store, KV_ROCKSDB_CTL_STATS, &st1), 0);
+  assert_int_equal(st1.loop_misses - st0.loop_misses, 1);
+  assert_int_equal(st1.batches - st0.batches, 1);
+  /* The threadpool's read filled the block cache. */
+  expect(fx, "c", "zz", "on-disk");
+  assert_int_equal(kv_store_ctl(fx->store, KV_ROCKSDB_CTL_STATS, &st0), 0);
+  assert_int_equal(st0.loop_reads - st1.loop_reads, 1);
+  assert_int_equal(st0.batches, st1.batches);
+  expect(fx, "c", "absent", NULL);
+}
+
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(persists_across_reopen_with_ttl, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(uncached_reads_go_to_the_threadpool,
+                                      setup, teardown),
       cmocka_unit_test_setup_teardown(long_names_hashed_and_listed, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(keys_paging_and_bad_cursor, setup,

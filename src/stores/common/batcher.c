@@ -309,7 +309,9 @@ static void batch_check_cb(uv_check_t *h) {
    * the next batch. */
   if (b->loop_reads != KV__LOOP_NONE &&
       !(b->busy && b->batch_mode == KV__TXN_WRITE)) {
-    for (n = 0; n < b->nqueue && kv__op_is_read(b->queue[n]->op); n++) {
+    for (n = 0; n < b->nqueue && kv__op_is_read(b->queue[n]->op) &&
+                b->queue[n]->priv.store_data[0] != b;
+         n++) {
     }
     i = n > 0 ? batch_loop_serve(b, b->queue, n) : 0;
     if (i > 0) {
@@ -403,9 +405,12 @@ int kv__batch_submit(kv_store_t *s, kv_req_t *req) {
    * waiting and no write is in flight: it then sees every write submitted
    * before it. */
   if (b->loop_reads == KV__LOOP_SUBMIT && b->nqueue == 0 &&
-      !(b->busy && b->batch_mode == KV__TXN_WRITE) && kv__op_is_read(req->op) &&
-      batch_loop_serve(b, &req, 1) == 1)
-    return 0;
+      !(b->busy && b->batch_mode == KV__TXN_WRITE) &&
+      kv__op_is_read(req->op)) {
+    if (batch_loop_serve(b, &req, 1) == 1) return 0;
+    /* Declined: the threadpool's, not the loop's again at the check. */
+    req->priv.store_data[0] = b;
+  }
   if (b->nqueue == b->queue_cap) {
     size_t cap = b->queue_cap ? b->queue_cap * 2 : 64;
     kv_req_t **q = kv_realloc(b->queue, cap * sizeof(*q));
