@@ -12,7 +12,8 @@
  *  - close completes everything, every callback before the close
  *    callback: what was acknowledged is there after a reopen, the rest is
  *    KV_ECANCELED;
- *  - a TTL survives a reopen. */
+ *  - a TTL survives a reopen;
+ *  - two stores on one path in one process keep the atomic ops atomic. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -368,6 +369,41 @@ static void a_ttl_survives_a_reopen(void **state) {
   kv_req_cleanup(&req);
 }
 
+/* Two stores on one path in one process: their batches take turns, so
+ * their atomic ops interleave correctly; both see everything. */
+static void two_stores_on_one_path_stay_atomic(void **state) {
+  fx_t *fx = *state;
+  kv_store_t *a, *b;
+  char seen[N + 1], err[256];
+  int i;
+  open_store(fx);
+  a = fx->store;
+  assert_int_equal(kv_open_ex(&fx->loop, fx->url, &b, err, sizeof err), 0);
+  memset(seen, 0, sizeof seen);
+  g_done = 0;
+  for (i = 0; i < N; i++) {
+    memset(&reqs[i], 0, sizeof reqs[i]);
+    assert_int_equal(
+        kv_incr(i % 2 ? a : b, &reqs[i], "e", "ctr", 1, 0, done_cb), 0);
+  }
+  uv_run(&fx->loop, UV_RUN_DEFAULT);
+  assert_int_equal(g_done, N);
+  for (i = 0; i < N; i++) {
+    assert_int_equal(reqs[i].status, 0);
+    assert_true(reqs[i].number >= 1 && reqs[i].number <= N);
+    assert_int_equal(seen[reqs[i].number], 0);
+    seen[reqs[i].number] = 1;
+    kv_req_cleanup(&reqs[i]);
+  }
+  fx->store = b;
+  close_store(fx);
+  fx->store = a;
+  expect(fx, "ctr", "200");
+  close_store(fx);
+  open_store(fx);
+  expect(fx, "ctr", "200");
+}
+
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(writes_of_a_turn_are_one_batch_reads_none,
@@ -380,6 +416,8 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(close_completes_everything, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(a_ttl_survives_a_reopen, setup, teardown),
+      cmocka_unit_test_setup_teardown(two_stores_on_one_path_stay_atomic, setup,
+                                      teardown),
   };
   if (argc != 2) {
     fprintf(stderr, "usage: %s URL (with @TMP@)\n", argv[0]);

@@ -262,40 +262,6 @@ static void keys_paging_and_bad_cursor(void **state) {
 /* ---- Several stores, several processes ------------------------------------
  */
 
-/* Two stores on one path in one process share RocksDB's handle; their
- * batches run one at a time, so their atomic ops interleave correctly. */
-static void two_stores_share_one_path(void **state) {
-  fx_t *fx = *state;
-  enum { N = 200 };
-  static kv_req_t reqs[2 * N];
-  kv_store_t *a, *b;
-  char seen[2 * N + 1];
-  int i;
-  open_store(fx);
-  a = fx->store;
-  assert_int_equal(kv_open(&fx->loop, fx->url, &b), 0);
-  memset(seen, 0, sizeof seen);
-  g_done = 0;
-  for (i = 0; i < 2 * N; i++) {
-    memset(&reqs[i], 0, sizeof reqs[i]);
-    assert_int_equal(
-        kv_incr(i % 2 ? a : b, &reqs[i], "n", "ctr", 1, 0, done_cb), 0);
-  }
-  uv_run(&fx->loop, UV_RUN_DEFAULT);
-  assert_int_equal(g_done, 2 * N);
-  for (i = 0; i < 2 * N; i++) {
-    assert_int_equal(reqs[i].status, 0);
-    assert_true(reqs[i].number >= 1 && reqs[i].number <= 2 * N);
-    assert_int_equal(seen[reqs[i].number], 0);
-    seen[reqs[i].number] = 1;
-    kv_req_cleanup(&reqs[i]);
-  }
-  close_store(fx, b);
-  expect(fx, "n", "ctr", "400");
-  reopen(fx);
-  expect(fx, "n", "ctr", "400");
-}
-
 /* Processes one after another, as short CLI commands are. */
 static void processes_in_turn_lose_nothing(void **state) {
   fx_t *fx = *state;
@@ -574,8 +540,6 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(long_names_hashed_and_listed, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(keys_paging_and_bad_cursor, setup,
-                                      teardown),
-      cmocka_unit_test_setup_teardown(two_stores_share_one_path, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(processes_in_turn_lose_nothing, setup,
                                       teardown),

@@ -490,38 +490,6 @@ static void options_are_checked(void **state) {
   expect(fx, "o", "k", NULL); /* another table */
 }
 
-/* Two stores on one file in one process: both see each other's writes, and
- * their atomic ops interleave correctly. */
-static void two_stores_share_one_file(void **state) {
-  fx_t *fx = *state;
-  enum { N = 200 };
-  static kv_req_t reqs[2 * N];
-  kv_store_t *a, *b;
-  char seen[2 * N + 1];
-  int i;
-  open_store(fx);
-  a = fx->store;
-  assert_int_equal(kv_open(&fx->loop, fx->url, &b), 0);
-  memset(seen, 0, sizeof seen);
-  g_done = 0;
-  for (i = 0; i < 2 * N; i++) {
-    memset(&reqs[i], 0, sizeof reqs[i]);
-    assert_int_equal(
-        kv_incr(i % 2 ? a : b, &reqs[i], "n", "ctr", 1, 0, done_cb), 0);
-  }
-  uv_run(&fx->loop, UV_RUN_DEFAULT);
-  assert_int_equal(g_done, 2 * N);
-  for (i = 0; i < 2 * N; i++) {
-    assert_int_equal(reqs[i].status, 0);
-    assert_true(reqs[i].number >= 1 && reqs[i].number <= 2 * N);
-    assert_int_equal(seen[reqs[i].number], 0);
-    seen[reqs[i].number] = 1;
-    kv_req_cleanup(&reqs[i]);
-  }
-  close_store(fx, b);
-  expect(fx, "n", "ctr", "400");
-}
-
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(persists_across_reopen_with_ttl, setup,
@@ -546,8 +514,6 @@ int main(int argc, char **argv) {
                                       teardown),
       cmocka_unit_test_setup_teardown(unwritable_path_is_eio, setup, teardown),
       cmocka_unit_test_setup_teardown(options_are_checked, setup, teardown),
-      cmocka_unit_test_setup_teardown(two_stores_share_one_file, setup,
-                                      teardown),
   };
   if (argc >= 3 && strcmp(argv[1], "--child") == 0) {
     if (strcmp(argv[2], "writer") == 0 && argc == 6)
