@@ -92,8 +92,11 @@ typedef struct kv_disk_s {
   char *path;
   disk_txn_t wtxn; /* the threadpool's transaction */
   disk_txn_t ltxn; /* the loop's read transaction: reset between reads */
-  /* Written by the worker, read on the loop. */
+  /* Written by the worker; copied for the loop after each batch. */
   uint64_t w_grows;
+  uint64_t w_map_size;
+  uint64_t map_grows;
+  uint64_t map_size;
 } kv_disk_t;
 
 enum { DISK_ABSENT, DISK_EXPIRED, DISK_LIVE, DISK_BAD };
@@ -848,7 +851,11 @@ static int disk_commit(kv__batcher_t *b, void *txn, int mode) {
     mdb_txn_abort(t->txn);
   else
     rc = mdb_txn_commit(t->txn);
-  if (mode != KV__TXN_LOOP) t->txn = NULL;
+  if (mode != KV__TXN_LOOP) {
+    MDB_envinfo info;
+    t->txn = NULL;
+    if (mdb_env_info(d->denv->env, &info) == 0) d->w_map_size = info.me_mapsize;
+  }
   pthread_rwlock_unlock(&d->denv->resize_lock);
   return rc;
 }
@@ -888,6 +895,12 @@ static void disk_detail(kv__batcher_t *b, kv__slot_t *slot) {
                    mdb_strerror(slot->code), DISK_OF(b)->path);
 }
 
+static void disk_after(kv__batcher_t *b) {
+  kv_disk_t *d = DISK_OF(b);
+  d->map_grows = d->w_grows;
+  d->map_size = d->w_map_size;
+}
+
 static void disk_closed(kv__batcher_t *b) {
   kv_disk_t *d = DISK_OF(b);
   if (d->ltxn.txn != NULL) mdb_txn_abort(d->ltxn.txn);
@@ -908,6 +921,7 @@ static const kv__engine_t disk_engine = {
     .fail = disk_fail,
     .detail = disk_detail,
     .loop_begin = disk_loop_begin,
+    .after = disk_after,
     .closed = disk_closed,
 };
 
@@ -915,15 +929,14 @@ static int disk_ctl(kv_store_t *s, int op, void *arg) {
   kv_disk_t *d = (kv_disk_t *)s;
   kv__batcher_t *b = &d->batcher;
   kv_disk_stats_t *st = arg;
-  MDB_envinfo info;
   if (op == KV_DISK_CTL_STATS && arg != NULL) {
     memset(st, 0, sizeof(*st));
     st->batches = b->batches;
-    st->write_txns = b->w_write_txns;
-    st->read_txns = b->w_read_txns;
+    st->write_txns = b->write_txns;
+    st->read_txns = b->read_txns;
     st->ops = b->ops;
-    st->map_grows = d->w_grows;
-    if (mdb_env_info(d->denv->env, &info) == 0) st->map_size = info.me_mapsize;
+    st->map_grows = d->map_grows;
+    st->map_size = d->map_size;
     st->loop_reads = b->loop_reads_served;
     return 0;
   }
@@ -974,6 +987,11 @@ static int disk_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
   }
   /* Handles last: nothing after this can fail, and open failing must leave
    * nothing on the loop. */
+  {
+    MDB_envinfo info;
+    if (mdb_env_info(d->denv->env, &info) == 0)
+      d->map_size = d->w_map_size = info.me_mapsize;
+  }
   kv__batch_init(&d->batcher, s, &disk_engine);
   d->batcher.loop_reads = reads == NULL || strcmp(reads, "loop") == 0
                               ? KV__LOOP_SUBMIT

@@ -111,6 +111,7 @@ typedef struct kv_file_s {
   uint64_t w_reloads;
   uint64_t w_lock_waits;
   uint64_t w_file_bytes;
+  kv_file_stats_t stats; /* the w_* above, copied after each batch */
 } kv_file_t;
 
 extern const kv_store_methods_t kv__file_methods;
@@ -914,6 +915,10 @@ static void file_after(kv__batcher_t *b) {
   /* Fresh only if no event named the file since the batch began: the
    * worker's check may have come before that change. */
   f->fresh = f->w_synced && f->watching && f->events == f->batch_events;
+  f->stats.rewrites = f->w_rewrites;
+  f->stats.reloads = f->w_reloads;
+  f->stats.lock_waits = f->w_lock_waits;
+  f->stats.file_bytes = f->w_file_bytes;
 }
 
 static int file_close_handles(kv__batcher_t *b, uv_close_cb cb) {
@@ -976,12 +981,12 @@ static int file_ctl(kv_store_t *s, int op, void *arg) {
   if (op == KV_FILE_CTL_STATS && arg != NULL) {
     memset(st, 0, sizeof(*st));
     st->batches = b->batches;
-    st->rewrites = f->w_rewrites;
-    st->reloads = f->w_reloads;
+    st->rewrites = f->stats.rewrites;
+    st->reloads = f->stats.reloads;
     st->ops = b->ops;
     st->loop_reads = b->loop_reads_served;
-    st->lock_waits = f->w_lock_waits;
-    st->file_bytes = f->w_file_bytes;
+    st->lock_waits = f->stats.lock_waits;
+    st->file_bytes = f->stats.file_bytes;
     return 0;
   }
   return KV_ENOTSUP;

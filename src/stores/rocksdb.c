@@ -102,6 +102,8 @@ typedef struct kv_rocksdb_s {
   /* Written by the worker, read on the loop. */
   uint64_t w_write_batches;
   uint64_t w_read_batches;
+  uint64_t write_batches; /* the two above, copied after each batch */
+  uint64_t read_batches;
   kv_rocksdb_stats_t stats;
 } kv_rocksdb_t;
 
@@ -926,6 +928,12 @@ static void rdb_close_work(kv__batcher_t *b) {
   d->env = NULL;
 }
 
+static void rdb_after(kv__batcher_t *b) {
+  kv_rocksdb_t *d = RDB_OF(b);
+  d->write_batches = d->w_write_batches;
+  d->read_batches = d->w_read_batches;
+}
+
 static void rdb_txn_free(rdb_txn_t *t) {
   if (t->wbwi != NULL) rocksdb_writebatch_wi_destroy(t->wbwi);
   if (t->ropts != NULL) rocksdb_readoptions_destroy(t->ropts);
@@ -954,6 +962,7 @@ static const kv__engine_t rdb_engine = {
     .fail = rdb_fail,
     .detail = rdb_detail,
     .loop_begin = rdb_loop_begin,
+    .after = rdb_after,
     .close_work = rdb_close_work,
     .closed = rdb_closed,
 };
@@ -965,8 +974,8 @@ static int rdb_ctl(kv_store_t *s, int op, void *arg) {
   if (op == KV_ROCKSDB_CTL_STATS && arg != NULL) {
     *st = d->stats; /* open_retries */
     st->batches = b->batches;
-    st->write_batches = d->w_write_batches;
-    st->read_batches = d->w_read_batches;
+    st->write_batches = d->write_batches;
+    st->read_batches = d->read_batches;
     st->ops = b->ops;
     st->loop_reads = b->loop_reads_served;
     st->loop_misses = b->loop_declined;

@@ -104,8 +104,9 @@ typedef struct kv_sqlite_s {
   sql_conn_t r; /* the loop's read-only connection (reads=loop) */
   char *path;
   int64_t busy_timeout;
-  /* Written by the worker, read on the loop. */
+  /* Written by the worker; copied for the loop after each batch. */
   uint64_t w_busy;
+  uint64_t busy;
 } kv_sqlite_t;
 
 enum { SQL_ABSENT, SQL_EXPIRED, SQL_LIVE };
@@ -638,6 +639,11 @@ static void sql_close_work(kv__batcher_t *b) {
   sql_close_db(&d->w);
 }
 
+static void sql_after(kv__batcher_t *b) {
+  kv_sqlite_t *d = SQL_OF(b);
+  d->busy = d->w_busy;
+}
+
 static void sql_closed(kv__batcher_t *b) {
   kv_sqlite_t *d = SQL_OF(b);
   kv_free(d->path);
@@ -654,6 +660,7 @@ static const kv__engine_t sql_engine = {
     .fail = sql_fail,
     .detail = sql_detail,
     .loop_begin = sql_loop_begin,
+    .after = sql_after,
     .close_work = sql_close_work,
     .closed = sql_closed,
 };
@@ -665,11 +672,11 @@ static int sql_ctl(kv_store_t *s, int op, void *arg) {
   if (op == KV_SQLITE_CTL_STATS && arg != NULL) {
     memset(st, 0, sizeof(*st));
     st->batches = b->batches;
-    st->write_txns = b->w_write_txns;
-    st->read_txns = b->w_read_txns;
+    st->write_txns = b->write_txns;
+    st->read_txns = b->read_txns;
     st->ops = b->ops;
-    st->busy = d->w_busy;
-    st->splits = b->w_splits;
+    st->busy = d->busy;
+    st->splits = b->splits;
     st->loop_reads = b->loop_reads_served;
     return 0;
   }

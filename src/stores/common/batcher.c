@@ -337,6 +337,12 @@ static void batch_after_work_cb(uv_work_t *w, int status) {
   kv__batcher_t *b = w->data;
   size_t i;
   (void)status; /* never canceled: the batcher does not uv_cancel */
+  /* The worker's counters, for ctl on the loop (which must not read them
+   * while a batch runs). */
+  b->read_txns = b->w_read_txns;
+  b->write_txns = b->w_write_txns;
+  b->retries = b->w_retries;
+  b->splits = b->w_splits;
   for (i = 0; i < b->nbatch; i++)
     batch_deliver(b, &b->batch[i]);
   b->nbatch = 0;
@@ -405,8 +411,7 @@ int kv__batch_submit(kv_store_t *s, kv_req_t *req) {
    * waiting and no write is in flight: it then sees every write submitted
    * before it. */
   if (b->loop_reads == KV__LOOP_SUBMIT && b->nqueue == 0 &&
-      !(b->busy && b->batch_mode == KV__TXN_WRITE) &&
-      kv__op_is_read(req->op)) {
+      !(b->busy && b->batch_mode == KV__TXN_WRITE) && kv__op_is_read(req->op)) {
     if (batch_loop_serve(b, &req, 1) == 1) return 0;
     /* Declined: the threadpool's, not the loop's again at the check. */
     req->priv.store_data[0] = b;

@@ -151,6 +151,10 @@ struct kv__batcher_s {
   uint64_t ops;               /* requests answered */
   uint64_t loop_reads_served; /* reads answered on the loop thread */
   uint64_t loop_declined;     /* loop reads sent on to the threadpool */
+  uint64_t read_txns;         /* the w_* below as of the last delivered batch */
+  uint64_t write_txns;
+  uint64_t retries;
+  uint64_t splits;
   uint64_t w_read_txns;
   uint64_t w_write_txns;
   uint64_t w_retries;
