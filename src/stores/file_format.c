@@ -342,7 +342,7 @@ static int plain_import(json_t *doc, const char *path, const char *plain_coll,
     const char *text;
     fent_t *e;
     if (kv__check_name("key", key, klen, nb, sizeof nb) != 0) {
-      kv__file_msg(msg, len, rc, "file: %s (an aiokv file): %s", path, nb);
+      kv__file_msg(msg, len, rc, "file: %s: aiokv file: %s", path, nb);
       goto fail;
     }
     if (fc == NULL) {
