@@ -326,6 +326,12 @@ KV_EXTERN int kv_put(kv_store_t *s, kv_req_t *req, const char *collection,
                      kv_cb cb);
 KV_EXTERN int kv_delete(kv_store_t *s, kv_req_t *req, const char *collection,
                         const char *key, kv_cb cb);
+/* Store the current Unix time under key, as decimal whole seconds (the
+ * request's own timestamp): aiokv's set(key) without a value, "I saw or did
+ * this at time T". On an aiokv file (file://) it is written as a JSON
+ * number. Otherwise as kv_put. */
+KV_EXTERN int kv_touch(kv_store_t *s, kv_req_t *req, const char *collection,
+                       const char *key, double ttl, kv_cb cb);
 
 /* Bulk forms. Results in input order, duplicates answered. put_many writes
  * every entry with one TTL and one timestamp; any invalid key rejects the
@@ -430,6 +436,10 @@ KV_EXTERN int kv_sync_wait(kv_sync_t *sync, kv_req_t *req);
   KV_EXTERN int kv_sync_##name(kv_sync_t *s, kv_req_t *req KV_OP_UNPAREN params);
 KV_OP_MAP(KV__SYNC_DECL)
 #undef KV__SYNC_DECL
+/* touch: store the request's Unix time in seconds (decimal text) under key
+ * (kv_touch). */
+KV_EXTERN int kv_sync_touch(kv_sync_t *s, kv_req_t *req, const char *collection,
+                            const char *key, double ttl);
 
 /* ---- Version ----------------------------------------------------------------
  */

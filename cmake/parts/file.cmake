@@ -6,6 +6,7 @@ if(KV_FILE_JANSSON_FOUND)
   set(KV_HAVE_FILE ON)
   kv_part(file
     SOURCES ${CMAKE_SOURCE_DIR}/src/stores/file.c
+      ${CMAKE_SOURCE_DIR}/src/stores/file_format.c
     LIBS PkgConfig::KV_FILE_JANSSON
     STORES file=kv__file_methods
     PC_PRIVATE -ljansson

@@ -1,6 +1,7 @@
 /* kvio/disk.h — the disk:// store (LMDB), kvio's embedded default.
  *
- * URL:   disk://PATH[?sync=full|meta|none&map_size=BYTES&max_readers=N]
+ * URL:   disk://PATH[?sync=full|meta|none&map_size=BYTES&max_readers=N
+ *                   &reads=loop|pool]
  *
  *   PATH         a directory holding LMDB's data.mdb and lock.mdb; created
  *                with its parents (mode 0755) when missing. Relative paths
@@ -48,7 +49,8 @@ typedef struct kv_disk_stats_s {
   uint64_t read_txns;  /* read-only transactions */
   uint64_t ops;        /* requests executed (completed by a batch) */
   uint64_t map_grows;  /* times this store doubled the map */
-  uint64_t map_size;   /* the map size after the last batch, in bytes */
+  uint64_t map_size;   /* the map size now, in bytes */
+  uint64_t loop_reads; /* reads answered on the loop thread (no batch) */
 } kv_disk_stats_t;
 
 /* ctl(s, KV_DISK_CTL_STATS, kv_disk_stats_t *out): copy the counters.

@@ -46,6 +46,9 @@ typedef struct kv_rocksdb_stats_s {
   uint64_t read_batches;  /* batches that wrote nothing */
   uint64_t ops;           /* requests executed (completed by a batch) */
   uint64_t open_retries;  /* times open found PATH locked and retried */
+  uint64_t loop_reads;    /* reads answered on the loop thread from memory */
+  uint64_t loop_misses;   /* loop reads that needed the disk: sent to the
+                             threadpool */
 } kv_rocksdb_stats_t;
 
 /* ctl(s, KV_ROCKSDB_CTL_STATS, kv_rocksdb_stats_t *out): copy the counters.

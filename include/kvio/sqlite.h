@@ -54,6 +54,7 @@ typedef struct kv_sqlite_stats_s {
   uint64_t busy;       /* transactions that found the database locked
                           after busy_timeout (their requests: KV_EBUSY) */
   uint64_t splits;     /* batches split because one request failed */
+  uint64_t loop_reads; /* reads answered on the loop thread (no batch) */
 } kv_sqlite_stats_t;
 
 /* ctl(s, KV_SQLITE_CTL_STATS, kv_sqlite_stats_t *out): copy the counters.

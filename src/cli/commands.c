@@ -100,24 +100,27 @@ int cli_cmd_put(cli_ctx_t *ctx) {
   return finish(&req, print_outcome(ctx, key, "stored", 1));
 }
 
-/* touch KEY: aiokv's "mark that I saw X at time T" — store the current Unix
- * time as decimal seconds. Prints nothing ({"key","stored","time"} with
- * --json). */
+/* touch KEY: aiokv's "mark that I saw X at time T" — kv_touch stores the
+ * current Unix time as decimal seconds. Prints nothing
+ * ({"key","stored","time"} with --json: the time read back). */
 int cli_cmd_touch(cli_ctx_t *ctx) {
   const char *key = ctx->o->args[0];
-  long long now = (long long)time(NULL);
-  char text[32];
   kv_req_t req;
   json_t *j;
-  int rc, len = snprintf(text, sizeof(text), "%lld", now);
+  int64_t when = 0;
+  int rc;
 
   memset(&req, 0, sizeof(req));
-  rc = kv_sync_put(ctx->sync, &req, coll(ctx), key, text, (size_t)len,
-                   ctx->o->ttl);
+  rc = kv_sync_touch(ctx->sync, &req, coll(ctx), key, ctx->o->ttl);
   if (rc < 0) return finish(&req, cli_req_error(rc, &req));
   if (!ctx->o->json) return finish(&req, CLI_EXIT_OK);
+  kv_req_cleanup(&req);
+  memset(&req, 0, sizeof(req));
+  rc = kv_sync_get(ctx->sync, &req, coll(ctx), key);
+  if (rc < 0) return finish(&req, cli_req_error(rc, &req));
+  if (req.found) kv_parse_int64(req.value.base, req.value.len, &when);
   j = json_pack("{s:o,s:b,s:I}", "key", json_key(key), "stored", 1, "time",
-                (json_int_t)now);
+                (json_int_t)when);
   return finish(&req, cli_json_print(j));
 }
 

@@ -642,6 +642,22 @@ int kv_put(kv_store_t *s, kv_req_t *req, const char *collection,
   return submit_one(s, req, KV_OP_PUT, collection, key, value, len, 1, ttl, cb);
 }
 
+int kv_touch(kv_store_t *s, kv_req_t *req, const char *collection,
+             const char *key, double ttl, kv_cb cb) {
+  inputs_t in = {0};
+  char text[24];
+  int err = begin(s, req, KV_OP_PUT, cb);
+  if (err) return err;
+  if ((err = check_collection(req, &in, collection)) != 0) return err;
+  if ((err = check_key(req, key, &in.key_len)) != 0) return err;
+  if ((err = check_ttl(req, ttl)) != 0) return err; /* stamps the request */
+  in.key = key;
+  in.value = text;
+  in.value_len = kv_format_int64(req->in.now_ms / 1000, text);
+  if ((err = copy_inputs(req, &in)) != 0) return err;
+  return dispatch(s, req);
+}
+
 int kv_delete(kv_store_t *s, kv_req_t *req, const char *collection,
               const char *key, kv_cb cb) {
   return submit_one(s, req, KV_OP_DELETE, collection, key, NULL, 0, 0, 0, cb);

@@ -111,3 +111,8 @@ int kv_sync_wait(kv_sync_t *s, kv_req_t *req) {
   }
 KV_OP_MAP(XX)
 #undef XX
+
+int kv_sync_touch(kv_sync_t *s, kv_req_t *req, const char *c, const char *k,
+                  double ttl) {
+  SYNC_CALL(kv_touch(s->store, req, c, k, ttl, sync_done));
+}

@@ -53,15 +53,13 @@
 #include "file_int.h"
 #include "internal.h"
 #include "kvio/file.h"
+#include "stores/common/batcher.h"
 
-#define FILE_FORMAT "kvio-file"
-#define FILE_VERSION 1
 #define FILE_PAGE_DEFAULT 1000
 #define FILE_MSG_MAX 1024
-#define FILE_WBUF 65536
 #define FILE_LOCK_TIMEOUT 30.0
 #define FILE_LOCK_SLEEP_MAX_MS 20
-#define FILE_NAME_SHOW 64 /* bytes of a name quoted in a message */
+#define FILE_NAME_SHOW KV__FILE_NAME_SHOW
 
 /* What the data was loaded from (or last written as). */
 typedef struct file_ident_s {
@@ -74,49 +72,8 @@ typedef struct file_ident_s {
   struct timespec ctime;
   uint64_t gen; /* PATH.lock's generation counter */
 } file_ident_t;
-
-typedef struct fnode_s fnode_t;
-struct fnode_s {
-  fnode_t *hnext; /* hash chain */
-  fnode_t *prev;  /* insertion order */
-  fnode_t *next;
-  const char *name; /* NUL-terminated, len bytes */
-  uint32_t len;
-  uint32_t hash;
-};
-
-typedef struct ftable_s {
-  fnode_t **buckets;
-  size_t mask; /* buckets - 1, a power of two minus one */
-  size_t count;
-  fnode_t *head;
-  fnode_t *tail;
-} ftable_t;
-
-typedef struct fent_s {
-  fnode_t node;       /* first: a node is its entry */
-  int64_t expires_at; /* Unix ms, 0 = never */
-  size_t vlen;
-  int text;    /* the value is UTF-8 without NUL: written as a string */
-  char data[]; /* key NUL value NUL */
-} fent_t;
-
-typedef struct fcoll_s {
-  fnode_t node; /* first: a node is its collection */
-  ftable_t entries;
-  char name[];
-} fcoll_t;
-
-typedef struct fdata_s {
-  ftable_t colls;
-  json_t *extra; /* other top-level members, kept as they were; or NULL */
-} fdata_t;
-
-#define ENT_VALUE(e) ((e)->data + (e)->node.len + 1)
-#define TABLE_MIN 16
-
 typedef struct kv_file_s {
-  kv_store_t base;
+  KV__BATCHED_STORE;
   char *path;      /* as given, for messages */
   char *dir;       /* its directory, for the watch */
   char *name;      /* the file's name in dir */
@@ -139,452 +96,28 @@ typedef struct kv_file_s {
   size_t sorted_cap;
   uint64_t sorted_mod;
   /* Loop side. */
-  uv_idle_t idle;
-  uv_check_t check;
   uv_fs_event_t event;
-  uv_work_t work;
   int watching;          /* the fs_event watch is running */
   int fresh;             /* the data is known to equal the file */
   uint64_t events;       /* fs events naming the file, since open */
   uint64_t batch_events; /* `events` when the batch was launched */
-  int scheduled;
-  int busy;
-  int closing;
-  int nhandles;
-  kv_req_t **queue;
-  size_t nqueue;
-  size_t queue_cap;
-  kv_req_t **batch;
-  int *status;
-  size_t nbatch;
-  size_t batch_cap;
-  int batch_writes;
-  /* Written by the worker, read in the after-work callback. */
-  int w_err;
+  /* Written by the worker, read on the loop after the batch. */
   char w_msg[FILE_MSG_MAX];
-  int w_synced; /* the data equals the file after the batch */
+  int w_synced;   /* the data equals the file after the batch */
+  int w_locked;   /* the batch holds the lock */
+  int w_unlink;   /* the batch destroyed everything: remove the file */
+  uint64_t w_mod; /* `mod` when the batch began */
   uint64_t w_rewrites;
   uint64_t w_reloads;
   uint64_t w_lock_waits;
   uint64_t w_file_bytes;
-  kv_file_stats_t stats;
+  kv_file_stats_t stats; /* the w_* above, copied after each batch */
 } kv_file_t;
 
 extern const kv_store_methods_t kv__file_methods;
 
 static const char *const file_options[] = {"lock_timeout", "sync", "indent",
                                            "watch", NULL};
-
-static int file_msg(char *msg, size_t len, int err, const char *fmt, ...)
-#if defined(__GNUC__) || defined(__clang__)
-    __attribute__((format(printf, 4, 5)))
-#endif
-    ;
-
-static int file_msg(char *msg, size_t len, int err, const char *fmt, ...) {
-  va_list ap;
-  if (msg == NULL || len == 0) return err;
-  va_start(ap, fmt);
-  vsnprintf(msg, len, fmt, ap);
-  va_end(ap);
-  return err;
-}
-
-/* ---- Base64 (RFC 4648, standard alphabet, padded) ------------------------ */
-
-static const char b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static int b64_value(unsigned char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+') return 62;
-  if (c == '/') return 63;
-  return -1;
-}
-
-/* Decode strictly (length a multiple of 4, '=' only as final padding).
- * With out NULL only validates. Returns the decoded length, or -1. */
-static long long b64_decode(const char *s, size_t n, unsigned char *out) {
-  size_t i, o = 0, pad = 0;
-  if (n % 4 != 0) return -1;
-  if (n > 0 && s[n - 1] == '=') pad = n > 1 && s[n - 2] == '=' ? 2 : 1;
-  for (i = 0; i < n; i += 4) {
-    int v[4], k;
-    int last = i + 4 == n;
-    for (k = 0; k < 4; k++) {
-      if (last && k >= 4 - (int)pad) {
-        v[k] = 0;
-        continue;
-      }
-      v[k] = b64_value((unsigned char)s[i + k]);
-      if (v[k] < 0) return -1;
-    }
-    if (out != NULL) {
-      uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 |
-                   (uint32_t)v[2] << 6 | (uint32_t)v[3];
-      out[o] = (unsigned char)(w >> 16);
-      if (!last || pad < 2) out[o + 1] = (unsigned char)(w >> 8);
-      if (!last || pad < 1) out[o + 2] = (unsigned char)w;
-    }
-    o += last ? 3 - pad : 3;
-  }
-  return (long long)o;
-}
-
-/* ---- The data in memory -----------------------------------------------------
- *
- * The file's content, parsed: a hash table of collections, each a hash
- * table of entries with the key and value inline. Both tables also keep
- * insertion order (a doubly linked list), the order they are written in, so
- * a file keeps its order across rewrites and an overwritten key keeps its
- * place. */
-
-static uint32_t name_hash(const char *p, size_t n) {
-  uint64_t h = 0x9E3779B97F4A7C15ull ^ (uint64_t)n, v;
-  while (n >= 8) {
-    memcpy(&v, p, 8);
-    h = (h ^ v) * 0xbf58476d1ce4e5b9ull;
-    h ^= h >> 31;
-    p += 8;
-    n -= 8;
-  }
-  v = 0;
-  memcpy(&v, p, n);
-  h = (h ^ v) * 0x94d049bb133111ebull;
-  h ^= h >> 29;
-  return (uint32_t)h;
-}
-
-static int table_init(ftable_t *t) {
-  memset(t, 0, sizeof(*t));
-  t->buckets = kv_calloc(TABLE_MIN, sizeof(*t->buckets));
-  if (t->buckets == NULL) return KV_ENOMEM;
-  t->mask = TABLE_MIN - 1;
-  return 0;
-}
-
-static fnode_t *table_find(const ftable_t *t, const char *name, size_t len,
-                           uint32_t h) {
-  fnode_t *n;
-  for (n = t->buckets[h & t->mask]; n != NULL; n = n->hnext)
-    if (n->hash == h && n->len == len && memcmp(n->name, name, len) == 0)
-      return n;
-  return NULL;
-}
-
-static void table_grow(ftable_t *t) {
-  size_t nb = (t->mask + 1) * 2, b;
-  fnode_t **nbk = kv_calloc(nb, sizeof(*nbk));
-  if (nbk == NULL) return; /* longer chains, still correct */
-  for (b = 0; b <= t->mask; b++) {
-    fnode_t *n = t->buckets[b];
-    while (n != NULL) {
-      fnode_t *next = n->hnext;
-      n->hnext = nbk[n->hash & (nb - 1)];
-      nbk[n->hash & (nb - 1)] = n;
-      n = next;
-    }
-  }
-  kv_free(t->buckets);
-  t->buckets = nbk;
-  t->mask = nb - 1;
-}
-
-/* Add a node (not present) at the end of the order. */
-static void table_link(ftable_t *t, fnode_t *n) {
-  fnode_t **b = &t->buckets[n->hash & t->mask];
-  n->hnext = *b;
-  *b = n;
-  n->prev = t->tail;
-  n->next = NULL;
-  if (t->tail != NULL)
-    t->tail->next = n;
-  else
-    t->head = n;
-  t->tail = n;
-  if (++t->count > t->mask + 1) table_grow(t);
-}
-
-static fnode_t **table_slot(ftable_t *t, const fnode_t *n) {
-  fnode_t **pp = &t->buckets[n->hash & t->mask];
-  while (*pp != n)
-    pp = &(*pp)->hnext;
-  return pp;
-}
-
-static void table_unlink(ftable_t *t, fnode_t *n) {
-  *table_slot(t, n) = n->hnext;
-  if (n->prev != NULL)
-    n->prev->next = n->next;
-  else
-    t->head = n->next;
-  if (n->next != NULL)
-    n->next->prev = n->prev;
-  else
-    t->tail = n->prev;
-  t->count--;
-}
-
-/* Put `n` where `old` was, in the chain and in the order. */
-static void table_replace(ftable_t *t, fnode_t *old, fnode_t *n) {
-  *table_slot(t, old) = n;
-  n->hnext = old->hnext;
-  n->prev = old->prev;
-  n->next = old->next;
-  if (n->prev != NULL)
-    n->prev->next = n;
-  else
-    t->head = n;
-  if (n->next != NULL)
-    n->next->prev = n;
-  else
-    t->tail = n;
-}
-
-static int value_is_text(const char *p, size_t len) {
-  return len == 0 || (memchr(p, 0, len) == NULL && kv__utf8_valid(p, len));
-}
-
-static fent_t *ent_new(const char *key, size_t klen, uint32_t h, const char *v,
-                       size_t vlen, int64_t expires_at, int text) {
-  fent_t *e;
-  if (vlen > SIZE_MAX - sizeof(*e) - klen - 2) return NULL;
-  e = kv_malloc(sizeof(*e) + klen + 1 + vlen + 1);
-  if (e == NULL) return NULL;
-  memcpy(e->data, key, klen);
-  e->data[klen] = '\0';
-  if (vlen > 0) memcpy(e->data + klen + 1, v, vlen);
-  e->data[klen + 1 + vlen] = '\0';
-  e->node.name = e->data;
-  e->node.len = (uint32_t)klen;
-  e->node.hash = h;
-  e->expires_at = expires_at;
-  e->vlen = vlen;
-  e->text = text;
-  return e;
-}
-
-static fcoll_t *coll_new(const char *name, size_t len) {
-  fcoll_t *c = kv_malloc(sizeof(*c) + len + 1);
-  if (c == NULL) return NULL;
-  if (table_init(&c->entries) != 0) {
-    kv_free(c);
-    return NULL;
-  }
-  memcpy(c->name, name, len);
-  c->name[len] = '\0';
-  c->node.name = c->name;
-  c->node.len = (uint32_t)len;
-  c->node.hash = name_hash(name, len);
-  return c;
-}
-
-static void coll_free(fcoll_t *c) {
-  fnode_t *n = c->entries.head;
-  while (n != NULL) {
-    fnode_t *next = n->next;
-    kv_free(n);
-    n = next;
-  }
-  kv_free(c->entries.buckets);
-  kv_free(c);
-}
-
-static void data_free(fdata_t *d) {
-  fnode_t *n = d->colls.head;
-  while (n != NULL) {
-    fnode_t *next = n->next;
-    coll_free((fcoll_t *)n);
-    n = next;
-  }
-  kv_free(d->colls.buckets);
-  json_decref(d->extra);
-  memset(d, 0, sizeof(*d));
-}
-
-/* The entry for a key (live or expired), or NULL. */
-static fent_t *ent_find(const fcoll_t *c, const char *key, size_t klen) {
-  if (c == NULL) return NULL;
-  return (fent_t *)table_find(&c->entries, key, klen, name_hash(key, klen));
-}
-
-/* ---- Loading --------------------------------------------------------------
- */
-
-/* Add an entry read from the file to c. Returns NULL, or what is wrong. */
-static const char *import_entry(fcoll_t *c, const char *key, size_t klen,
-                                const json_t *e, int *oom_out) {
-  const char *k, *text = NULL;
-  const json_t *v, *b64 = NULL;
-  size_t tlen = 0;
-  int64_t expires_at = 0;
-  int nvalues = 0;
-  fent_t *ent;
-  if (json_is_string(e)) {
-    text = json_string_value(e);
-    tlen = json_string_length(e);
-  } else if (!json_is_object(e)) {
-    return "an entry must be a string or an object with \"value\" or "
-           "\"base64\"";
-  } else {
-    json_object_foreach((json_t *)e, k, v) {
-      if (strcmp(k, "value") == 0) {
-        if (!json_is_string(v)) return "\"value\" must be a string";
-        text = json_string_value(v);
-        tlen = json_string_length(v);
-        nvalues++;
-      } else if (strcmp(k, "base64") == 0) {
-        if (!json_is_string(v) ||
-            b64_decode(json_string_value(v), json_string_length(v), NULL) < 0)
-          return "\"base64\" must be a string of padded base64";
-        b64 = v;
-        nvalues++;
-      } else if (strcmp(k, "expires_at") == 0) {
-        if (!json_is_integer(v) || json_integer_value(v) < 0)
-          return "\"expires_at\" must be an integer (Unix milliseconds, 0 = "
-                 "never)";
-        expires_at = (int64_t)json_integer_value(v);
-      } else {
-        return "unknown member (an entry has \"value\" or \"base64\", and "
-               "\"expires_at\")";
-      }
-    }
-    if (nvalues != 1)
-      return "an entry object needs exactly one of \"value\" and \"base64\"";
-  }
-  if (b64 != NULL) {
-    const char *s = json_string_value(b64);
-    size_t slen = json_string_length(b64);
-    long long n = b64_decode(s, slen, NULL);
-    char *raw = kv_malloc((size_t)n + 1);
-    if (raw == NULL) goto oom;
-    b64_decode(s, slen, (unsigned char *)raw);
-    ent = ent_new(key, klen, name_hash(key, klen), raw, (size_t)n, expires_at,
-                  value_is_text(raw, (size_t)n));
-    kv_free(raw);
-  } else {
-    /* jansson refuses NUL in strings (no JSON_ALLOW_NUL) and checks UTF-8. */
-    ent = ent_new(key, klen, name_hash(key, klen), text, tlen, expires_at, 1);
-  }
-  if (ent == NULL) goto oom;
-  table_link(&c->entries, &ent->node);
-  return NULL;
-oom:
-  *oom_out = 1;
-  return "out of memory";
-}
-
-/* Check a parsed document and build the data from it. Takes `doc`. Returns 0
- * or KV_ECORRUPT / KV_ENOMEM with the reason. */
-static int doc_import(json_t *doc, const char *path, fdata_t *d, char *msg,
-                      size_t len) {
-  const char *cname, *key, *why;
-  json_t *x, *colls, *c, *e;
-  char nb[256];
-  int rc = KV_ECORRUPT, oom_hit = 0;
-  memset(d, 0, sizeof(*d));
-  if (!json_is_object(doc)) {
-    file_msg(msg, len, rc, "file: %s: the top level is not a JSON object",
-             path);
-    goto fail;
-  }
-  x = json_object_get(doc, "format");
-  if (!json_is_string(x) || strcmp(json_string_value(x), FILE_FORMAT) != 0) {
-    file_msg(msg, len, rc,
-             "file: %s: not a kvio file (\"format\" is not \"%s\")", path,
-             FILE_FORMAT);
-    goto fail;
-  }
-  x = json_object_get(doc, "version");
-  if (!json_is_integer(x)) {
-    file_msg(msg, len, rc, "file: %s: \"version\" is missing or not an integer",
-             path);
-    goto fail;
-  }
-  if (json_integer_value(x) != FILE_VERSION) {
-    file_msg(msg, len, rc,
-             "file: %s: format version %lld is not supported (this kvio "
-             "reads version %d)",
-             path, (long long)json_integer_value(x), FILE_VERSION);
-    goto fail;
-  }
-  colls = json_object_get(doc, "collections");
-  if (!json_is_object(colls)) {
-    file_msg(msg, len, rc,
-             "file: %s: \"collections\" is missing or not an object", path);
-    goto fail;
-  }
-  if (table_init(&d->colls) != 0) goto oom;
-  json_object_foreach(colls, cname, c) {
-    size_t clen = strlen(cname); /* the parser refuses NUL in keys */
-    fcoll_t *fc;
-    if (kv__check_name("collection", cname, clen, nb, sizeof nb) != 0) {
-      file_msg(msg, len, rc, "file: %s: %s", path, nb);
-      goto fail;
-    }
-    if (!json_is_object(c)) {
-      file_msg(msg, len, rc, "file: %s: collection \"%.*s\" is not an object",
-               path, FILE_NAME_SHOW, cname);
-      goto fail;
-    }
-    if ((fc = coll_new(cname, clen)) == NULL) goto oom;
-    table_link(&d->colls, &fc->node);
-    json_object_foreach(c, key, e) {
-      size_t klen = strlen(key);
-      if (kv__check_name("key", key, klen, nb, sizeof nb) != 0) {
-        file_msg(msg, len, rc, "file: %s: collection \"%.*s\": %s", path,
-                 FILE_NAME_SHOW, cname, nb);
-        goto fail;
-      }
-      if ((why = import_entry(fc, key, klen, e, &oom_hit)) != NULL) {
-        if (oom_hit) goto oom;
-        file_msg(msg, len, rc,
-                 "file: %s: collection \"%.*s\", key \"%.*s\": %s", path,
-                 FILE_NAME_SHOW, cname, FILE_NAME_SHOW, key, why);
-        goto fail;
-      }
-    }
-  }
-  /* What is left of the top level is someone else's: keep it. */
-  json_object_del(doc, "format");
-  json_object_del(doc, "version");
-  json_object_del(doc, "collections");
-  if (json_object_size(doc) > 0) d->extra = json_incref(doc);
-  json_decref(doc);
-  return 0;
-oom:
-  rc = file_msg(msg, len, KV_ENOMEM, "out of memory reading %s", path);
-fail:
-  json_decref(doc);
-  data_free(d);
-  return rc;
-}
-
-/* Parse the bytes of a file into *out. 0, or KV_ECORRUPT / KV_ENOMEM with
- * the reason (a JSON syntax error with its position) in msg. */
-int kv__file_parse(const char *buf, size_t n, const char *path,
-                   kv__file_data_t *out, char *msg, size_t len) {
-  json_error_t jerr;
-  json_t *doc = json_loadb(buf, n, JSON_REJECT_DUPLICATES, &jerr);
-  if (doc == NULL)
-    return file_msg(msg, len, KV_ECORRUPT,
-                    "file: %s: not valid JSON at line %d, column %d (byte "
-                    "%d): %s",
-                    path, jerr.line, jerr.column, jerr.position, jerr.text);
-  return doc_import(doc, path, out, msg, len);
-}
-
-kv__file_data_t *kv__file_data_new(void) {
-  return kv_calloc(1, sizeof(fdata_t));
-}
-
-void kv__file_data_destroy(kv__file_data_t *d) {
-  if (d == NULL) return;
-  data_free(d);
-  kv_free(d);
-}
 
 /* ---- The file -------------------------------------------------------------
  *
@@ -634,16 +167,16 @@ static int lock_open(kv_file_t *f, char *msg, size_t len) {
                   O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0666);
   if (fd < 0) {
     if (errno == ELOOP)
-      return file_msg(msg, len, KV_EINVAL,
-                      "file: %s.lock is a symbolic link; refusing to follow it",
-                      f->path);
-    return file_msg(msg, len, KV_EIO, "file: cannot open %s.lock: %s", f->path,
-                    strerror(errno));
+      return kv__file_msg(
+          msg, len, KV_EINVAL,
+          "file: %s.lock is a symbolic link; refusing to follow it", f->path);
+    return kv__file_msg(msg, len, KV_EIO, "file: cannot open %s.lock: %s",
+                        f->path, strerror(errno));
   }
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     close(fd);
-    return file_msg(msg, len, KV_EINVAL, "file: %s.lock is not a regular file",
-                    f->path);
+    return kv__file_msg(msg, len, KV_EINVAL,
+                        "file: %s.lock is not a regular file", f->path);
   }
   f->lockfd = fd;
   return 0;
@@ -673,17 +206,17 @@ static int file_lock(kv_file_t *f, char *msg, size_t len) {
     }
     if (errno == EINTR) continue;
     if (errno != EWOULDBLOCK)
-      return file_msg(msg, len, KV_EIO, "file: cannot lock %s.lock: %s",
-                      f->path, strerror(errno));
+      return kv__file_msg(msg, len, KV_EIO, "file: cannot lock %s.lock: %s",
+                          f->path, strerror(errno));
     {
       uint64_t now = uv_hrtime();
       struct timespec ts;
       uint64_t sleep_ns;
       if (now >= deadline)
-        return file_msg(msg, len, KV_ETIMEDOUT,
-                        "file: %s.lock is held by another process for more "
-                        "than lock_timeout=%g s",
-                        f->path, f->lock_timeout);
+        return kv__file_msg(msg, len, KV_ETIMEDOUT,
+                            "file: %s.lock is held by another process for more "
+                            "than lock_timeout=%g s",
+                            f->path, f->lock_timeout);
       sleep_ns = (uint64_t)delay_ms * 1000000u;
       if (sleep_ns > deadline - now) sleep_ns = deadline - now;
       ts.tv_sec = (time_t)(sleep_ns / 1000000000u);
@@ -715,24 +248,25 @@ static int file_load(kv_file_t *f, fdata_t *out, file_ident_t *id, char *msg,
     if (errno == ENOENT) {
       id->known = 1;
       memset(out, 0, sizeof(*out));
-      return table_init(&out->colls) == 0
+      return kv__file_table_init(&out->colls) == 0
                  ? 0
-                 : file_msg(msg, len, KV_ENOMEM, "out of memory");
+                 : kv__file_msg(msg, len, KV_ENOMEM, "out of memory");
     }
     if (errno == ELOOP)
-      return file_msg(msg, len, KV_EINVAL,
-                      "file: %s is a symbolic link; refusing to follow it",
-                      f->path);
-    return file_msg(msg, len, KV_EIO, "file: cannot open %s: %s", f->path,
-                    strerror(errno));
+      return kv__file_msg(msg, len, KV_EINVAL,
+                          "file: %s is a symbolic link; refusing to follow it",
+                          f->path);
+    return kv__file_msg(msg, len, KV_EIO, "file: cannot open %s: %s", f->path,
+                        strerror(errno));
   }
   if (fstat(fd, &st) != 0) {
-    rc = file_msg(msg, len, KV_EIO, "file: %s: %s", f->path, strerror(errno));
+    rc = kv__file_msg(msg, len, KV_EIO, "file: %s: %s", f->path,
+                      strerror(errno));
     goto out;
   }
   if (!S_ISREG(st.st_mode)) {
-    rc = file_msg(msg, len, KV_EINVAL, "file: %s is not a regular file",
-                  f->path);
+    rc = kv__file_msg(msg, len, KV_EINVAL, "file: %s is not a regular file",
+                      f->path);
     goto out;
   }
   cap = (size_t)st.st_size + 1;
@@ -749,18 +283,20 @@ static int file_load(kv_file_t *f, fdata_t *out, file_ident_t *id, char *msg,
     r = read(fd, buf + n, cap - n);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) {
-      rc = file_msg(msg, len, KV_EIO, "file: cannot read %s: %s", f->path,
-                    strerror(errno));
+      rc = kv__file_msg(msg, len, KV_EIO, "file: cannot read %s: %s", f->path,
+                        strerror(errno));
       goto out;
     }
     if (r == 0) break;
     n += (size_t)r;
   }
-  if ((rc = kv__file_parse(buf, n, f->path, out, msg, len)) != 0) goto out;
+  if ((rc = kv__file_parse(buf, n, f->path, f->base.default_collection, out,
+                           msg, len)) != 0)
+    goto out;
   ident_from_stat(id, &st);
   goto out;
 oom:
-  rc = file_msg(msg, len, KV_ENOMEM, "out of memory reading %s", f->path);
+  rc = kv__file_msg(msg, len, KV_ENOMEM, "out of memory reading %s", f->path);
 out:
   kv_free(buf);
   close(fd);
@@ -769,7 +305,7 @@ out:
 
 /* Replace the data (takes `d`). */
 static void data_set(kv_file_t *f, fdata_t *d) {
-  data_free(&f->data);
+  kv__file_data_free(&f->data);
   f->data = *d;
   f->last_coll = NULL;
   f->mod++;
@@ -784,11 +320,12 @@ static int file_refresh(kv_file_t *f, char *msg, size_t len) {
   uint64_t gen;
   int rc = fstatat(f->dirfd, f->name, &st, AT_SYMLINK_NOFOLLOW);
   if (rc != 0 && errno != ENOENT)
-    return file_msg(msg, len, KV_EIO, "file: %s: %s", f->path, strerror(errno));
+    return kv__file_msg(msg, len, KV_EIO, "file: %s: %s", f->path,
+                        strerror(errno));
   if (rc == 0 && S_ISLNK(st.st_mode))
-    return file_msg(msg, len, KV_EINVAL,
-                    "file: %s is a symbolic link; refusing to follow it",
-                    f->path);
+    return kv__file_msg(msg, len, KV_EINVAL,
+                        "file: %s is a symbolic link; refusing to follow it",
+                        f->path);
   gen = lock_gen(f); /* after the stat: see docs/file.md */
   if (f->ident.known && f->ident.gen == gen &&
       (rc == 0 ? ident_same(&f->ident, &st) : !f->ident.exists))
@@ -804,242 +341,28 @@ static int file_refresh(kv_file_t *f, char *msg, size_t len) {
   return 0;
 }
 
-/* ---- Writing ---------------------------------------------------------------
- *
- * The serializer is ours (jansson's dump walks a json_t tree, which the
- * store does not keep); names and text values are valid UTF-8 already, so
- * JSON needs only '"', '\\' and the control characters escaped. */
-
-typedef struct file_writer_s {
-  int fd;
-  int err; /* errno of the first failed write */
-  size_t len;
-  char buf[FILE_WBUF];
-} file_writer_t;
-
-static void w_flush(file_writer_t *w) {
-  size_t off = 0;
-  while (off < w->len && w->err == 0) {
-    ssize_t r = write(w->fd, w->buf + off, w->len - off);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      w->err = errno;
-      break;
-    }
-    off += (size_t)r;
-  }
-  w->len = 0;
-}
-
-static void w_put(file_writer_t *w, const char *p, size_t n) {
-  while (n > 0) {
-    size_t room = sizeof(w->buf) - w->len, k = n < room ? n : room;
-    memcpy(w->buf + w->len, p, k);
-    w->len += k;
-    p += k;
-    n -= k;
-    if (w->len == sizeof(w->buf)) w_flush(w);
-  }
-}
-
-static void w_puts(file_writer_t *w, const char *s) {
-  w_put(w, s, strlen(s));
-}
-
-static void w_newline(file_writer_t *w, int indent, int level) {
-  static const char spaces[] = "                                        ";
-  size_t n = (size_t)indent * (size_t)level;
-  if (indent == 0) return;
-  w_put(w, "\n", 1);
-  while (n > 0) {
-    size_t k = n < sizeof(spaces) - 1 ? n : sizeof(spaces) - 1;
-    w_put(w, spaces, k);
-    n -= k;
-  }
-}
-
-/* Length of the prefix of s[0..n) that JSON takes as it is: no '"', no
- * '\\', no control character. Eight bytes at a time while none of them
- * can need an escape (the SWAR tests may flag a byte wrongly, never miss
- * one; a flagged word is then checked byte by byte). */
-static size_t json_plain_run(const unsigned char *s, size_t n) {
-  const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t x, q, b;
-    memcpy(&x, s + i, 8);
-    q = x ^ (ones * '"');
-    b = x ^ (ones * '\\');
-    if ((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b)) &
-        high)
-      break;
-  }
-  while (i < n && s[i] >= 0x20 && s[i] != '"' && s[i] != '\\')
-    i++;
-  return i;
-}
-
-static void w_string(file_writer_t *w, const char *s, size_t n) {
-  static const char hex[] = "0123456789abcdef";
-  size_t i = 0;
-  w_put(w, "\"", 1);
-  for (;;) {
-    size_t run = json_plain_run((const unsigned char *)s + i, n - i);
-    unsigned char c;
-    char esc[6];
-    w_put(w, s + i, run);
-    i += run;
-    if (i == n) break;
-    c = (unsigned char)s[i++];
-    esc[0] = '\\';
-    switch (c) {
-    case '"':
-    case '\\':
-      esc[1] = (char)c;
-      break;
-    case '\b':
-      esc[1] = 'b';
-      break;
-    case '\f':
-      esc[1] = 'f';
-      break;
-    case '\n':
-      esc[1] = 'n';
-      break;
-    case '\r':
-      esc[1] = 'r';
-      break;
-    case '\t':
-      esc[1] = 't';
-      break;
-    default:
-      memcpy(esc + 1, "u00", 3);
-      esc[4] = hex[c >> 4];
-      esc[5] = hex[c & 15];
-      w_put(w, esc, 6);
-      continue;
-    }
-    w_put(w, esc, 2);
-  }
-  w_put(w, "\"", 1);
-}
-
-static void w_base64(file_writer_t *w, const unsigned char *p, size_t n) {
-  char out[4096];
-  size_t o = 0, i;
-  w_put(w, "\"", 1);
-  for (i = 0; i < n; i += 3) {
-    uint32_t v = (uint32_t)p[i] << 16;
-    if (i + 1 < n) v |= (uint32_t)p[i + 1] << 8;
-    if (i + 2 < n) v |= p[i + 2];
-    out[o++] = b64_alphabet[v >> 18];
-    out[o++] = b64_alphabet[(v >> 12) & 63];
-    out[o++] = i + 1 < n ? b64_alphabet[(v >> 6) & 63] : '=';
-    out[o++] = i + 2 < n ? b64_alphabet[v & 63] : '=';
-    if (o == sizeof(out)) {
-      w_put(w, out, o);
-      o = 0;
-    }
-  }
-  w_put(w, out, o);
-  w_put(w, "\"", 1);
-}
-
-static int w_json_cb(const char *p, size_t n, void *data) {
-  w_put(data, p, n);
+/* destroy, as aiokv's clear: remove the file (PATH.lock stays: it
+ * coordinates the processes, and its generation tells them). The lock is
+ * held. */
+static int file_remove(kv_file_t *f, char *msg, size_t len) {
+  uint64_t gen;
+  if (unlinkat(f->dirfd, f->name, 0) != 0 && errno != ENOENT)
+    return kv__file_msg(msg, len, KV_EIO, "file: cannot remove %s: %s", f->path,
+                        strerror(errno));
+  if (f->sync && fsync(f->dirfd) != 0)
+    return kv__file_msg(msg, len, KV_EIO,
+                        "file: cannot fsync the directory of %s: %s", f->path,
+                        strerror(errno));
+  gen = f->ident.gen + 1;
+  lock_set_gen(f, gen);
+  memset(&f->ident, 0, sizeof(f->ident));
+  f->ident.known = 1;
+  f->ident.gen = gen;
+  f->w_rewrites++;
+  f->w_file_bytes = 0;
   return 0;
 }
 
-/* The whole document (format in docs/file.md). */
-static void w_document(file_writer_t *w, const fdata_t *d, int indent) {
-  const char *colon = indent ? ": " : ":";
-  const char *comma = indent ? ", " : ",";
-  const fnode_t *cn, *en;
-  const char *k;
-  json_t *v;
-  char num[32];
-  w_put(w, "{", 1);
-  w_newline(w, indent, 1);
-  w_puts(w, "\"format\"");
-  w_puts(w, colon);
-  w_puts(w, "\"" FILE_FORMAT "\",");
-  w_newline(w, indent, 1);
-  w_puts(w, "\"version\"");
-  w_puts(w, colon);
-  snprintf(num, sizeof num, "%d,", FILE_VERSION);
-  w_puts(w, num);
-  if (d->extra != NULL) {
-    json_object_foreach(d->extra, k, v) {
-      w_newline(w, indent, 1);
-      w_string(w, k, strlen(k));
-      w_puts(w, colon);
-      json_dump_callback(v, w_json_cb, w, JSON_COMPACT | JSON_ENCODE_ANY);
-      w_put(w, ",", 1);
-    }
-  }
-  w_newline(w, indent, 1);
-  w_puts(w, "\"collections\"");
-  w_puts(w, colon);
-  w_put(w, "{", 1);
-  for (cn = d->colls.head; cn != NULL; cn = cn->next) {
-    const fcoll_t *c = (const fcoll_t *)cn;
-    w_newline(w, indent, 2);
-    w_string(w, cn->name, cn->len);
-    w_puts(w, colon);
-    w_put(w, "{", 1);
-    for (en = c->entries.head; en != NULL; en = en->next) {
-      const fent_t *e = (const fent_t *)en;
-      w_newline(w, indent, 3);
-      w_string(w, en->name, en->len);
-      w_puts(w, colon);
-      if (e->text && e->expires_at == 0) {
-        w_string(w, ENT_VALUE(e), e->vlen);
-      } else {
-        w_puts(w, e->text ? "{\"value\"" : "{\"base64\"");
-        w_puts(w, colon);
-        if (e->text)
-          w_string(w, ENT_VALUE(e), e->vlen);
-        else
-          w_base64(w, (const unsigned char *)ENT_VALUE(e), e->vlen);
-        if (e->expires_at != 0) {
-          w_puts(w, comma);
-          w_puts(w, "\"expires_at\"");
-          w_puts(w, colon);
-          snprintf(num, sizeof num, "%lld", (long long)e->expires_at);
-          w_puts(w, num);
-        }
-        w_put(w, "}", 1);
-      }
-      if (en->next != NULL) w_put(w, ",", 1);
-    }
-    if (c->entries.head != NULL) w_newline(w, indent, 2);
-    w_put(w, "}", 1);
-    if (cn->next != NULL) w_put(w, ",", 1);
-  }
-  if (d->colls.head != NULL) w_newline(w, indent, 1);
-  w_put(w, "}", 1);
-  w_newline(w, indent, 0);
-  w_put(w, "}\n", 2);
-}
-
-/* Write the whole document to fd. 0, the errno of a failed write (> 0), or
- * KV_ENOMEM. */
-int kv__file_serialize(int fd, const kv__file_data_t *d, int indent) {
-  file_writer_t *w = kv_malloc(sizeof(*w));
-  int err;
-  if (w == NULL) return KV_ENOMEM;
-  w->fd = fd;
-  w->err = 0;
-  w->len = 0;
-  w_document(w, d, indent);
-  w_flush(w);
-  err = w->err;
-  kv_free(w);
-  return err;
-}
-
-/* Write the data: PATH.tmp, fsync, rename over PATH, fsync the directory,
- * bump the generation. The lock is held. */
 static int file_write(kv_file_t *f, char *msg, size_t len) {
   struct stat old, st;
   int fd, rc, have_old;
@@ -1050,48 +373,48 @@ static int file_write(kv_file_t *f, char *msg, size_t len) {
       O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0666);
   if (fd < 0) {
     if (errno == ELOOP)
-      return file_msg(msg, len, KV_EINVAL,
-                      "file: %s.tmp is a symbolic link; refusing to follow it",
-                      f->path);
-    return file_msg(msg, len, KV_EIO, "file: cannot create %s.tmp: %s", f->path,
-                    strerror(errno));
+      return kv__file_msg(
+          msg, len, KV_EINVAL,
+          "file: %s.tmp is a symbolic link; refusing to follow it", f->path);
+    return kv__file_msg(msg, len, KV_EIO, "file: cannot create %s.tmp: %s",
+                        f->path, strerror(errno));
   }
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     close(fd);
-    return file_msg(msg, len, KV_EINVAL, "file: %s.tmp is not a regular file",
-                    f->path);
+    return kv__file_msg(msg, len, KV_EINVAL,
+                        "file: %s.tmp is not a regular file", f->path);
   }
   /* Keep the permissions someone gave the file. */
   if (have_old && S_ISREG(old.st_mode)) (void)fchmod(fd, old.st_mode & 07777);
   rc = kv__file_serialize(fd, &f->data, f->indent);
   if (rc == KV_ENOMEM) {
-    rc = file_msg(msg, len, KV_ENOMEM, "out of memory");
+    rc = kv__file_msg(msg, len, KV_ENOMEM, "out of memory");
     goto fail;
   }
   if (rc != 0) {
-    rc = file_msg(msg, len, KV_EIO, "file: cannot write %s.tmp: %s", f->path,
-                  strerror(rc));
+    rc = kv__file_msg(msg, len, KV_EIO, "file: cannot write %s.tmp: %s",
+                      f->path, strerror(rc));
     goto fail;
   }
   if (f->sync && fsync(fd) != 0) {
-    rc = file_msg(msg, len, KV_EIO, "file: cannot fsync %s.tmp: %s", f->path,
-                  strerror(errno));
+    rc = kv__file_msg(msg, len, KV_EIO, "file: cannot fsync %s.tmp: %s",
+                      f->path, strerror(errno));
     goto fail;
   }
   if (renameat(f->dirfd, f->tmp_name, f->dirfd, f->name) != 0) {
-    rc = file_msg(msg, len, KV_EIO, "file: cannot rename %s.tmp to %s: %s",
-                  f->path, f->path, strerror(errno));
+    rc = kv__file_msg(msg, len, KV_EIO, "file: cannot rename %s.tmp to %s: %s",
+                      f->path, f->path, strerror(errno));
     goto fail;
   }
   /* The identity after the rename (which changes the ctime). */
   rc = fstat(fd, &st);
   close(fd);
   if (rc != 0)
-    return file_msg(msg, len, KV_EIO, "file: cannot stat %s", f->path);
+    return kv__file_msg(msg, len, KV_EIO, "file: cannot stat %s", f->path);
   if (f->sync && fsync(f->dirfd) != 0)
-    return file_msg(msg, len, KV_EIO,
-                    "file: cannot fsync the directory of %s: %s", f->path,
-                    strerror(errno));
+    return kv__file_msg(msg, len, KV_EIO,
+                        "file: cannot fsync the directory of %s: %s", f->path,
+                        strerror(errno));
   gen = f->ident.gen + 1;
   lock_set_gen(f, gen);
   ident_from_stat(&f->ident, &st);
@@ -1118,7 +441,8 @@ static fcoll_t *coll_find(kv_file_t *f, const char *name, size_t len) {
   fcoll_t *c = f->last_coll;
   if (c != NULL && c->node.len == len && memcmp(c->name, name, len) == 0)
     return c;
-  c = (fcoll_t *)table_find(&f->data.colls, name, len, name_hash(name, len));
+  c = (fcoll_t *)kv__file_table_find(&f->data.colls, name, len,
+                                     kv__file_hash(name, len));
   if (c != NULL) f->last_coll = c;
   return c;
 }
@@ -1130,18 +454,18 @@ static fcoll_t *coll_of(kv_file_t *f, const kv_req_t *req) {
 static fcoll_t *coll_make(kv_file_t *f, const kv_req_t *req) {
   fcoll_t *c = coll_of(f, req);
   if (c != NULL) return c;
-  c = coll_new(req->in.collection, req->in.collection_len);
+  c = kv__file_coll_new(req->in.collection, req->in.collection_len);
   if (c == NULL) return NULL;
-  table_link(&f->data.colls, &c->node);
+  kv__file_table_link(&f->data.colls, &c->node);
   f->last_coll = c;
   f->mod++;
   return c;
 }
 
 static void coll_remove(kv_file_t *f, fcoll_t *c) {
-  table_unlink(&f->data.colls, &c->node);
+  kv__file_table_unlink(&f->data.colls, &c->node);
   if (f->last_coll == c) f->last_coll = NULL;
-  coll_free(c);
+  kv__file_coll_free(c);
   f->mod++;
 }
 
@@ -1157,7 +481,7 @@ static int ent_live(const fent_t *e, int64_t now) {
 }
 
 static void ent_remove(kv_file_t *f, fcoll_t *c, fent_t *e) {
-  table_unlink(&c->entries, &e->node);
+  kv__file_table_unlink(&c->entries, &e->node);
   kv_free(e);
   f->mod++;
 }
@@ -1165,9 +489,9 @@ static void ent_remove(kv_file_t *f, fcoll_t *c, fent_t *e) {
 /* Insert or replace; an overwritten key keeps its place. 0 or KV_ENOMEM. */
 static int ent_put(kv_file_t *f, fcoll_t *c, const char *key, size_t klen,
                    const char *v, size_t vlen, int64_t expires_at) {
-  uint32_t h = name_hash(key, klen);
-  fent_t *old = (fent_t *)table_find(&c->entries, key, klen, h), *e;
-  int text = value_is_text(v, vlen);
+  uint32_t h = kv__file_hash(key, klen);
+  fent_t *old = (fent_t *)kv__file_table_find(&c->entries, key, klen, h), *e;
+  int text = kv__file_is_text(v, vlen);
   f->mod++;
   if (old != NULL && old->vlen == vlen) {
     if (vlen > 0) memcpy(ENT_VALUE(old), v, vlen);
@@ -1175,19 +499,19 @@ static int ent_put(kv_file_t *f, fcoll_t *c, const char *key, size_t klen,
     old->text = text;
     return 0;
   }
-  if ((e = ent_new(key, klen, h, v, vlen, expires_at, text)) == NULL)
+  if ((e = kv__file_ent_new(key, klen, h, v, vlen, expires_at, text)) == NULL)
     return KV_ENOMEM;
   if (old != NULL) {
-    table_replace(&c->entries, &old->node, &e->node);
+    kv__file_table_replace(&c->entries, &old->node, &e->node);
     kv_free(old);
   } else {
-    table_link(&c->entries, &e->node);
+    kv__file_table_link(&c->entries, &e->node);
   }
   return 0;
 }
 
 static int do_get(kv_file_t *f, kv_req_t *req, int64_t now) {
-  fent_t *e = ent_find(coll_of(f, req), req->in.key, req->in.key_len);
+  fent_t *e = kv__file_ent_find(coll_of(f, req), req->in.key, req->in.key_len);
   if (!ent_live(e, now)) return 0;
   if (kv_req_set_value(req, ENT_VALUE(e), e->vlen) != 0) return oom(req);
   req->ttl = kv_remaining_ttl(e->expires_at, now);
@@ -1196,7 +520,7 @@ static int do_get(kv_file_t *f, kv_req_t *req, int64_t now) {
 
 static int do_take(kv_file_t *f, kv_req_t *req, int64_t now) {
   fcoll_t *c = coll_of(f, req);
-  fent_t *e = ent_find(c, req->in.key, req->in.key_len);
+  fent_t *e = kv__file_ent_find(c, req->in.key, req->in.key_len);
   if (e == NULL) return 0;
   if (ent_live(e, now) && kv_req_set_value(req, ENT_VALUE(e), e->vlen) != 0)
     return oom(req);
@@ -1230,7 +554,7 @@ static int do_put_many(kv_file_t *f, kv_req_t *req) {
 /* Remove a key; returns 1 if it held a live value. */
 static int delete_one(kv_file_t *f, fcoll_t *c, const char *key, size_t klen,
                       int64_t now) {
-  fent_t *e = ent_find(c, key, klen);
+  fent_t *e = kv__file_ent_find(c, key, klen);
   int live = ent_live(e, now);
   if (e != NULL) ent_remove(f, c, e);
   return live;
@@ -1256,7 +580,7 @@ static int do_get_many(kv_file_t *f, kv_req_t *req, int64_t now) {
   size_t i;
   if (kv_req_alloc_results(req) != 0) return oom(req);
   for (i = 0; i < req->in.n; i++) {
-    fent_t *e = ent_find(c, req->in.keys[i].base, req->in.keys[i].len);
+    fent_t *e = kv__file_ent_find(c, req->in.keys[i].base, req->in.keys[i].len);
     if (ent_live(e, now) &&
         kv_req_set_result(req, i, ENT_VALUE(e), e->vlen,
                           kv_remaining_ttl(e->expires_at, now)) != 0)
@@ -1267,7 +591,7 @@ static int do_get_many(kv_file_t *f, kv_req_t *req, int64_t now) {
 
 static int do_atomic(kv_file_t *f, kv_req_t *req, int64_t now) {
   fcoll_t *c = coll_of(f, req);
-  fent_t *e = ent_find(c, req->in.key, req->in.key_len);
+  fent_t *e = kv__file_ent_find(c, req->in.key, req->in.key_len);
   if (!ent_live(e, now)) e = NULL;
   switch (req->op) {
   case KV_OP_PUT_IF_ABSENT:
@@ -1448,6 +772,7 @@ static int do_destroy(kv_file_t *f, kv_req_t *req) {
   }
   while (f->data.colls.head != NULL)
     coll_remove(f, (fcoll_t *)f->data.colls.head);
+  f->w_unlink = 1; /* as aiokv's clear: the file goes (file_commit) */
   return 0;
 }
 
@@ -1486,206 +811,156 @@ static int file_exec(kv_file_t *f, kv_req_t *req, int64_t now) {
   }
 }
 
-static int op_is_read(kv_op_t op) {
-  return op == KV_OP_GET || op == KV_OP_TTL || op == KV_OP_GET_MANY ||
-         op == KV_OP_TTL_MANY || op == KV_OP_KEYS || op == KV_OP_COLLECTIONS;
-}
+/* ---- The engine ---------------------------------------------------------- */
 
-/* Drop what an op produced (its batch failed as a whole). The result
- * helpers allocate with kv_malloc, and the request is still ours. */
-static void req_reset(kv_req_t *req) {
-  size_t i;
-  kv_free(req->value.base);
-  req->value.base = NULL;
-  req->value.len = 0;
-  for (i = 0; i < req->nresults; i++)
-    kv_free(req->results[i].value.base);
-  kv_free(req->results);
-  req->results = NULL;
-  req->nresults = 0;
-  for (i = 0; i < req->nnames; i++)
-    kv_free(req->names[i].base);
-  kv_free(req->names);
-  req->names = NULL;
-  req->nnames = 0;
-  kv_free(req->cursor);
-  req->cursor = NULL;
-  req->found = 0;
-  req->ttl = 0;
-  req->number = 0;
-  req->count = 0;
-}
+#define FILE_OF(b) ((kv_file_t *)(b)->store)
 
-/* ---- Batches (threadpool) ------------------------------------------------ */
-
-static void file_work_cb(uv_work_t *w) {
-  kv_file_t *f = w->data;
-  size_t i;
-  int rc = 0;
-  f->w_err = 0;
+/* A batch: a write takes the lock; both reload the file if it changed. */
+static int file_begin(kv__batcher_t *b, int mode, void **txn) {
+  kv_file_t *f = FILE_OF(b);
+  int rc;
   f->w_msg[0] = '\0';
   f->w_synced = 0;
-  if (f->batch_writes) rc = file_lock(f, f->w_msg, sizeof(f->w_msg));
-  if (rc == 0) {
-    rc = file_refresh(f, f->w_msg, sizeof(f->w_msg));
-    if (rc == 0) {
-      uint64_t mod = f->mod;
-      int64_t now = kv_now_ms();
-      for (i = 0; i < f->nbatch; i++)
-        f->status[i] = file_exec(f, f->batch[i], now);
-      if (f->mod != mod) {
-        rc = file_write(f, f->w_msg, sizeof(f->w_msg));
-        if (rc != 0) {
-          /* Nothing of this batch reached the file: undo it all. */
-          for (i = 0; i < f->nbatch; i++)
-            req_reset(f->batch[i]);
-          f->ident.known = 0;
-        }
-      }
-    }
-    if (f->batch_writes) file_unlock(f);
+  f->w_locked = 0;
+  f->w_unlink = 0;
+  if (mode == KV__TXN_WRITE) {
+    rc = file_lock(f, f->w_msg, sizeof(f->w_msg));
+    if (rc != 0) return rc;
+    f->w_locked = 1;
   }
-  f->w_err = rc;
+  rc = file_refresh(f, f->w_msg, sizeof(f->w_msg));
+  if (rc != 0) {
+    if (f->w_locked) file_unlock(f);
+    f->w_locked = 0;
+    return rc;
+  }
+  f->w_mod = f->mod;
+  *txn = f;
+  return 0;
+}
+
+/* Reads on the loop: from memory, while the file is known unchanged and no
+ * batch holds the data. */
+static int file_loop_begin(kv__batcher_t *b, void **txn) {
+  kv_file_t *f = FILE_OF(b);
+  if (b->busy || !f->fresh) return 1;
+  *txn = f;
+  return 0;
+}
+
+static int file_exec_engine(kv__batcher_t *b, void *txn, kv__slot_t *slot,
+                            int64_t now) {
+  int rc = file_exec(txn, slot->req, now);
+  (void)b;
+  if (rc != 0) {
+    slot->status = rc;
+    slot->has_detail = 1; /* the op set it */
+  }
+  return 0;
+}
+
+/* Write the file once when the batch changed the data. If the write fails,
+ * nothing of the batch reached the file: every op fails, and the data is
+ * reloaded from the (untouched) file next time. */
+static int file_commit(kv__batcher_t *b, void *txn, int mode) {
+  kv_file_t *f = txn;
+  int rc = 0;
+  (void)b;
+  if (mode == KV__TXN_LOOP) return 0;
+  if (f->mod != f->w_mod) {
+    /* Emptied by a destroy: no file, unless it keeps another program's
+     * top-level members. */
+    if (f->w_unlink && f->data.colls.count == 0 && f->data.extra == NULL)
+      rc = file_remove(f, f->w_msg, sizeof(f->w_msg));
+    else
+      rc = file_write(f, f->w_msg, sizeof(f->w_msg));
+    if (rc != 0) f->ident.known = 0;
+  }
+  if (f->w_locked) file_unlock(f);
+  f->w_locked = 0;
   f->w_synced = rc == 0;
+  return rc;
 }
 
-/* ---- Loop side ----------------------------------------------------------- */
-
-static void file_idle_cb(uv_idle_t *h) {
-  (void)h; /* only keeps the loop from blocking in poll before check runs */
+static void file_abort(kv__batcher_t *b, void *txn, int mode) {
+  kv_file_t *f = txn;
+  (void)b;
+  if (mode == KV__TXN_LOOP) return;
+  f->ident.known = 0;
+  if (f->w_locked) file_unlock(f);
+  f->w_locked = 0;
 }
 
-static void file_launch(kv_file_t *f);
-static void file_finish_close(kv_file_t *f);
-static void file_check_cb(uv_check_t *h);
-
-static void file_schedule(kv_file_t *f) {
-  if (f->scheduled) return;
-  f->scheduled = 1;
-  uv_idle_start(&f->idle, file_idle_cb);
-  uv_check_start(&f->check, file_check_cb);
+static void file_fail(kv__batcher_t *b, kv__slot_t *slot, int code) {
+  kv_file_t *f = FILE_OF(b);
+  slot->status = code;
+  slot->code = code;
+  kv_free(slot->errmsg);
+  slot->errmsg = kv_strndup(f->w_msg, strlen(f->w_msg));
 }
 
-static void file_serve_reads(kv_file_t *f) {
-  int64_t now = kv_now_ms();
-  size_t i, n = f->nqueue;
-  f->nqueue = 0;
-  f->stats.loop_reads++;
-  f->stats.ops += n;
-  for (i = 0; i < n; i++)
-    kv_req_complete(f->queue[i], file_exec(f, f->queue[i], now));
+static void file_detail(kv__batcher_t *b, kv__slot_t *slot) {
+  (void)b;
+  kv_req_set_error(slot->req, slot->status, "%s",
+                   slot->errmsg ? slot->errmsg : kv_strerror(slot->status));
 }
 
-static void file_check_cb(uv_check_t *h) {
-  kv_file_t *f = h->data;
-  size_t i;
-  int reads = 1;
-  uv_idle_stop(&f->idle);
-  uv_check_stop(&f->check);
-  f->scheduled = 0;
-  if (f->busy || f->nqueue == 0) return;
-  if (f->fresh) {
-    for (i = 0; i < f->nqueue && reads; i++)
-      reads = op_is_read(f->queue[i]->op);
-    if (reads) {
-      file_serve_reads(f);
-      return;
-    }
-  }
-  file_launch(f);
+static void file_launch_hook(kv__batcher_t *b) {
+  kv_file_t *f = FILE_OF(b);
+  f->batch_events = f->events;
 }
 
-static void file_after_work_cb(uv_work_t *w, int status) {
-  kv_file_t *f = w->data;
-  size_t i;
-  (void)status; /* never canceled: this store does not uv_cancel */
-  f->stats.ops += f->nbatch;
+static void file_after(kv__batcher_t *b) {
+  kv_file_t *f = FILE_OF(b);
+  /* Fresh only if no event named the file since the batch began: the
+   * worker's check may have come before that change. */
+  f->fresh = f->w_synced && f->watching && f->events == f->batch_events;
   f->stats.rewrites = f->w_rewrites;
   f->stats.reloads = f->w_reloads;
   f->stats.lock_waits = f->w_lock_waits;
   f->stats.file_bytes = f->w_file_bytes;
-  /* Fresh only if no event named the file since the batch began: the
-   * worker's check may have come before that change. */
-  f->fresh = f->w_synced && f->watching && f->events == f->batch_events;
-  for (i = 0; i < f->nbatch; i++) {
-    kv_req_t *req = f->batch[i];
-    if (f->w_err != 0) {
-      kv_req_set_error(req, f->w_err, "%s", f->w_msg);
-      kv_req_complete(req, f->w_err);
-    } else {
-      kv_req_complete(req, f->status[i]);
-    }
-  }
-  f->nbatch = 0;
-  f->busy = 0;
-  if (f->closing)
-    file_finish_close(f);
-  else if (f->nqueue > 0)
-    file_schedule(f);
 }
 
-static void file_launch(kv_file_t *f) {
-  size_t i;
-  int rc;
-  if (f->nqueue > f->batch_cap) {
-    kv_req_t **b = kv_realloc(f->batch, f->queue_cap * sizeof(*b));
-    int *st =
-        b != NULL ? kv_realloc(f->status, f->queue_cap * sizeof(*st)) : NULL;
-    if (b != NULL) f->batch = b;
-    if (st != NULL) {
-      f->status = st;
-      f->batch_cap = f->queue_cap;
-    } else {
-      for (i = 0; i < f->nqueue; i++)
-        kv_req_complete(f->queue[i], oom(f->queue[i]));
-      f->nqueue = 0;
-      return;
-    }
-  }
-  f->batch_writes = 0;
-  for (i = 0; i < f->nqueue; i++) {
-    f->batch[i] = f->queue[i];
-    f->status[i] = 0;
-    if (!op_is_read(f->queue[i]->op)) f->batch_writes = 1;
-  }
-  f->nbatch = f->nqueue;
-  f->nqueue = 0;
-  f->busy = 1;
-  f->batch_events = f->events;
-  f->stats.batches++;
-  rc = uv_queue_work(f->base.loop, &f->work, file_work_cb, file_after_work_cb);
-  if (rc != 0) {
-    f->busy = 0;
-    for (i = 0; i < f->nbatch; i++)
-      kv_req_complete(f->batch[i],
-                      kv_req_set_error(f->batch[i], KV_EIO,
-                                       "file: cannot queue work: %s",
-                                       uv_strerror(rc)));
-    f->nbatch = 0;
-  }
+static int file_close_handles(kv__batcher_t *b, uv_close_cb cb) {
+  kv_file_t *f = FILE_OF(b);
+  uv_close((uv_handle_t *)&f->event, cb);
+  return 1;
 }
 
-/* Every op: queue it for the end of this loop turn. */
-static int file_submit(kv_store_t *s, kv_req_t *req) {
-  kv_file_t *f = (kv_file_t *)s;
-  if (f->closing) return KV_ECLOSED;
-  if (f->nqueue == f->queue_cap) {
-    size_t cap = f->queue_cap ? f->queue_cap * 2 : 64;
-    kv_req_t **q = kv_realloc(f->queue, cap * sizeof(*q));
-    if (q == NULL) return oom(req);
-    f->queue = q;
-    f->queue_cap = cap;
-  }
-  f->queue[f->nqueue++] = req;
-  if (!f->busy) file_schedule(f);
-  return 0;
+static void file_free_names(kv_file_t *f);
+
+static void file_closed(kv__batcher_t *b) {
+  kv_file_t *f = FILE_OF(b);
+  kv__file_data_free(&f->data);
+  f->last_coll = NULL;
+  if (f->lockfd >= 0) close(f->lockfd);
+  if (f->dirfd >= 0) close(f->dirfd);
+  f->lockfd = f->dirfd = -1;
+  kv_free(f->sorted);
+  f->sorted = NULL;
+  file_free_names(f);
 }
+
+static const kv__engine_t file_engine = {
+    .name = "file",
+    .begin = file_begin,
+    .exec = file_exec_engine,
+    .commit = file_commit,
+    .abort = file_abort,
+    .fail = file_fail,
+    .detail = file_detail,
+    .loop_begin = file_loop_begin,
+    .launch = file_launch_hook,
+    .after = file_after,
+    .close_handles = file_close_handles,
+    .closed = file_closed,
+};
 
 /* A change in the directory: anything naming the file (or unnamed, such as
  * an overflow) means the data may be stale. */
 static void file_event_cb(uv_fs_event_t *h, const char *filename, int events,
                           int status) {
-  kv_file_t *f = h->data;
+  kv_file_t *f = FILE_OF((kv__batcher_t *)h->data);
   (void)events;
   if (status < 0) {
     /* The watch broke: fall back to checking before every batch. */
@@ -1701,8 +976,17 @@ static void file_event_cb(uv_fs_event_t *h, const char *filename, int events,
 
 static int file_ctl(kv_store_t *s, int op, void *arg) {
   kv_file_t *f = (kv_file_t *)s;
+  kv__batcher_t *b = &f->batcher;
+  kv_file_stats_t *st = arg;
   if (op == KV_FILE_CTL_STATS && arg != NULL) {
-    *(kv_file_stats_t *)arg = f->stats;
+    memset(st, 0, sizeof(*st));
+    st->batches = b->batches;
+    st->rewrites = f->stats.rewrites;
+    st->reloads = f->stats.reloads;
+    st->ops = b->ops;
+    st->loop_reads = b->loop_reads_served;
+    st->lock_waits = f->stats.lock_waits;
+    st->file_bytes = f->stats.file_bytes;
     return 0;
   }
   return KV_ENOTSUP;
@@ -1734,8 +1018,8 @@ static int file_split(kv_file_t *f, const char *path, char *errbuf,
   const char *slash = strrchr(path, '/');
   const char *name = slash ? slash + 1 : path;
   if (*name == '\0' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
-    return file_msg(errbuf, errbuf_len, KV_EINVAL,
-                    "file: '%s' names a directory, not a file", path);
+    return kv__file_msg(errbuf, errbuf_len, KV_EINVAL,
+                        "file: '%s' names a directory, not a file", path);
   f->path = kv_strndup(path, strlen(path));
   if (slash == NULL)
     f->dir = kv_strndup(".", 1);
@@ -1748,7 +1032,7 @@ static int file_split(kv_file_t *f, const char *path, char *errbuf,
   f->tmp_name = str_cat(name, ".tmp");
   if (!f->path || !f->dir || !f->name || !f->lock_name || !f->tmp_name) {
     file_free_names(f);
-    return file_msg(errbuf, errbuf_len, KV_ENOMEM, "out of memory");
+    return kv__file_msg(errbuf, errbuf_len, KV_ENOMEM, "out of memory");
   }
   return 0;
 }
@@ -1769,8 +1053,8 @@ static int file_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
   else if (strcmp(sync, "none") == 0)
     f->sync = 0;
   else
-    return file_msg(errbuf, errbuf_len, KV_EINVAL,
-                    "file: sync must be full or none, not \"%s\"", sync);
+    return kv__file_msg(errbuf, errbuf_len, KV_EINVAL,
+                        "file: sync must be full or none, not \"%s\"", sync);
   rc = kv_url_param_double(url, "lock_timeout", 0, 86400, FILE_LOCK_TIMEOUT,
                            &f->lock_timeout, errbuf, errbuf_len);
   if (rc == 0)
@@ -1780,21 +1064,21 @@ static int file_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
   if (rc != 0) return rc;
   f->indent = (int)indent;
   if (url->target == NULL || url->target[0] == '\0')
-    return file_msg(errbuf, errbuf_len, KV_EINVAL,
-                    "file: the URL needs a file: file://PATH");
+    return kv__file_msg(errbuf, errbuf_len, KV_EINVAL,
+                        "file: the URL needs a file: file://PATH");
   if ((rc = file_split(f, url->target, errbuf, errbuf_len)) != 0) return rc;
   f->dirfd = open(f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (f->dirfd < 0) {
-    rc = file_msg(errbuf, errbuf_len, KV_EIO,
-                  "file: cannot open the directory of %s (%s): %s", f->path,
-                  f->dir, strerror(errno));
+    rc = kv__file_msg(errbuf, errbuf_len, KV_EIO,
+                      "file: cannot open the directory of %s (%s): %s", f->path,
+                      f->dir, strerror(errno));
     goto fail;
   }
   if (fstatat(f->dirfd, f->tmp_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
       S_ISLNK(st.st_mode)) {
-    rc = file_msg(errbuf, errbuf_len, KV_EINVAL,
-                  "file: %s.tmp is a symbolic link; refusing to follow it",
-                  f->path);
+    rc = kv__file_msg(errbuf, errbuf_len, KV_EINVAL,
+                      "file: %s.tmp is a symbolic link; refusing to follow it",
+                      f->path);
     goto fail;
   }
   /* The data file first: a corrupt file is reported before anything is
@@ -1806,13 +1090,13 @@ static int file_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
   f->ident.gen = lock_gen(f);
   /* Handles last: nothing after this fails, and a failed open must leave
    * nothing on the loop. */
-  uv_idle_init(s->loop, &f->idle);
-  uv_check_init(s->loop, &f->check);
+  kv__batch_init(&f->batcher, s, &file_engine);
+  /* At the end of the turn, not in the submit: the poll phase before it
+   * delivers the watch's events, so a change another process made before
+   * the read was submitted is known by then. */
+  f->batcher.loop_reads = KV__LOOP_TURN;
   uv_fs_event_init(s->loop, &f->event);
-  f->idle.data = f;
-  f->check.data = f;
-  f->event.data = f;
-  f->work.data = f;
+  f->event.data = &f->batcher;
   if (watch && uv_fs_event_start(&f->event, file_event_cb, f->dir, 0) == 0) {
     uv_unref((uv_handle_t *)&f->event); /* never keeps the loop alive */
     f->watching = 1;
@@ -1823,55 +1107,11 @@ static int file_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
   }
   return 0;
 fail:
-  data_free(&f->data);
+  kv__file_data_free(&f->data);
   if (f->lockfd >= 0) close(f->lockfd);
   if (f->dirfd >= 0) close(f->dirfd);
   file_free_names(f);
   return rc;
-}
-
-static void file_handle_closed(uv_handle_t *h) {
-  kv_file_t *f = h->data;
-  if (--f->nhandles > 0) return;
-  kv_free(f->queue);
-  kv_free(f->batch);
-  kv_free(f->status);
-  kv_free(f->sorted);
-  f->queue = f->batch = NULL;
-  f->status = NULL;
-  f->sorted = NULL;
-  file_free_names(f);
-  kv_store_closed(&f->base);
-}
-
-static void file_finish_close(kv_file_t *f) {
-  data_free(&f->data);
-  f->last_coll = NULL;
-  if (f->lockfd >= 0) close(f->lockfd);
-  if (f->dirfd >= 0) close(f->dirfd);
-  f->lockfd = f->dirfd = -1;
-  f->nhandles = 3;
-  uv_close((uv_handle_t *)&f->idle, file_handle_closed);
-  uv_close((uv_handle_t *)&f->check, file_handle_closed);
-  uv_close((uv_handle_t *)&f->event, file_handle_closed);
-}
-
-/* Queued requests are canceled; a batch on the threadpool finishes and is
- * delivered, then everything is released. */
-static void file_close(kv_store_t *s) {
-  kv_file_t *f = (kv_file_t *)s;
-  size_t i;
-  f->closing = 1;
-  uv_idle_stop(&f->idle);
-  uv_check_stop(&f->check);
-  f->scheduled = 0;
-  for (i = 0; i < f->nqueue; i++)
-    kv_req_complete(f->queue[i],
-                    kv_req_set_error(f->queue[i], KV_ECANCELED,
-                                     "file: store closed before the request "
-                                     "started"));
-  f->nqueue = 0;
-  if (!f->busy) file_finish_close(f);
 }
 
 const kv_store_methods_t kv__file_methods = {
@@ -1882,23 +1122,6 @@ const kv_store_methods_t kv__file_methods = {
             KV_CAP_PERSISTENT | KV_CAP_SHARED,
     .options = file_options,
     .open = file_open,
-    .close = file_close,
-    .get = file_submit,
-    .ttl = file_submit,
-    .put = file_submit,
-    .del = file_submit,
-    .get_many = file_submit,
-    .ttl_many = file_submit,
-    .put_many = file_submit,
-    .delete_many = file_submit,
-    .keys = file_submit,
-    .collections = file_submit,
-    .destroy = file_submit,
-    .destroy_collection = file_submit,
-    .cull = file_submit,
-    .put_if_absent = file_submit,
-    .cas = file_submit,
-    .incr = file_submit,
-    .take = file_submit,
+    KV__BATCHED_METHODS,
     .ctl = file_ctl,
 };

@@ -1,16 +1,20 @@
 /* rocksdb:// — a store in a RocksDB database, through RocksDB's C API.
  *
- * Shape of the store (as disk.c):
+ * The store is an engine of the shared batcher (stores/common/batcher.h):
  *
- *  - Requests are queued as they arrive. A uv_check_t (plus a no-op
- *    uv_idle_t so the loop does not block in poll meanwhile) launches the
- *    queue as one batch at the end of the loop turn. One batch per store is
- *    on the threadpool at a time; what arrives meanwhile forms the next one.
- *  - A batch runs its ops in arrival order against one WriteBatchWithIndex:
- *    writes go into the batch, reads look at the batch first and then at the
- *    database (rocksdb_writebatch_wi_get_from_batch_and_db, iterators with
- *    the database as base), so later ops see earlier writes. Then the batch
- *    is written at once: one write, one fsync (sync=true) for many writes.
+ *  - A batch (the requests of one loop turn) runs its ops in arrival order
+ *    on libuv's threadpool against one WriteBatchWithIndex: writes go into
+ *    the batch, reads look at the batch first and then at the database
+ *    (rocksdb_writebatch_wi_get_from_batch_and_db, iterators with the
+ *    database as base), so later ops see earlier writes. Then the batch is
+ *    written at once: one write, one fsync (sync=true) for many writes.
+ *  - Reads on the loop thread first (reads=loop, the default): get, ttl,
+ *    get_many and ttl_many are tried at once in the submit with the
+ *    block-cache read tier (kBlockCacheTier: memtables and block cache, no
+ *    file I/O). An answer that needs the disk comes back "incomplete" and
+ *    the read goes to the threadpool, as listings do. As on every engine of
+ *    the batcher, a read waits in the queue while a write of this store is
+ *    queued or in flight. reads=pool keeps every read on the threadpool.
  *  - RocksDB lets one process open a path, and one handle per path in that
  *    process: stores on the same directory share one handle (found by
  *    device and inode), and a per-handle mutex lets one batch at a time run
@@ -24,15 +28,7 @@
  * Format (version 1), as disk.c's:
  *   "\0"                    → "kvio-rocksdb 1" (the format marker)
  *   BE16(|C|) ‖ C ‖ K       → record
- * where C and K are the encoded collection and key: the name itself when it
- * has at most RDB_RAW_MAX bytes, else its first RDB_RAW_MAX bytes ‖ 0xFF ‖
- * SHA-256(name). 0xFF never occurs in UTF-8, so a raw name and a hashed one
- * never meet, and the length prefix makes (C, K) → key injective. A record
- * is:
- *   u8 version (1) ‖ u8 flags ‖ BE64 expires_at_ms (0 = none)
- *   [‖ BE16 len(collection) if the collection is hashed]
- *   [‖ BE16 len(key)        if the key is hashed]
- *   [‖ original collection] [‖ original key] ‖ value bytes
+ * with keys and records as in stores/common/record.h.
  */
 #include <errno.h>
 #include <limits.h>
@@ -45,20 +41,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <openssl/sha.h>
 #include <rocksdb/c.h>
 
 #include "internal.h"
 #include "kvio/rocksdb.h"
-#include "rocksdb_int.h"
+#include "stores/common/batcher.h"
+#include "stores/common/record.h"
 
-#define RDB_RAW_MAX 200
-#define RDB_ENC_MAX (RDB_RAW_MAX + 1 + SHA256_DIGEST_LENGTH)
-#define RDB_KEY_MAX (2 + 2 * RDB_ENC_MAX)
-#define RDB_REC_VERSION 1
-#define RDB_REC_HDR 10
-#define RDB_F_CHASHED 0x01
-#define RDB_F_KHASHED 0x02
 #define RDB_PAGE_DEFAULT 1000
 #define RDB_LOCK_DEFAULT 5000
 #define RDB_LOCK_POLL_MS 20
@@ -67,10 +56,6 @@ extern const kv_store_methods_t kv__rocksdb_methods;
 
 static const char rdb_marker_key[1] = {0};
 static const char rdb_marker_value[] = "kvio-rocksdb 1";
-/* The smallest possible entry key: every entry sorts at or after it, the
- * marker before it. */
-static const unsigned char rdb_first_key[2] = {0, 1};
-
 /* ---- Shared handles -------------------------------------------------------
  *
  * One rocksdb_t per directory and process. `batch_lock` is held while a
@@ -90,60 +75,39 @@ static pthread_mutex_t rdb_envs_lock = PTHREAD_MUTEX_INITIALIZER;
 static rdb_env_t *rdb_envs;
 
 /* One request of a batch, with what the worker found out about it. */
-typedef struct rdb_slot_s {
-  kv_req_t *req;
-  int status;      /* the op's outcome: 0 or a KV_E* code */
-  const char *msg; /* static detail text for status, or NULL */
-  char *errmsg;    /* RocksDB's message (kv_malloc'ed), or NULL */
-  char *names;     /* keys/collections: BE16 len ‖ bytes, repeated */
-  size_t names_len;
-  size_t names_cap;
-  char *cursor; /* keys/collections: the next page's cursor, or NULL */
-} rdb_slot_t;
 
-typedef struct kv_rocksdb_s {
-  kv_store_t base;
+/* A batch's transaction (the worker's) or a read on the loop thread
+ * (wbwi NULL: the block-cache tier only). */
+typedef struct rdb_txn_s {
   rdb_env_t *env;
-  char *path;
   rocksdb_readoptions_t *ropts;
-  rocksdb_writeoptions_t *wopts;
-  rocksdb_writebatch_wi_t *wbwi; /* the batch's writes (worker-owned) */
-  uv_idle_t idle;   /* active while a launch is due: keeps poll from
-                       blocking until `check` runs */
-  uv_check_t check; /* launches the queue at the end of the loop turn */
-  uv_work_t work;
-  int scheduled; /* idle and check are active */
-  int busy;      /* a batch is on the threadpool */
-  int closing;
-  int nhandles;     /* handles still to close */
-  kv_req_t **queue; /* arrived, not started, in arrival order */
-  size_t nqueue;
-  size_t queue_cap;
-  rdb_slot_t *batch; /* the batch on the threadpool (worker-owned then) */
-  size_t nbatch;
-  size_t batch_cap;
+  rocksdb_writebatch_wi_t *wbwi; /* the batch's writes; NULL on the loop */
+  int incomplete;                /* loop: an answer was not in memory */
   /* Worker scratch: the record being written, keys to delete. */
   char *w_rec;
   size_t w_rec_cap;
   char *w_keys; /* BE16 len ‖ key, repeated */
   size_t w_keys_len;
   size_t w_keys_cap;
-  /* Written by the worker, read on the loop in the after-work callback. */
+  char *w_err; /* the failed write's message (rocksdb_free) */
+} rdb_txn_t;
+
+typedef struct kv_rocksdb_s {
+  KV__BATCHED_STORE;
+  rdb_env_t *env;
+  char *path;
+  rocksdb_writeoptions_t *wopts;
+  rdb_txn_t w; /* the threadpool's */
+  rdb_txn_t l; /* the loop's */
+  /* Written by the worker, read on the loop. */
   uint64_t w_write_batches;
   uint64_t w_read_batches;
+  uint64_t write_batches; /* the two above, copied after each batch */
+  uint64_t read_batches;
   kv_rocksdb_stats_t stats;
 } kv_rocksdb_t;
 
-/* An internal key being built: the collection prefix once, then each key. */
-typedef struct rdb_key_s {
-  unsigned char buf[RDB_KEY_MAX];
-  size_t prefix_len; /* BE16 ‖ encoded collection */
-  size_t len;
-  unsigned flags; /* RDB_F_* for a record written under this key */
-} rdb_key_t;
-
-/* A parsed record. Pointers into the value: valid while it is. */
-typedef kv__rdb_rec_t rdb_rec_t; /* rocksdb_int.h */
+typedef kv__rec_t rdb_rec_t;
 
 /* A looked-up entry: `raw` is RocksDB's copy (rocksdb_free). */
 typedef struct rdb_found_s {
@@ -154,7 +118,8 @@ typedef struct rdb_found_s {
 
 enum { RDB_ABSENT, RDB_EXPIRED, RDB_LIVE, RDB_BAD };
 
-static const char *const rdb_options[] = {"sync", "lock_timeout", NULL};
+static const char *const rdb_options[] = {"sync", "lock_timeout", "reads",
+                                          NULL};
 
 /* ---- Small helpers ------------------------------------------------------ */
 
@@ -174,125 +139,8 @@ static int rdb_map_err(const char *err, int at_open) {
   return KV_EBACKEND;
 }
 
-static void rdb_be16(unsigned char *p, size_t v) {
-  p[0] = (unsigned char)(v >> 8);
-  p[1] = (unsigned char)v;
-}
-
-static size_t rdb_get_be16(const unsigned char *p) {
-  return ((size_t)p[0] << 8) | p[1];
-}
-
-static void rdb_be64(unsigned char *p, int64_t v) {
-  uint64_t u = (uint64_t)v;
-  int i;
-  for (i = 7; i >= 0; i--) {
-    p[i] = (unsigned char)u;
-    u >>= 8;
-  }
-}
-
-static int64_t rdb_get_be64(const unsigned char *p) {
-  uint64_t u = 0;
-  int i;
-  for (i = 0; i < 8; i++)
-    u = (u << 8) | p[i];
-  return (int64_t)u;
-}
-
-/* ---- Names and keys ----------------------------------------------------- */
-
-/* Encode a name (see the format above). `out` holds RDB_ENC_MAX bytes.
- * Returns the encoded length; *hashed says whether the name was hashed. */
-static size_t rdb_encode(const char *name, size_t len, unsigned char *out,
-                         int *hashed) {
-  if (len <= RDB_RAW_MAX) {
-    memcpy(out, name, len);
-    *hashed = 0;
-    return len;
-  }
-  memcpy(out, name, RDB_RAW_MAX);
-  out[RDB_RAW_MAX] = 0xFF;
-  SHA256((const unsigned char *)name, len, out + RDB_RAW_MAX + 1);
-  *hashed = 1;
-  return RDB_ENC_MAX;
-}
-
-static void rdb_key_init(rdb_key_t *k, const char *coll, size_t coll_len) {
-  int hashed;
-  size_t n = rdb_encode(coll, coll_len, k->buf + 2, &hashed);
-  rdb_be16(k->buf, n);
-  k->prefix_len = 2 + n;
-  k->len = k->prefix_len;
-  k->flags = hashed ? RDB_F_CHASHED : 0;
-}
-
-static void rdb_key_set(rdb_key_t *k, const char *key, size_t key_len) {
-  int hashed;
-  size_t n = rdb_encode(key, key_len, k->buf + k->prefix_len, &hashed);
-  k->len = k->prefix_len + n;
-  k->flags = (k->flags & RDB_F_CHASHED) | (hashed ? RDB_F_KHASHED : 0);
-}
-
-/* Whether a key is an entry key (not the marker), and its prefix length
- * (BE16 ‖ encoded collection). */
-static int rdb_entry_key(const unsigned char *p, size_t len,
-                         size_t *prefix_len) {
-  size_t n;
-  if (len < 4) return 0;
-  n = rdb_get_be16(p);
-  if (n == 0 || n > RDB_ENC_MAX || 2 + n >= len) return 0;
-  *prefix_len = 2 + n;
-  return 1;
-}
-
-static int rdb_has_prefix(const char *k, size_t klen, const void *prefix,
-                          size_t len) {
-  return klen > len && memcmp(k, prefix, len) == 0;
-}
-
-/* Parse a record; 0, or KV_ECORRUPT for bytes that are no record. */
-int kv__rdb_rec_parse(const char *v, size_t size, kv__rdb_rec_t *r) {
-  const unsigned char *p = (const unsigned char *)v;
-  size_t off = RDB_REC_HDR;
-  if (size < RDB_REC_HDR || p[0] != RDB_REC_VERSION ||
-      (p[1] & ~(RDB_F_CHASHED | RDB_F_KHASHED)) != 0)
-    return KV_ECORRUPT;
-  r->flags = p[1];
-  r->expires_at = rdb_get_be64(p + 2);
-  r->coll = NULL;
-  r->coll_len = 0;
-  r->key = NULL;
-  r->key_len = 0;
-  if (r->flags & RDB_F_CHASHED) {
-    if (size < off + 2) return KV_ECORRUPT;
-    r->coll_len = rdb_get_be16(p + off);
-    off += 2;
-  }
-  if (r->flags & RDB_F_KHASHED) {
-    if (size < off + 2) return KV_ECORRUPT;
-    r->key_len = rdb_get_be16(p + off);
-    off += 2;
-  }
-  if (size - off < r->coll_len + r->key_len) return KV_ECORRUPT;
-  if (r->flags & RDB_F_CHASHED) r->coll = v + off;
-  off += r->coll_len;
-  if (r->flags & RDB_F_KHASHED) r->key = v + off;
-  off += r->key_len;
-  r->value = v + off;
-  r->value_len = size - off;
-  return 0;
-}
-
-/* ---- Slots -------------------------------------------------------------- */
-
-static void rdb_slot_error(rdb_slot_t *slot, int status, const char *msg) {
-  slot->status = status;
-  slot->msg = msg;
-}
-
 /* The slot failed with RocksDB's message `err` (freed here). */
-static void rdb_slot_fail(rdb_slot_t *slot, char *err) {
+static void rdb_slot_fail(kv__slot_t *slot, char *err) {
   slot->status = rdb_map_err(err, 0);
   slot->msg = NULL;
   kv_free(slot->errmsg);
@@ -300,89 +148,27 @@ static void rdb_slot_fail(rdb_slot_t *slot, char *err) {
   rocksdb_free(err);
 }
 
-/* Drop what an op produced (the mirror of kv_req_cleanup for the fields
- * this store sets). */
-static void rdb_slot_reset(rdb_slot_t *slot) {
-  kv_req_t *req = slot->req;
-  size_t i;
-  slot->status = 0;
-  slot->msg = NULL;
-  kv_free(slot->errmsg);
-  slot->errmsg = NULL;
-  slot->names_len = 0;
-  kv_free(slot->cursor);
-  slot->cursor = NULL;
-  kv_free(req->value.base);
-  req->value.base = NULL;
-  req->value.len = 0;
-  if (req->results != NULL) {
-    for (i = 0; i < req->nresults; i++)
-      kv_free(req->results[i].value.base);
-    kv_free(req->results);
-    req->results = NULL;
-    req->nresults = 0;
-  }
-  req->found = 0;
-  req->ttl = 0;
-  req->number = 0;
-  req->count = 0;
-}
-
 /* Append BE16 len ‖ bytes to a growable buffer. 0 or KV_ENOMEM. */
 static int rdb_buf_add(char **buf, size_t *len, size_t *cap, const void *p,
                        size_t n) {
   size_t need = *len + 2 + n;
+  unsigned char *q;
   if (need > *cap) {
     size_t c = *cap ? *cap * 2 : 4096;
-    char *q;
+    char *nb;
     while (c < need)
       c *= 2;
-    q = kv_realloc(*buf, c);
-    if (q == NULL) return KV_ENOMEM;
-    *buf = q;
+    nb = kv_realloc(*buf, c);
+    if (nb == NULL) return KV_ENOMEM;
+    *buf = nb;
     *cap = c;
   }
-  rdb_be16((unsigned char *)*buf + *len, n);
-  memcpy(*buf + *len + 2, p, n);
+  q = (unsigned char *)*buf + *len;
+  q[0] = (unsigned char)(n >> 8);
+  q[1] = (unsigned char)n;
+  memcpy(q + 2, p, n);
   *len = need;
   return 0;
-}
-
-static const char rdb_hex[] = "0123456789abcdef";
-
-/* "<tag><hex of bytes>", kv_malloc'ed; NULL when out of memory. */
-static char *rdb_cursor_make(char tag, const unsigned char *p, size_t len) {
-  char *s = kv_malloc(2 * len + 2);
-  size_t i;
-  if (s == NULL) return NULL;
-  s[0] = tag;
-  for (i = 0; i < len; i++) {
-    s[1 + 2 * i] = rdb_hex[p[i] >> 4];
-    s[2 + 2 * i] = rdb_hex[p[i] & 15];
-  }
-  s[1 + 2 * len] = '\0';
-  return s;
-}
-
-static int rdb_hexval(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-/* Decode a cursor made by rdb_cursor_make into out[RDB_KEY_MAX]. Returns
- * the length, or 0 when it is not such a cursor. */
-static size_t rdb_cursor_parse(const char *s, char tag, unsigned char *out) {
-  size_t n = strlen(s), i;
-  if (n < 3 || s[0] != tag || (n - 1) % 2 != 0 || (n - 1) / 2 > RDB_KEY_MAX)
-    return 0;
-  for (i = 0; i < (n - 1) / 2; i++) {
-    int hi = rdb_hexval(s[1 + 2 * i]), lo = rdb_hexval(s[2 + 2 * i]);
-    if (hi < 0 || lo < 0) return 0;
-    out[i] = (unsigned char)(hi << 4 | lo);
-  }
-  return (n - 1) / 2;
 }
 
 /* ---- Operations (worker thread, batch_lock held) ------------------------
@@ -392,21 +178,31 @@ static size_t rdb_cursor_parse(const char *s, char tag, unsigned char *out) {
 
 /* Look k up in the batch, then the database. The caller frees f->raw with
  * rocksdb_free. 0, or -1 after failing the slot. */
-static int rdb_lookup(kv_rocksdb_t *d, rdb_slot_t *slot, const rdb_key_t *k,
+static int rdb_lookup(rdb_txn_t *d, kv__slot_t *slot, const kv__reckey_t *k,
                       int64_t now, rdb_found_t *f) {
   char *err = NULL;
   size_t len = 0;
-  f->raw = rocksdb_writebatch_wi_get_from_batch_and_db(
-      d->wbwi, d->env->db, d->ropts, (const char *)k->buf, k->len, &len, &err);
+  if (d->wbwi != NULL)
+    f->raw = rocksdb_writebatch_wi_get_from_batch_and_db(
+        d->wbwi, d->env->db, d->ropts, (const char *)k->buf, k->len, &len,
+        &err);
+  else /* the loop: memtables and block cache only */
+    f->raw = rocksdb_get(d->env->db, d->ropts, (const char *)k->buf, k->len,
+                         &len, &err);
   if (err != NULL) {
     rocksdb_free(f->raw);
     f->raw = NULL;
+    if (d->wbwi == NULL) { /* "incomplete": not in memory */
+      rocksdb_free(err);
+      d->incomplete = 1;
+      return -1;
+    }
     rdb_slot_fail(slot, err);
     return -1;
   }
   if (f->raw == NULL)
     f->state = RDB_ABSENT;
-  else if (kv__rdb_rec_parse(f->raw, len, &f->rec) != 0)
+  else if (kv__rec_parse(f->raw, len, &f->rec) != 0)
     f->state = RDB_BAD;
   else if (KV_EXPIRED(f->rec.expires_at, now))
     f->state = RDB_EXPIRED;
@@ -416,73 +212,39 @@ static int rdb_lookup(kv_rocksdb_t *d, rdb_slot_t *slot, const rdb_key_t *k,
 }
 
 /* Write a record under k into the batch. 0 or KV_ENOMEM. */
-static int rdb_rec_put(kv_rocksdb_t *d, const rdb_key_t *k, const char *coll,
+static int rdb_rec_put(rdb_txn_t *d, const kv__reckey_t *k, const char *coll,
                        size_t coll_len, const char *key, size_t key_len,
                        const void *value, size_t value_len,
                        int64_t expires_at) {
-  size_t size = RDB_REC_HDR + value_len, off = RDB_REC_HDR;
-  unsigned char *p;
-  if (k->flags & RDB_F_CHASHED) size += 2 + coll_len;
-  if (k->flags & RDB_F_KHASHED) size += 2 + key_len;
+  size_t size = kv__rec_size(k, coll_len, key_len, value_len);
   if (size > d->w_rec_cap) {
     char *q = kv_realloc(d->w_rec, size);
     if (q == NULL) return KV_ENOMEM;
     d->w_rec = q;
     d->w_rec_cap = size;
   }
-  p = (unsigned char *)d->w_rec;
-  p[0] = RDB_REC_VERSION;
-  p[1] = (unsigned char)k->flags;
-  rdb_be64(p + 2, expires_at);
-  if (k->flags & RDB_F_CHASHED) {
-    rdb_be16(p + off, coll_len);
-    off += 2;
-  }
-  if (k->flags & RDB_F_KHASHED) {
-    rdb_be16(p + off, key_len);
-    off += 2;
-  }
-  if (k->flags & RDB_F_CHASHED) {
-    memcpy(p + off, coll, coll_len);
-    off += coll_len;
-  }
-  if (k->flags & RDB_F_KHASHED) {
-    memcpy(p + off, key, key_len);
-    off += key_len;
-  }
-  if (value_len > 0) memcpy(p + off, value, value_len);
+  kv__rec_write(d->w_rec, k, coll, coll_len, key, key_len, value, value_len,
+                expires_at);
   rocksdb_writebatch_wi_put(d->wbwi, (const char *)k->buf, k->len, d->w_rec,
                             size);
   return 0;
 }
 
-static void rdb_del_key(kv_rocksdb_t *d, const rdb_key_t *k) {
+static void rdb_del_key(rdb_txn_t *d, const kv__reckey_t *k) {
   rocksdb_writebatch_wi_delete(d->wbwi, (const char *)k->buf, k->len);
 }
 
-/* Copy a value into req->value. */
-static void rdb_give_value(rdb_slot_t *slot, const rdb_rec_t *rec) {
-  char *buf = kv_malloc(rec->value_len + 1);
-  if (buf == NULL) {
-    rdb_slot_error(slot, KV_ENOMEM, "out of memory");
-    return;
-  }
-  if (rec->value_len > 0) memcpy(buf, rec->value, rec->value_len);
-  buf[rec->value_len] = '\0';
-  kv_req_give_value(slot->req, buf, rec->value_len);
-}
-
-static void rdb_do_get(kv_rocksdb_t *d, rdb_slot_t *slot, int64_t now) {
+static void rdb_do_get(rdb_txn_t *d, kv__slot_t *slot, int64_t now) {
   kv_req_t *req = slot->req;
-  rdb_key_t k;
+  kv__reckey_t k;
   rdb_found_t f;
-  rdb_key_init(&k, req->in.collection, req->in.collection_len);
-  rdb_key_set(&k, req->in.key, req->in.key_len);
+  kv__reckey_init(&k, req->in.collection, req->in.collection_len);
+  kv__reckey_set(&k, req->in.key, req->in.key_len);
   if (rdb_lookup(d, slot, &k, now, &f) != 0) return;
   if (f.state == RDB_BAD) {
-    rdb_slot_error(slot, KV_ECORRUPT, "unreadable record");
+    kv__slot_error(slot, KV_ECORRUPT, "unreadable record");
   } else if (f.state == RDB_LIVE) {
-    rdb_give_value(slot, &f.rec);
+    kv__slot_give_value(slot, f.rec.value, f.rec.value_len);
     if (slot->status == 0 && req->op == KV_OP_TTL)
       req->ttl = kv_remaining_ttl(f.rec.expires_at, now);
   }
@@ -491,29 +253,29 @@ static void rdb_do_get(kv_rocksdb_t *d, rdb_slot_t *slot, int64_t now) {
     rdb_del_key(d, &k);
 }
 
-static void rdb_do_put(kv_rocksdb_t *d, rdb_slot_t *slot) {
+static void rdb_do_put(rdb_txn_t *d, kv__slot_t *slot) {
   kv_req_t *req = slot->req;
-  rdb_key_t k;
-  rdb_key_init(&k, req->in.collection, req->in.collection_len);
-  rdb_key_set(&k, req->in.key, req->in.key_len);
+  kv__reckey_t k;
+  kv__reckey_init(&k, req->in.collection, req->in.collection_len);
+  kv__reckey_set(&k, req->in.key, req->in.key_len);
   if (rdb_rec_put(d, &k, req->in.collection, req->in.collection_len,
                   req->in.key, req->in.key_len, req->in.value.base,
                   req->in.value.len, req->in.expires_at_ms) != 0)
-    rdb_slot_error(slot, KV_ENOMEM, "out of memory");
+    kv__slot_error(slot, KV_ENOMEM, "out of memory");
 }
 
-static void rdb_do_delete(kv_rocksdb_t *d, rdb_slot_t *slot, int64_t now) {
+static void rdb_do_delete(rdb_txn_t *d, kv__slot_t *slot, int64_t now) {
   kv_req_t *req = slot->req;
   size_t n = req->op == KV_OP_DELETE ? 1 : req->in.n, removed = 0, i;
-  rdb_key_t k;
+  kv__reckey_t k;
   rdb_found_t f;
-  rdb_key_init(&k, req->in.collection, req->in.collection_len);
+  kv__reckey_init(&k, req->in.collection, req->in.collection_len);
   rocksdb_writebatch_wi_set_save_point(d->wbwi);
   for (i = 0; i < n; i++) {
     if (req->op == KV_OP_DELETE)
-      rdb_key_set(&k, req->in.key, req->in.key_len);
+      kv__reckey_set(&k, req->in.key, req->in.key_len);
     else
-      rdb_key_set(&k, req->in.keys[i].base, req->in.keys[i].len);
+      kv__reckey_set(&k, req->in.keys[i].base, req->in.keys[i].len);
     if (rdb_lookup(d, slot, &k, now, &f) != 0) {
       char *err = NULL;
       /* All or nothing: take back the deletes of this request. */
@@ -532,39 +294,39 @@ static void rdb_do_delete(kv_rocksdb_t *d, rdb_slot_t *slot, int64_t now) {
     req->count = removed;
 }
 
-static void rdb_do_get_many(kv_rocksdb_t *d, rdb_slot_t *slot, int64_t now) {
+static void rdb_do_get_many(rdb_txn_t *d, kv__slot_t *slot, int64_t now) {
   kv_req_t *req = slot->req;
-  rdb_key_t k;
+  kv__reckey_t k;
   rdb_found_t f;
   size_t i;
   if (kv_req_alloc_results(req) != 0) {
-    rdb_slot_error(slot, KV_ENOMEM, "out of memory");
+    kv__slot_error(slot, KV_ENOMEM, "out of memory");
     return;
   }
-  rdb_key_init(&k, req->in.collection, req->in.collection_len);
+  kv__reckey_init(&k, req->in.collection, req->in.collection_len);
   for (i = 0; i < req->in.n; i++) {
     int rc = 0;
-    rdb_key_set(&k, req->in.keys[i].base, req->in.keys[i].len);
+    kv__reckey_set(&k, req->in.keys[i].base, req->in.keys[i].len);
     if (rdb_lookup(d, slot, &k, now, &f) != 0) return;
     if (f.state == RDB_BAD)
-      rdb_slot_error(slot, KV_ECORRUPT, "unreadable record");
+      kv__slot_error(slot, KV_ECORRUPT, "unreadable record");
     else if (f.state == RDB_LIVE)
       rc = kv_req_set_result(req, i, f.rec.value, f.rec.value_len,
                              kv_remaining_ttl(f.rec.expires_at, now));
     rocksdb_free(f.raw);
-    if (rc != 0) rdb_slot_error(slot, KV_ENOMEM, "out of memory");
+    if (rc != 0) kv__slot_error(slot, KV_ENOMEM, "out of memory");
     if (slot->status != 0) return;
   }
 }
 
-static void rdb_do_put_many(kv_rocksdb_t *d, rdb_slot_t *slot) {
+static void rdb_do_put_many(rdb_txn_t *d, kv__slot_t *slot) {
   kv_req_t *req = slot->req;
-  rdb_key_t k;
+  kv__reckey_t k;
   size_t i;
   rocksdb_writebatch_wi_set_save_point(d->wbwi);
-  rdb_key_init(&k, req->in.collection, req->in.collection_len);
+  kv__reckey_init(&k, req->in.collection, req->in.collection_len);
   for (i = 0; i < req->in.n; i++) {
-    rdb_key_set(&k, req->in.keys[i].base, req->in.keys[i].len);
+    kv__reckey_set(&k, req->in.keys[i].base, req->in.keys[i].len);
     if (rdb_rec_put(d, &k, req->in.collection, req->in.collection_len,
                     req->in.keys[i].base, req->in.keys[i].len,
                     req->in.values[i].base, req->in.values[i].len,
@@ -573,23 +335,23 @@ static void rdb_do_put_many(kv_rocksdb_t *d, rdb_slot_t *slot) {
       /* All or nothing: take back the puts of this request. */
       rocksdb_writebatch_wi_rollback_to_save_point(d->wbwi, &err);
       rocksdb_free(err);
-      rdb_slot_error(slot, KV_ENOMEM, "out of memory");
+      kv__slot_error(slot, KV_ENOMEM, "out of memory");
       return;
     }
   }
 }
 
 /* put_if_absent, cas, incr: read, decide, write (batch_lock held). */
-static void rdb_do_atomic(kv_rocksdb_t *d, rdb_slot_t *slot, int64_t now) {
+static void rdb_do_atomic(rdb_txn_t *d, kv__slot_t *slot, int64_t now) {
   kv_req_t *req = slot->req;
-  rdb_key_t k;
+  kv__reckey_t k;
   rdb_found_t f;
-  rdb_key_init(&k, req->in.collection, req->in.collection_len);
-  rdb_key_set(&k, req->in.key, req->in.key_len);
+  kv__reckey_init(&k, req->in.collection, req->in.collection_len);
+  kv__reckey_set(&k, req->in.key, req->in.key_len);
   if (rdb_lookup(d, slot, &k, now, &f) != 0) return;
   if (f.state == RDB_BAD && req->op != KV_OP_PUT_IF_ABSENT) {
     rocksdb_free(f.raw);
-    rdb_slot_error(slot, KV_ECORRUPT, "unreadable record");
+    kv__slot_error(slot, KV_ECORRUPT, "unreadable record");
     return;
   }
   switch (req->op) {
@@ -609,7 +371,7 @@ static void rdb_do_atomic(kv_rocksdb_t *d, rdb_slot_t *slot, int64_t now) {
                                f.rec.value_len) == 0);
     rocksdb_free(f.raw);
     if (!ok) {
-      rdb_slot_error(slot, KV_ECONFLICT,
+      kv__slot_error(slot, KV_ECONFLICT,
                      req->in.expected_absent
                          ? "the key holds a value"
                          : "the value differs from the expected one");
@@ -630,17 +392,17 @@ static void rdb_do_atomic(kv_rocksdb_t *d, rdb_slot_t *slot, int64_t now) {
     }
     rocksdb_free(f.raw);
     if (bad) {
-      rdb_slot_error(slot, KV_EINVAL, "the value is not a decimal integer");
+      kv__slot_error(slot, KV_EINVAL, "the value is not a decimal integer");
       return;
     }
     if (__builtin_add_overflow(cur, req->in.delta, &next)) {
-      rdb_slot_error(slot, KV_EINVAL, "integer overflow");
+      kv__slot_error(slot, KV_EINVAL, "integer overflow");
       return;
     }
     len = kv_format_int64(next, text);
     if (rdb_rec_put(d, &k, req->in.collection, req->in.collection_len,
                     req->in.key, req->in.key_len, text, len, expires_at) != 0) {
-      rdb_slot_error(slot, KV_ENOMEM, "out of memory");
+      kv__slot_error(slot, KV_ENOMEM, "out of memory");
       return;
     }
     req->number = next;
@@ -649,13 +411,13 @@ static void rdb_do_atomic(kv_rocksdb_t *d, rdb_slot_t *slot, int64_t now) {
 }
 
 /* An iterator over the database with the batch's writes on top. */
-static rocksdb_iterator_t *rdb_iter(kv_rocksdb_t *d) {
+static rocksdb_iterator_t *rdb_iter(rdb_txn_t *d) {
   rocksdb_iterator_t *base = rocksdb_create_iterator(d->env->db, d->ropts);
   return rocksdb_writebatch_wi_create_iterator_with_base(d->wbwi, base);
 }
 
 /* Close an iterator; 0, or -1 after failing the slot with its error. */
-static int rdb_iter_end(rocksdb_iterator_t *it, rdb_slot_t *slot) {
+static int rdb_iter_end(rocksdb_iterator_t *it, kv__slot_t *slot) {
   char *err = NULL;
   rocksdb_iter_get_error(it, &err);
   rocksdb_iter_destroy(it);
@@ -664,23 +426,23 @@ static int rdb_iter_end(rocksdb_iterator_t *it, rdb_slot_t *slot) {
   return -1;
 }
 
-static void rdb_do_keys(kv_rocksdb_t *d, rdb_slot_t *slot, int64_t now) {
+static void rdb_do_keys(rdb_txn_t *d, kv__slot_t *slot, int64_t now) {
   kv_req_t *req = slot->req;
   size_t limit = req->in.limit ? req->in.limit : RDB_PAGE_DEFAULT;
   size_t n = 0, last_len = 0, start_len;
-  unsigned char start[RDB_KEY_MAX], last[RDB_KEY_MAX];
-  rdb_key_t k;
+  unsigned char start[KV__REC_KEY_MAX], last[KV__REC_KEY_MAX];
+  kv__reckey_t k;
   rdb_rec_t rec;
   rocksdb_iterator_t *it;
   int more = 0, oom = 0;
-  rdb_key_init(&k, req->in.collection, req->in.collection_len);
+  kv__reckey_init(&k, req->in.collection, req->in.collection_len);
   memcpy(start, k.buf, k.prefix_len);
   start_len = k.prefix_len;
   if (req->in.cursor != NULL) {
-    start_len = rdb_cursor_parse(req->in.cursor, 'k', start);
-    if (start_len == 0 ||
-        !rdb_has_prefix((const char *)start, start_len, k.buf, k.prefix_len)) {
-      rdb_slot_error(slot, KV_EINVAL, "invalid cursor for this collection");
+    start_len = kv__cursor_parse(req->in.cursor, 'k', start, KV__REC_KEY_MAX);
+    if (start_len == 0 || !kv__rec_has_prefix((const char *)start, start_len,
+                                              k.buf, k.prefix_len)) {
+      kv__slot_error(slot, KV_EINVAL, "invalid cursor for this collection");
       return;
     }
   }
@@ -697,21 +459,19 @@ static void rdb_do_keys(kv_rocksdb_t *d, rdb_slot_t *slot, int64_t now) {
     size_t klen, vlen;
     const char *key = rocksdb_iter_key(it, &klen);
     const char *val;
-    if (!rdb_has_prefix(key, klen, k.buf, k.prefix_len)) break;
+    if (!kv__rec_has_prefix(key, klen, k.buf, k.prefix_len)) break;
     val = rocksdb_iter_value(it, &vlen);
-    if (klen > RDB_KEY_MAX || kv__rdb_rec_parse(val, vlen, &rec) != 0 ||
+    if (klen > KV__REC_KEY_MAX || kv__rec_parse(val, vlen, &rec) != 0 ||
         KV_EXPIRED(rec.expires_at, now))
       continue; /* not a record of this format, or expired */
     if (n == limit) {
       more = 1;
       break;
     }
-    if (rec.flags & RDB_F_KHASHED)
-      oom = rdb_buf_add(&slot->names, &slot->names_len, &slot->names_cap,
-                        rec.key, rec.key_len);
+    if (rec.flags & KV__REC_KHASHED)
+      oom = kv__slot_add_name(slot, rec.key, rec.key_len);
     else
-      oom = rdb_buf_add(&slot->names, &slot->names_len, &slot->names_cap,
-                        key + k.prefix_len, klen - k.prefix_len);
+      oom = kv__slot_add_name(slot, key + k.prefix_len, klen - k.prefix_len);
     if (oom != 0) break;
     memcpy(last, key, klen);
     last_len = klen;
@@ -719,38 +479,30 @@ static void rdb_do_keys(kv_rocksdb_t *d, rdb_slot_t *slot, int64_t now) {
   }
   if (rdb_iter_end(it, slot) != 0) return;
   if (oom != 0)
-    rdb_slot_error(slot, KV_ENOMEM, "out of memory");
-  else if (more &&
-           (slot->cursor = rdb_cursor_make('k', last, last_len)) == NULL)
-    rdb_slot_error(slot, KV_ENOMEM, "out of memory");
+    kv__slot_error(slot, KV_ENOMEM, "out of memory");
+  else if (more)
+    kv__slot_cursor(slot, 'k', last, last_len);
 }
 
-/* The smallest key after every key that starts with p[0..len): p + 1. */
-static size_t rdb_successor(unsigned char *p, size_t len) {
-  while (len > 0 && p[len - 1] == 0xFF)
-    len--;
-  if (len > 0) p[len - 1]++;
-  return len;
-}
-
-static void rdb_do_collections(kv_rocksdb_t *d, rdb_slot_t *slot, int64_t now) {
+static void rdb_do_collections(rdb_txn_t *d, kv__slot_t *slot, int64_t now) {
   kv_req_t *req = slot->req;
   size_t limit = req->in.limit ? req->in.limit : RDB_PAGE_DEFAULT;
   size_t n = 0, plen = 0, last_len = 0, seek_len;
-  unsigned char seek[RDB_KEY_MAX], prefix[RDB_KEY_MAX], last[RDB_KEY_MAX];
+  unsigned char seek[KV__REC_KEY_MAX], prefix[KV__REC_KEY_MAX],
+      last[KV__REC_KEY_MAX];
   rocksdb_iterator_t *it;
   rdb_rec_t rec;
   int more = 0, oom = 0;
   if (req->in.cursor != NULL) {
-    seek_len = rdb_cursor_parse(req->in.cursor, 'c', seek);
-    if (seek_len < 3 || 2 + rdb_get_be16(seek) != seek_len) {
-      rdb_slot_error(slot, KV_EINVAL, "invalid cursor");
+    seek_len = kv__cursor_parse(req->in.cursor, 'c', seek, KV__REC_KEY_MAX);
+    if (seek_len < 3 || 2 + kv__rec_be16(seek) != seek_len) {
+      kv__slot_error(slot, KV_EINVAL, "invalid cursor");
       return;
     }
-    seek_len = rdb_successor(seek, seek_len);
+    seek_len = kv__rec_successor(seek, seek_len);
   } else {
-    memcpy(seek, rdb_first_key, sizeof(rdb_first_key));
-    seek_len = sizeof(rdb_first_key);
+    memcpy(seek, kv__rec_first_key, sizeof(kv__rec_first_key));
+    seek_len = sizeof(kv__rec_first_key);
   }
   it = rdb_iter(d);
   rocksdb_iter_seek(it, (const char *)seek, seek_len);
@@ -758,7 +510,7 @@ static void rdb_do_collections(kv_rocksdb_t *d, rdb_slot_t *slot, int64_t now) {
     size_t klen, vlen;
     const char *key = rocksdb_iter_key(it, &klen);
     int live = 0;
-    if (!rdb_entry_key((const unsigned char *)key, klen, &plen)) {
+    if (!kv__rec_entry_key((const unsigned char *)key, klen, &plen)) {
       rocksdb_iter_next(it);
       continue;
     }
@@ -767,9 +519,9 @@ static void rdb_do_collections(kv_rocksdb_t *d, rdb_slot_t *slot, int64_t now) {
     for (; rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
       const char *val;
       key = rocksdb_iter_key(it, &klen);
-      if (!rdb_has_prefix(key, klen, prefix, plen)) break;
+      if (!kv__rec_has_prefix(key, klen, prefix, plen)) break;
       val = rocksdb_iter_value(it, &vlen);
-      if (kv__rdb_rec_parse(val, vlen, &rec) == 0 &&
+      if (kv__rec_parse(val, vlen, &rec) == 0 &&
           !KV_EXPIRED(rec.expires_at, now)) {
         live = 1;
         break;
@@ -780,12 +532,10 @@ static void rdb_do_collections(kv_rocksdb_t *d, rdb_slot_t *slot, int64_t now) {
         more = 1;
         break;
       }
-      if (rec.flags & RDB_F_CHASHED)
-        oom = rdb_buf_add(&slot->names, &slot->names_len, &slot->names_cap,
-                          rec.coll, rec.coll_len);
+      if (rec.flags & KV__REC_CHASHED)
+        oom = kv__slot_add_name(slot, rec.coll, rec.coll_len);
       else
-        oom = rdb_buf_add(&slot->names, &slot->names_len, &slot->names_cap,
-                          prefix + 2, plen - 2);
+        oom = kv__slot_add_name(slot, (const char *)prefix + 2, plen - 2);
       if (oom != 0) break;
       memcpy(last, prefix, plen);
       last_len = plen;
@@ -793,16 +543,15 @@ static void rdb_do_collections(kv_rocksdb_t *d, rdb_slot_t *slot, int64_t now) {
     }
     seek_len = plen;
     memcpy(seek, prefix, plen);
-    seek_len = rdb_successor(seek, seek_len);
+    seek_len = kv__rec_successor(seek, seek_len);
     if (seek_len == 0) break;
     rocksdb_iter_seek(it, (const char *)seek, seek_len);
   }
   if (rdb_iter_end(it, slot) != 0) return;
   if (oom != 0)
-    rdb_slot_error(slot, KV_ENOMEM, "out of memory");
-  else if (more &&
-           (slot->cursor = rdb_cursor_make('c', last, last_len)) == NULL)
-    rdb_slot_error(slot, KV_ENOMEM, "out of memory");
+    kv__slot_error(slot, KV_ENOMEM, "out of memory");
+  else if (more)
+    kv__slot_cursor(slot, 'c', last, last_len);
 }
 
 /* Delete entries from `from` on: all of them while they start with prefix
@@ -810,7 +559,7 @@ static void rdb_do_collections(kv_rocksdb_t *d, rdb_slot_t *slot, int64_t now) {
  * The keys are gathered first, then deleted (an iterator over the batch
  * must not see the batch change under it). Returns how many, or sets the
  * slot's error. */
-static size_t rdb_sweep(kv_rocksdb_t *d, rdb_slot_t *slot,
+static size_t rdb_sweep(rdb_txn_t *d, kv__slot_t *slot,
                         const unsigned char *from, size_t from_len,
                         const unsigned char *prefix, size_t prefix_len,
                         int expired_only, int64_t now) {
@@ -822,24 +571,25 @@ static size_t rdb_sweep(kv_rocksdb_t *d, rdb_slot_t *slot,
        rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
     size_t klen, vlen;
     const char *key = rocksdb_iter_key(it, &klen);
-    if (prefix != NULL && !rdb_has_prefix(key, klen, prefix, prefix_len)) break;
+    if (prefix != NULL && !kv__rec_has_prefix(key, klen, prefix, prefix_len))
+      break;
     if (expired_only) {
       const char *val = rocksdb_iter_value(it, &vlen);
-      if (!rdb_entry_key((const unsigned char *)key, klen, &plen) ||
-          kv__rdb_rec_parse(val, vlen, &rec) != 0 ||
+      if (!kv__rec_entry_key((const unsigned char *)key, klen, &plen) ||
+          kv__rec_parse(val, vlen, &rec) != 0 ||
           !KV_EXPIRED(rec.expires_at, now))
         continue; /* keep live entries and unknown data */
     }
     if (klen > 0xFFFF ||
         rdb_buf_add(&d->w_keys, &d->w_keys_len, &d->w_keys_cap, key, klen)) {
       rocksdb_iter_destroy(it);
-      rdb_slot_error(slot, KV_ENOMEM, "out of memory");
+      kv__slot_error(slot, KV_ENOMEM, "out of memory");
       return 0;
     }
   }
   if (rdb_iter_end(it, slot) != 0) return 0;
   while (off < d->w_keys_len) {
-    size_t klen = rdb_get_be16((unsigned char *)d->w_keys + off);
+    size_t klen = kv__rec_be16((unsigned char *)d->w_keys + off);
     rocksdb_writebatch_wi_delete(d->wbwi, d->w_keys + off + 2, klen);
     off += 2 + klen;
     count++;
@@ -847,7 +597,7 @@ static size_t rdb_sweep(kv_rocksdb_t *d, rdb_slot_t *slot,
   return count;
 }
 
-static void rdb_exec(kv_rocksdb_t *d, rdb_slot_t *slot, int64_t now) {
+static void rdb_exec_op(rdb_txn_t *d, kv__slot_t *slot, int64_t now) {
   kv_req_t *req = slot->req;
   switch (req->op) {
   case KV_OP_GET:
@@ -881,215 +631,27 @@ static void rdb_exec(kv_rocksdb_t *d, rdb_slot_t *slot, int64_t now) {
     rdb_do_collections(d, slot, now);
     return;
   case KV_OP_DESTROY:
-    rdb_sweep(d, slot, rdb_first_key, sizeof(rdb_first_key), NULL, 0, 0, now);
+    rdb_sweep(d, slot, kv__rec_first_key, sizeof(kv__rec_first_key), NULL, 0, 0,
+              now);
     return;
   case KV_OP_DESTROY_COLLECTION: {
-    rdb_key_t k;
-    rdb_key_init(&k, req->in.collection, req->in.collection_len);
+    kv__reckey_t k;
+    kv__reckey_init(&k, req->in.collection, req->in.collection_len);
     req->count =
         rdb_sweep(d, slot, k.buf, k.prefix_len, k.buf, k.prefix_len, 0, now);
     return;
   }
   case KV_OP_CULL:
-    req->count = rdb_sweep(d, slot, rdb_first_key, sizeof(rdb_first_key), NULL,
-                           0, 1, now);
+    req->count = rdb_sweep(d, slot, kv__rec_first_key,
+                           sizeof(kv__rec_first_key), NULL, 0, 1, now);
     return;
   default:
-    rdb_slot_error(slot, KV_ENOTSUP, "operation not supported");
+    kv__slot_error(slot, KV_ENOTSUP, "operation not supported");
     return;
   }
-}
-
-/* ---- Batches (worker thread) -------------------------------------------- */
-
-static void rdb_work_cb(uv_work_t *w) {
-  kv_rocksdb_t *d = w->data;
-  rdb_env_t *e = d->env;
-  char *err = NULL;
-  int64_t now;
-  size_t i;
-  pthread_mutex_lock(&e->batch_lock);
-  rocksdb_writebatch_wi_clear(d->wbwi);
-  now = kv_now_ms();
-  for (i = 0; i < d->nbatch; i++)
-    rdb_exec(d, &d->batch[i], now);
-  if (rocksdb_writebatch_wi_count(d->wbwi) == 0) {
-    d->w_read_batches++;
-  } else {
-    rocksdb_write_writebatch_wi(e->db, d->wopts, d->wbwi, &err);
-    if (err == NULL) {
-      d->w_write_batches++;
-    } else {
-      /* Nothing of the batch was written: every request fails. */
-      for (i = 0; i < d->nbatch; i++) {
-        rdb_slot_reset(&d->batch[i]);
-        d->batch[i].status = rdb_map_err(err, 0);
-        d->batch[i].errmsg = kv_strndup(err, strlen(err));
-      }
-      rocksdb_free(err);
-    }
-    rocksdb_writebatch_wi_clear(d->wbwi);
-  }
-  pthread_mutex_unlock(&e->batch_lock);
-}
-
-/* ---- Loop side ---------------------------------------------------------- */
-
-static void rdb_idle_cb(uv_idle_t *h) {
-  (void)h; /* only here to keep the loop from blocking before check runs */
-}
-
-static void rdb_launch(kv_rocksdb_t *d);
-
-static void rdb_check_cb(uv_check_t *h) {
-  kv_rocksdb_t *d = h->data;
-  uv_idle_stop(&d->idle);
-  uv_check_stop(&d->check);
-  d->scheduled = 0;
-  if (!d->busy && d->nqueue > 0) rdb_launch(d);
-}
-
-/* Launch the queue at the end of this loop turn. */
-static void rdb_schedule(kv_rocksdb_t *d) {
-  if (d->scheduled) return;
-  d->scheduled = 1;
-  uv_idle_start(&d->idle, rdb_idle_cb);
-  uv_check_start(&d->check, rdb_check_cb);
-}
-
-static void rdb_deliver(kv_rocksdb_t *d, rdb_slot_t *slot) {
-  kv_req_t *req = slot->req;
-  int status = slot->status;
-  size_t off = 0, len;
-  if (status == 0) {
-    while (off < slot->names_len) {
-      len = rdb_get_be16((unsigned char *)slot->names + off);
-      if (kv_req_add_name(req, slot->names + off + 2, len) != 0) {
-        status = kv_req_set_error(req, KV_ENOMEM, "out of memory");
-        break;
-      }
-      off += 2 + len;
-    }
-    if (status == 0 && slot->cursor != NULL &&
-        kv_req_set_cursor(req, slot->cursor) != 0)
-      status = kv_req_set_error(req, KV_ENOMEM, "out of memory");
-  } else if (slot->errmsg != NULL) {
-    kv_req_set_error(req, status, "rocksdb: %s (%s)", slot->errmsg, d->path);
-  } else {
-    kv_req_set_error(req, status, "rocksdb: %s",
-                     slot->msg ? slot->msg : kv_strerror(status));
-  }
-  kv_free(slot->names);
-  slot->names = NULL;
-  slot->names_len = slot->names_cap = 0;
-  kv_free(slot->cursor);
-  slot->cursor = NULL;
-  kv_free(slot->errmsg);
-  slot->errmsg = NULL;
-  kv_req_complete(req, status);
-}
-
-static void rdb_finish_close(kv_rocksdb_t *d);
-
-static void rdb_after_work_cb(uv_work_t *w, int status) {
-  kv_rocksdb_t *d = w->data;
-  size_t i;
-  (void)status; /* never canceled: this store does not uv_cancel */
-  d->stats.ops += d->nbatch;
-  d->stats.write_batches = d->w_write_batches;
-  d->stats.read_batches = d->w_read_batches;
-  for (i = 0; i < d->nbatch; i++)
-    rdb_deliver(d, &d->batch[i]);
-  d->nbatch = 0;
-  d->busy = 0;
-  if (d->closing)
-    rdb_finish_close(d);
-  else if (d->nqueue > 0)
-    rdb_schedule(d);
-}
-
-/* Move the queue into the batch and send it to the threadpool. */
-static void rdb_launch(kv_rocksdb_t *d) {
-  size_t i;
-  int rc;
-  if (d->nqueue > d->batch_cap) {
-    rdb_slot_t *b = kv_realloc(d->batch, d->queue_cap * sizeof(*b));
-    if (b == NULL) {
-      for (i = 0; i < d->nqueue; i++)
-        kv_req_complete(d->queue[i], kv_req_set_error(d->queue[i], KV_ENOMEM,
-                                                      "out of memory"));
-      d->nqueue = 0;
-      return;
-    }
-    d->batch = b;
-    d->batch_cap = d->queue_cap;
-  }
-  for (i = 0; i < d->nqueue; i++) {
-    rdb_slot_t *slot = &d->batch[i];
-    memset(slot, 0, sizeof(*slot));
-    slot->req = d->queue[i];
-  }
-  d->nbatch = d->nqueue;
-  d->nqueue = 0;
-  d->busy = 1;
-  d->stats.batches++;
-  rc = uv_queue_work(d->base.loop, &d->work, rdb_work_cb, rdb_after_work_cb);
-  if (rc != 0) {
-    d->busy = 0;
-    for (i = 0; i < d->nbatch; i++)
-      kv_req_complete(d->batch[i].req,
-                      kv_req_set_error(d->batch[i].req, KV_EIO,
-                                       "rocksdb: cannot queue work: %s",
-                                       uv_strerror(rc)));
-    d->nbatch = 0;
-  }
-}
-
-/* Every op: queue it for the end of this loop turn. */
-static int rdb_submit(kv_store_t *s, kv_req_t *req) {
-  kv_rocksdb_t *d = (kv_rocksdb_t *)s;
-  if (d->closing) return KV_ECLOSED;
-  if (d->nqueue == d->queue_cap) {
-    size_t cap = d->queue_cap ? d->queue_cap * 2 : 64;
-    kv_req_t **q = kv_realloc(d->queue, cap * sizeof(*q));
-    if (q == NULL) return kv_req_set_error(req, KV_ENOMEM, "out of memory");
-    d->queue = q;
-    d->queue_cap = cap;
-  }
-  d->queue[d->nqueue++] = req;
-  if (!d->busy) rdb_schedule(d);
-  return 0;
-}
-
-static int rdb_ctl(kv_store_t *s, int op, void *arg) {
-  kv_rocksdb_t *d = (kv_rocksdb_t *)s;
-  if (op == KV_ROCKSDB_CTL_STATS && arg != NULL) {
-    *(kv_rocksdb_stats_t *)arg = d->stats;
-    return 0;
-  }
-  return KV_ENOTSUP;
 }
 
 /* ---- Handles ------------------------------------------------------------ */
-
-/* mkdir -p with mode 0755. Returns 0 or an errno value; `buf` then holds
- * the prefix that could not be created. */
-static int rdb_mkdirs(const char *path, char *buf, size_t buf_len) {
-  size_t len = strlen(path), i;
-  struct stat st;
-  if (len + 1 > buf_len) return ENAMETOOLONG;
-  memcpy(buf, path, len + 1);
-  for (i = 1; i <= len; i++) {
-    if (buf[i] != '/' && buf[i] != '\0') continue;
-    if (buf[i - 1] == '/') continue;
-    buf[i] = '\0';
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return errno;
-    if (i < len) buf[i] = '/';
-  }
-  if (stat(path, &st) != 0) return errno;
-  if (!S_ISDIR(st.st_mode)) return ENOTDIR;
-  return 0;
-}
 
 /* Check the format marker, writing it into an empty database. */
 static int rdb_env_init(rdb_env_t *e, const char *path, char *errbuf,
@@ -1201,7 +763,7 @@ static int rdb_env_acquire(const char *path, int64_t lock_timeout,
   rdb_env_t *e;
   pid_t pid = getpid();
   int rc;
-  rc = rdb_mkdirs(path, buf, sizeof(buf));
+  rc = kv__mkdirs(path, 1, buf, sizeof(buf));
   if (rc != 0)
     return kv__errbuf(errbuf, errbuf_len, KV_EIO,
                       "rocksdb: cannot create directory %s: %s", buf,
@@ -1269,11 +831,165 @@ static void rdb_env_release(rdb_env_t *e) {
   kv_free(e);
 }
 
-/* ---- Open and close ----------------------------------------------------- */
+/* ---- The engine --------------------------------------------------------- */
+
+#define RDB_OF(b) ((kv_rocksdb_t *)(b)->store)
+
+static int rdb_begin(kv__batcher_t *b, int mode, void **txn) {
+  kv_rocksdb_t *d = RDB_OF(b);
+  (void)mode;
+  pthread_mutex_lock(&d->env->batch_lock);
+  rocksdb_free(d->w.w_err);
+  d->w.w_err = NULL;
+  rocksdb_writebatch_wi_clear(d->w.wbwi);
+  *txn = &d->w;
+  return 0;
+}
+
+/* Reads on the loop thread: the block-cache tier, no lock (a read sees a
+ * committed state; no write of this store is in flight then). */
+static int rdb_loop_begin(kv__batcher_t *b, void **txn) {
+  kv_rocksdb_t *d = RDB_OF(b);
+  d->l.incomplete = 0;
+  *txn = &d->l;
+  return 0;
+}
+
+static int rdb_exec(kv__batcher_t *b, void *txn, kv__slot_t *slot,
+                    int64_t now) {
+  rdb_txn_t *t = txn;
+  kv_op_t op = slot->req->op;
+  (void)b;
+  if (t->wbwi == NULL) {
+    /* The loop: point reads only; listings need the disk's iterators. */
+    if (op != KV_OP_GET && op != KV_OP_TTL && op != KV_OP_GET_MANY &&
+        op != KV_OP_TTL_MANY)
+      return KV__LOOP_DECLINE;
+    rdb_exec_op(t, slot, now);
+    return t->incomplete ? KV__LOOP_DECLINE : 0;
+  }
+  rdb_exec_op(t, slot, now);
+  return 0;
+}
+
+/* Write the batch (reads only: nothing to write). */
+static int rdb_commit(kv__batcher_t *b, void *txn, int mode) {
+  kv_rocksdb_t *d = RDB_OF(b);
+  rdb_txn_t *t = txn;
+  int rc = 0;
+  if (mode == KV__TXN_LOOP) {
+    t->incomplete = 0;
+    return 0;
+  }
+  if (rocksdb_writebatch_wi_count(t->wbwi) == 0) {
+    d->w_read_batches++;
+  } else {
+    rocksdb_write_writebatch_wi(t->env->db, d->wopts, t->wbwi, &t->w_err);
+    if (t->w_err == NULL)
+      d->w_write_batches++;
+    else
+      rc = -1; /* nothing of the batch was written: every request fails */
+    rocksdb_writebatch_wi_clear(t->wbwi);
+  }
+  pthread_mutex_unlock(&t->env->batch_lock);
+  return rc;
+}
+
+static void rdb_abort(kv__batcher_t *b, void *txn, int mode) {
+  rdb_txn_t *t = txn;
+  (void)b;
+  if (mode == KV__TXN_LOOP) {
+    t->incomplete = 0;
+    return;
+  }
+  rocksdb_writebatch_wi_clear(t->wbwi);
+  pthread_mutex_unlock(&t->env->batch_lock);
+}
+
+static void rdb_fail(kv__batcher_t *b, kv__slot_t *slot, int code) {
+  rdb_txn_t *t = &RDB_OF(b)->w;
+  (void)code;
+  slot->status = t->w_err ? rdb_map_err(t->w_err, 0) : KV_EBACKEND;
+  kv_free(slot->errmsg);
+  slot->errmsg = t->w_err ? kv_strndup(t->w_err, strlen(t->w_err)) : NULL;
+}
+
+static void rdb_detail(kv__batcher_t *b, kv__slot_t *slot) {
+  kv_req_set_error(slot->req, slot->status, "rocksdb: %s (%s)",
+                   slot->errmsg ? slot->errmsg : kv_strerror(slot->status),
+                   RDB_OF(b)->path);
+}
+
+/* Closing the last store of a path closes RocksDB, which waits for its
+ * background work: on the threadpool, not on the loop. */
+static void rdb_close_work(kv__batcher_t *b) {
+  kv_rocksdb_t *d = RDB_OF(b);
+  rdb_env_release(d->env);
+  d->env = NULL;
+}
+
+static void rdb_after(kv__batcher_t *b) {
+  kv_rocksdb_t *d = RDB_OF(b);
+  d->write_batches = d->w_write_batches;
+  d->read_batches = d->w_read_batches;
+}
+
+static void rdb_txn_free(rdb_txn_t *t) {
+  if (t->wbwi != NULL) rocksdb_writebatch_wi_destroy(t->wbwi);
+  if (t->ropts != NULL) rocksdb_readoptions_destroy(t->ropts);
+  rocksdb_free(t->w_err);
+  kv_free(t->w_rec);
+  kv_free(t->w_keys);
+  memset(t, 0, sizeof(*t));
+}
+
+static void rdb_closed(kv__batcher_t *b) {
+  kv_rocksdb_t *d = RDB_OF(b);
+  rdb_txn_free(&d->w);
+  rdb_txn_free(&d->l);
+  if (d->wopts != NULL) rocksdb_writeoptions_destroy(d->wopts);
+  d->wopts = NULL;
+  kv_free(d->path);
+  d->path = NULL;
+}
+
+static const kv__engine_t rdb_engine = {
+    .name = "rocksdb",
+    .begin = rdb_begin,
+    .exec = rdb_exec,
+    .commit = rdb_commit,
+    .abort = rdb_abort,
+    .fail = rdb_fail,
+    .detail = rdb_detail,
+    .loop_begin = rdb_loop_begin,
+    .after = rdb_after,
+    .close_work = rdb_close_work,
+    .closed = rdb_closed,
+};
+
+static int rdb_ctl(kv_store_t *s, int op, void *arg) {
+  kv_rocksdb_t *d = (kv_rocksdb_t *)s;
+  kv__batcher_t *b = &d->batcher;
+  kv_rocksdb_stats_t *st = arg;
+  if (op == KV_ROCKSDB_CTL_STATS && arg != NULL) {
+    *st = d->stats; /* open_retries */
+    st->batches = b->batches;
+    st->write_batches = d->write_batches;
+    st->read_batches = d->read_batches;
+    st->ops = b->ops;
+    st->loop_reads = b->loop_reads_served;
+    st->loop_misses = b->loop_declined;
+    return 0;
+  }
+  return KV_ENOTSUP;
+}
+
+/* ---- Open --------------------------------------------------------------- */
 
 static int rdb_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
                     size_t errbuf_len) {
   kv_rocksdb_t *d = (kv_rocksdb_t *)s;
+  const char *reads = kv_url_param(url, "reads");
   int64_t lock_timeout;
   int sync, rc;
   rc = kv_url_param_bool(url, "sync", 1, &sync, errbuf, errbuf_len);
@@ -1281,6 +997,9 @@ static int rdb_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
   rc = kv_url_param_int(url, "lock_timeout", 0, INT_MAX, RDB_LOCK_DEFAULT,
                         &lock_timeout, errbuf, errbuf_len);
   if (rc != 0) return rc;
+  if (reads != NULL && strcmp(reads, "loop") != 0 && strcmp(reads, "pool") != 0)
+    return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
+                      "rocksdb: reads must be loop or pool, not \"%s\"", reads);
   if (url->target == NULL || url->target[0] == '\0')
     return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
                       "rocksdb: the URL needs a directory: rocksdb://PATH");
@@ -1294,86 +1013,20 @@ static int rdb_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
     d->path = NULL;
     return rc;
   }
-  d->ropts = rocksdb_readoptions_create();
+  d->w.env = d->l.env = d->env;
+  d->w.ropts = rocksdb_readoptions_create();
+  d->l.ropts = rocksdb_readoptions_create();
+  rocksdb_readoptions_set_read_tier(d->l.ropts, 1 /* kBlockCacheTier */);
   d->wopts = rocksdb_writeoptions_create();
   rocksdb_writeoptions_set_sync(d->wopts, (unsigned char)sync);
-  d->wbwi = rocksdb_writebatch_wi_create(0, 1 /* overwrite_keys */);
+  d->w.wbwi = rocksdb_writebatch_wi_create(0, 1 /* overwrite_keys */);
   /* Handles last: nothing after this can fail, and open failing must leave
    * nothing on the loop. */
-  uv_idle_init(s->loop, &d->idle);
-  uv_check_init(s->loop, &d->check);
-  d->idle.data = d;
-  d->check.data = d;
-  d->work.data = d;
+  kv__batch_init(&d->batcher, s, &rdb_engine);
+  d->batcher.loop_reads = reads == NULL || strcmp(reads, "loop") == 0
+                              ? KV__LOOP_SUBMIT
+                              : KV__LOOP_NONE;
   return 0;
-}
-
-static void rdb_handle_closed(uv_handle_t *h) {
-  kv_rocksdb_t *d = h->data;
-  if (--d->nhandles > 0) return;
-  kv_free(d->queue);
-  kv_free(d->batch);
-  kv_free(d->path);
-  kv_free(d->w_rec);
-  kv_free(d->w_keys);
-  d->queue = NULL;
-  d->batch = NULL;
-  d->path = NULL;
-  d->w_rec = NULL;
-  d->w_keys = NULL;
-  kv_store_closed(&d->base);
-}
-
-static void rdb_close_handles(kv_rocksdb_t *d) {
-  d->nhandles = 2;
-  uv_close((uv_handle_t *)&d->idle, rdb_handle_closed);
-  uv_close((uv_handle_t *)&d->check, rdb_handle_closed);
-}
-
-/* Closing the last store of a path closes RocksDB, which waits for its
- * background work: on the threadpool, not on the loop. */
-static void rdb_close_work_cb(uv_work_t *w) {
-  kv_rocksdb_t *d = w->data;
-  rdb_env_release(d->env);
-  d->env = NULL;
-}
-
-static void rdb_close_after_cb(uv_work_t *w, int status) {
-  (void)status;
-  rdb_close_handles(w->data);
-}
-
-static void rdb_finish_close(kv_rocksdb_t *d) {
-  rocksdb_writebatch_wi_destroy(d->wbwi);
-  rocksdb_readoptions_destroy(d->ropts);
-  rocksdb_writeoptions_destroy(d->wopts);
-  d->wbwi = NULL;
-  d->ropts = NULL;
-  d->wopts = NULL;
-  if (uv_queue_work(d->base.loop, &d->work, rdb_close_work_cb,
-                    rdb_close_after_cb) != 0) {
-    rdb_close_work_cb(&d->work);
-    rdb_close_handles(d);
-  }
-}
-
-/* Queued requests are canceled; a batch on the threadpool finishes and is
- * delivered, then the handle (closed with its last store) and the loop
- * handles are released. */
-static void rdb_close(kv_store_t *s) {
-  kv_rocksdb_t *d = (kv_rocksdb_t *)s;
-  size_t i;
-  d->closing = 1;
-  uv_idle_stop(&d->idle);
-  uv_check_stop(&d->check);
-  d->scheduled = 0;
-  for (i = 0; i < d->nqueue; i++)
-    kv_req_complete(d->queue[i],
-                    kv_req_set_error(d->queue[i], KV_ECANCELED,
-                                     "rocksdb: store closed before the "
-                                     "request started"));
-  d->nqueue = 0;
-  if (!d->busy) rdb_finish_close(d);
 }
 
 const kv_store_methods_t kv__rocksdb_methods = {
@@ -1384,23 +1037,6 @@ const kv_store_methods_t kv__rocksdb_methods = {
             KV_CAP_PERSISTENT,
     .options = rdb_options,
     .open = rdb_open,
-    .close = rdb_close,
-    .get = rdb_submit,
-    .ttl = rdb_submit,
-    .put = rdb_submit,
-    .del = rdb_submit,
-    .get_many = rdb_submit,
-    .ttl_many = rdb_submit,
-    .put_many = rdb_submit,
-    .delete_many = rdb_submit,
-    .keys = rdb_submit,
-    .collections = rdb_submit,
-    .destroy = rdb_submit,
-    .destroy_collection = rdb_submit,
-    .cull = rdb_submit,
-    .put_if_absent = rdb_submit,
-    .cas = rdb_submit,
-    .incr = rdb_submit,
-    .take = rdb_submit,
+    KV__BATCHED_METHODS,
     .ctl = rdb_ctl,
 };

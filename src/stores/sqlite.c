@@ -1,21 +1,25 @@
 /* sqlite:// — a store in one SQLite database file, in WAL mode.
  *
- * Shape of the store (as disk.c):
+ * The store is an engine of the shared batcher (stores/common/batcher.h):
  *
- *  - Requests are queued as they arrive. A uv_check_t (plus a no-op
- *    uv_idle_t so the loop does not block in poll meanwhile) launches the
- *    queue as one batch at the end of the loop turn. One batch per store is
- *    on the threadpool at a time; what arrives meanwhile forms the next one.
- *  - A batch runs in one transaction, ops in arrival order, so later ops
- *    see earlier writes and one commit (one fsync) covers many writes. A
- *    batch that writes takes the write lock at once (BEGIN IMMEDIATE), so
- *    the read-decide-write of put_if_absent, cas, incr and take is atomic
- *    across connections and processes; a batch of reads uses a deferred
- *    transaction (a WAL snapshot, no lock).
+ *  - The requests of one loop turn run in one transaction on libuv's
+ *    threadpool, in arrival order, so later ops see earlier writes and one
+ *    commit (one fsync) covers many writes. A batch that writes takes the
+ *    write lock at once (BEGIN IMMEDIATE), so the read-decide-write of
+ *    put_if_absent, cas, incr and take is atomic across connections and
+ *    processes; a batch of reads uses a deferred transaction (a WAL
+ *    snapshot, no lock).
+ *  - Reads (reads=loop, the default) run on the loop thread on a second,
+ *    read-only connection with a memory map (mmap_size) and busy_timeout 0:
+ *    in WAL mode a reader never waits for a writer, and the rare SQLITE_BUSY
+ *    (a WAL being recovered) sends the read to the threadpool instead of
+ *    waiting. As on every engine of the batcher, a read waits in the queue
+ *    while a write of this store is queued or in flight. reads=pool keeps
+ *    every read on the threadpool. docs/sqlite.md has the measurements.
  *  - Statements are prepared once per connection at open, and reset and
- *    rebound for each use. The connection is only used by one thread at a
- *    time (open, then one batch at a time, then close), so it is opened
- *    with SQLITE_OPEN_NOMUTEX.
+ *    rebound for each use. Each connection is used by one thread at a time
+ *    (the worker's by one batch at a time, the reader's by the loop), so
+ *    they are opened with SQLITE_OPEN_NOMUTEX.
  *  - When a request fails inside the transaction (disk full, I/O error), the
  *    transaction is rolled back, the results of the ops it ran dropped, and
  *    the batch split: the ops before the failing one commit, the failing one
@@ -41,10 +45,12 @@
 
 #include "internal.h"
 #include "kvio/sqlite.h"
+#include "stores/common/batcher.h"
 
 #define SQL_PAGE_DEFAULT 1000
 #define SQL_BUSY_DEFAULT 5000
 #define SQL_TABLE_MAX 64
+#define SQL_MMAP_SIZE ((int64_t)256 << 20)
 
 extern const kv_store_methods_t kv__sqlite_methods;
 
@@ -85,46 +91,22 @@ static const char *const sql_text[SQL_NSTMT] = {
 };
 
 /* One request of a batch, with what the worker found out about it. */
-typedef struct sql_slot_s {
-  kv_req_t *req;
-  int status;      /* the op's outcome: 0 or a KV_E* code */
-  int sqlite_rc;   /* the SQLite code behind status, or 0 */
-  const char *msg; /* static detail text for status, or NULL */
-  char *errmsg;    /* SQLite's message (kv_malloc'ed), or NULL */
-  char *names;     /* keys/collections: BE16 len ‖ bytes, repeated */
-  size_t names_len;
-  size_t names_cap;
-  char *cursor; /* keys/collections: the next page's cursor, or NULL */
-} sql_slot_t;
-
-typedef struct kv_sqlite_s {
-  kv_store_t base;
+/* A connection and its prepared statements. */
+typedef struct sql_conn_s {
   sqlite3 *db;
   sqlite3_stmt *stmt[SQL_NSTMT];
+  char w_errmsg[256]; /* SQLite's message for the last failure */
+} sql_conn_t;
+
+typedef struct kv_sqlite_s {
+  KV__BATCHED_STORE;
+  sql_conn_t w; /* the threadpool's connection */
+  sql_conn_t r; /* the loop's read-only connection (reads=loop) */
   char *path;
   int64_t busy_timeout;
-  uv_idle_t idle;   /* active while a launch is due: keeps poll from
-                       blocking until `check` runs */
-  uv_check_t check; /* launches the queue at the end of the loop turn */
-  uv_work_t work;
-  int scheduled; /* idle and check are active */
-  int busy;      /* a batch (or the final close) is on the threadpool */
-  int closing;
-  int nhandles;     /* handles still to close */
-  kv_req_t **queue; /* arrived, not started, in arrival order */
-  size_t nqueue;
-  size_t queue_cap;
-  sql_slot_t *batch; /* the batch on the threadpool (worker-owned then) */
-  size_t nbatch;
-  size_t batch_cap;
-  int batch_rdonly;
-  /* Written by the worker, read on the loop in the after-work callback. */
-  uint64_t w_write_txns;
-  uint64_t w_read_txns;
+  /* Written by the worker; copied for the loop after each batch. */
   uint64_t w_busy;
-  uint64_t w_splits;
-  char w_errmsg[256]; /* SQLite's message for the last failure */
-  kv_sqlite_stats_t stats;
+  uint64_t busy;
 } kv_sqlite_t;
 
 enum { SQL_ABSENT, SQL_EXPIRED, SQL_LIVE };
@@ -137,9 +119,8 @@ typedef struct sql_row_s {
   int64_t expires_at;
 } sql_row_t;
 
-static const char *const sql_options[] = {"sync", "busy_timeout", "table",
-                                          "check", NULL};
-
+static const char *const sql_options[] = {"sync",  "busy_timeout", "table",
+                                          "check", "reads",        NULL};
 /* ---- Small helpers ------------------------------------------------------ */
 
 /* The kvio code for an SQLite (extended) result code. */
@@ -168,15 +149,6 @@ static int sql_map_err(int rc) {
   return KV_EBACKEND;
 }
 
-static void sql_be16(unsigned char *p, size_t v) {
-  p[0] = (unsigned char)(v >> 8);
-  p[1] = (unsigned char)v;
-}
-
-static size_t sql_get_be16(const unsigned char *p) {
-  return ((size_t)p[0] << 8) | p[1];
-}
-
 static uint32_t sql_get_be32(const unsigned char *p) {
   return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
          ((uint32_t)p[2] << 8) | p[3];
@@ -196,108 +168,6 @@ static int sql_run(sqlite3_stmt *st) {
   sqlite3_reset(st);
   return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
-
-static const char sql_hex[] = "0123456789abcdef";
-
-/* "<tag><hex of bytes>", kv_malloc'ed; NULL when out of memory. */
-static char *sql_cursor_make(char tag, const char *p, size_t len) {
-  char *s = kv_malloc(2 * len + 2);
-  size_t i;
-  if (s == NULL) return NULL;
-  s[0] = tag;
-  for (i = 0; i < len; i++) {
-    s[1 + 2 * i] = sql_hex[(unsigned char)p[i] >> 4];
-    s[2 + 2 * i] = sql_hex[(unsigned char)p[i] & 15];
-  }
-  s[1 + 2 * len] = '\0';
-  return s;
-}
-
-static int sql_hexval(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-/* Decode a cursor made by sql_cursor_make into out[KV_NAME_MAX]. Returns
- * the length, or 0 when it is not such a cursor. */
-static size_t sql_cursor_parse(const char *s, char tag, char *out) {
-  size_t n = strlen(s), i;
-  if (n < 3 || s[0] != tag || (n - 1) % 2 != 0 || (n - 1) / 2 > KV_NAME_MAX)
-    return 0;
-  for (i = 0; i < (n - 1) / 2; i++) {
-    int hi = sql_hexval(s[1 + 2 * i]), lo = sql_hexval(s[2 + 2 * i]);
-    if (hi < 0 || lo < 0) return 0;
-    out[i] = (char)(hi << 4 | lo);
-  }
-  return (n - 1) / 2;
-}
-
-/* ---- Slots -------------------------------------------------------------- */
-
-static void sql_slot_error(sql_slot_t *slot, int status, const char *msg) {
-  slot->status = status;
-  slot->msg = msg;
-}
-
-/* The slot failed with SQLite code rc (message in d->w_errmsg). */
-static void sql_slot_fail(kv_sqlite_t *d, sql_slot_t *slot, int rc) {
-  slot->status = sql_map_err(rc);
-  slot->sqlite_rc = rc;
-  slot->msg = NULL;
-  kv_free(slot->errmsg);
-  slot->errmsg = kv_strndup(d->w_errmsg, strlen(d->w_errmsg));
-}
-
-/* Drop what an op produced, so that it can run again in a new transaction
- * (the mirror of kv_req_cleanup for the fields this store sets). */
-static void sql_slot_reset(sql_slot_t *slot) {
-  kv_req_t *req = slot->req;
-  size_t i;
-  slot->status = 0;
-  slot->sqlite_rc = 0;
-  slot->msg = NULL;
-  kv_free(slot->errmsg);
-  slot->errmsg = NULL;
-  slot->names_len = 0;
-  kv_free(slot->cursor);
-  slot->cursor = NULL;
-  kv_free(req->value.base);
-  req->value.base = NULL;
-  req->value.len = 0;
-  if (req->results != NULL) {
-    for (i = 0; i < req->nresults; i++)
-      kv_free(req->results[i].value.base);
-    kv_free(req->results);
-    req->results = NULL;
-    req->nresults = 0;
-  }
-  req->found = 0;
-  req->ttl = 0;
-  req->number = 0;
-  req->count = 0;
-}
-
-/* Append a name to the slot's list. 0 or KV_ENOMEM. */
-static int sql_slot_add_name(sql_slot_t *slot, const char *name, size_t len) {
-  size_t need = slot->names_len + 2 + len;
-  if (need > slot->names_cap) {
-    size_t cap = slot->names_cap ? slot->names_cap * 2 : 4096;
-    char *p;
-    while (cap < need)
-      cap *= 2;
-    p = kv_realloc(slot->names, cap);
-    if (p == NULL) return KV_ENOMEM;
-    slot->names = p;
-    slot->names_cap = cap;
-  }
-  sql_be16((unsigned char *)slot->names + slot->names_len, len);
-  memcpy(slot->names + slot->names_len + 2, name, len);
-  slot->names_len = need;
-  return 0;
-}
-
 /* ---- Operations (worker thread) ----------------------------------------
  *
  * Each returns an SQLite code: SQLITE_OK when the op ran (its own outcome,
@@ -307,7 +177,7 @@ static int sql_slot_add_name(sql_slot_t *slot, const char *name, size_t len) {
 
 /* Look (coll, key) up with SQL_GET. On SQLITE_OK the statement stays on
  * the row: call sql_lookup_end() once done with *row. */
-static int sql_lookup(kv_sqlite_t *d, const char *coll, size_t coll_len,
+static int sql_lookup(sql_conn_t *d, const char *coll, size_t coll_len,
                       const char *key, size_t key_len, int64_t now,
                       sql_row_t *row) {
   sqlite3_stmt *st = d->stmt[SQL_GET];
@@ -336,23 +206,11 @@ static int sql_lookup(kv_sqlite_t *d, const char *coll, size_t coll_len,
   return SQLITE_OK;
 }
 
-static void sql_lookup_end(kv_sqlite_t *d) {
+static void sql_lookup_end(sql_conn_t *d) {
   sqlite3_reset(d->stmt[SQL_GET]);
 }
 
-/* Copy a value into req->value. */
-static void sql_give_value(sql_slot_t *slot, const sql_row_t *row) {
-  char *buf = kv_malloc(row->value_len + 1);
-  if (buf == NULL) {
-    sql_slot_error(slot, KV_ENOMEM, "out of memory");
-    return;
-  }
-  if (row->value_len > 0) memcpy(buf, row->value, row->value_len);
-  buf[row->value_len] = '\0';
-  kv_req_give_value(slot->req, buf, row->value_len);
-}
-
-static int sql_put_row(kv_sqlite_t *d, const char *coll, size_t coll_len,
+static int sql_put_row(sql_conn_t *d, const char *coll, size_t coll_len,
                        const char *key, size_t key_len, const void *value,
                        size_t value_len, int64_t expires_at) {
   sqlite3_stmt *st = d->stmt[SQL_PUT];
@@ -366,7 +224,7 @@ static int sql_put_row(kv_sqlite_t *d, const char *coll, size_t coll_len,
 }
 
 /* Delete (coll, key); *live = 1 if it held a live value. */
-static int sql_del_row(kv_sqlite_t *d, const char *coll, size_t coll_len,
+static int sql_del_row(sql_conn_t *d, const char *coll, size_t coll_len,
                        const char *key, size_t key_len, int64_t now,
                        int *live) {
   sqlite3_stmt *st = d->stmt[SQL_DEL];
@@ -381,7 +239,7 @@ static int sql_del_row(kv_sqlite_t *d, const char *coll, size_t coll_len,
   return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-static int sql_do_get(kv_sqlite_t *d, sql_slot_t *slot, int64_t now) {
+static int sql_do_get(sql_conn_t *d, kv__slot_t *slot, int64_t now) {
   kv_req_t *req = slot->req;
   sql_row_t row;
   int rc, live;
@@ -389,7 +247,7 @@ static int sql_do_get(kv_sqlite_t *d, sql_slot_t *slot, int64_t now) {
                   req->in.key_len, now, &row);
   if (rc != SQLITE_OK) return rc;
   if (row.state == SQL_LIVE) {
-    sql_give_value(slot, &row);
+    kv__slot_give_value(slot, row.value, row.value_len);
     if (slot->status == 0 && req->op == KV_OP_TTL)
       req->ttl = kv_remaining_ttl(row.expires_at, now);
   }
@@ -400,14 +258,14 @@ static int sql_do_get(kv_sqlite_t *d, sql_slot_t *slot, int64_t now) {
   return SQLITE_OK;
 }
 
-static int sql_do_put(kv_sqlite_t *d, sql_slot_t *slot) {
+static int sql_do_put(sql_conn_t *d, kv__slot_t *slot) {
   kv_req_t *req = slot->req;
   return sql_put_row(d, req->in.collection, req->in.collection_len, req->in.key,
                      req->in.key_len, req->in.value.base, req->in.value.len,
                      req->in.expires_at_ms);
 }
 
-static int sql_do_delete(kv_sqlite_t *d, sql_slot_t *slot, int64_t now) {
+static int sql_do_delete(sql_conn_t *d, kv__slot_t *slot, int64_t now) {
   kv_req_t *req = slot->req;
   size_t removed = 0, i;
   int rc, live;
@@ -427,13 +285,13 @@ static int sql_do_delete(kv_sqlite_t *d, sql_slot_t *slot, int64_t now) {
   return SQLITE_OK;
 }
 
-static int sql_do_get_many(kv_sqlite_t *d, sql_slot_t *slot, int64_t now) {
+static int sql_do_get_many(sql_conn_t *d, kv__slot_t *slot, int64_t now) {
   kv_req_t *req = slot->req;
   sql_row_t row;
   size_t i;
   int rc;
   if (kv_req_alloc_results(req) != 0) {
-    sql_slot_error(slot, KV_ENOMEM, "out of memory");
+    kv__slot_error(slot, KV_ENOMEM, "out of memory");
     return SQLITE_OK;
   }
   for (i = 0; i < req->in.n; i++) {
@@ -444,7 +302,7 @@ static int sql_do_get_many(kv_sqlite_t *d, sql_slot_t *slot, int64_t now) {
         kv_req_set_result(req, i, row.value, row.value_len,
                           kv_remaining_ttl(row.expires_at, now)) != 0) {
       sql_lookup_end(d);
-      sql_slot_error(slot, KV_ENOMEM, "out of memory");
+      kv__slot_error(slot, KV_ENOMEM, "out of memory");
       return SQLITE_OK;
     }
     sql_lookup_end(d);
@@ -452,7 +310,7 @@ static int sql_do_get_many(kv_sqlite_t *d, sql_slot_t *slot, int64_t now) {
   return SQLITE_OK;
 }
 
-static int sql_do_put_many(kv_sqlite_t *d, sql_slot_t *slot) {
+static int sql_do_put_many(sql_conn_t *d, kv__slot_t *slot) {
   kv_req_t *req = slot->req;
   size_t i;
   int rc;
@@ -468,7 +326,7 @@ static int sql_do_put_many(kv_sqlite_t *d, sql_slot_t *slot) {
 
 /* put_if_absent, cas, incr: read, decide, write, in the write transaction
  * (BEGIN IMMEDIATE holds the database's write lock). */
-static int sql_do_atomic(kv_sqlite_t *d, sql_slot_t *slot, int64_t now) {
+static int sql_do_atomic(sql_conn_t *d, kv__slot_t *slot, int64_t now) {
   kv_req_t *req = slot->req;
   sql_row_t row;
   int rc;
@@ -491,7 +349,7 @@ static int sql_do_atomic(kv_sqlite_t *d, sql_slot_t *slot, int64_t now) {
                        0);
     sql_lookup_end(d);
     if (!ok) {
-      sql_slot_error(slot, KV_ECONFLICT,
+      kv__slot_error(slot, KV_ECONFLICT,
                      req->in.expected_absent
                          ? "the key holds a value"
                          : "the value differs from the expected one");
@@ -511,11 +369,11 @@ static int sql_do_atomic(kv_sqlite_t *d, sql_slot_t *slot, int64_t now) {
     }
     sql_lookup_end(d);
     if (bad) {
-      sql_slot_error(slot, KV_EINVAL, "the value is not a decimal integer");
+      kv__slot_error(slot, KV_EINVAL, "the value is not a decimal integer");
       return SQLITE_OK;
     }
     if (__builtin_add_overflow(cur, req->in.delta, &next)) {
-      sql_slot_error(slot, KV_EINVAL, "integer overflow");
+      kv__slot_error(slot, KV_EINVAL, "integer overflow");
       return SQLITE_OK;
     }
     len = kv_format_int64(next, text);
@@ -527,7 +385,7 @@ static int sql_do_atomic(kv_sqlite_t *d, sql_slot_t *slot, int64_t now) {
 }
 
 /* Keyset pagination: the keys after the cursor's, in byte order. */
-static int sql_do_keys(kv_sqlite_t *d, sql_slot_t *slot, int64_t now) {
+static int sql_do_keys(sql_conn_t *d, kv__slot_t *slot, int64_t now) {
   kv_req_t *req = slot->req;
   size_t limit = req->in.limit ? req->in.limit : SQL_PAGE_DEFAULT;
   sqlite3_stmt *st = d->stmt[SQL_KEYS];
@@ -536,9 +394,9 @@ static int sql_do_keys(kv_sqlite_t *d, sql_slot_t *slot, int64_t now) {
   const char *last = NULL;
   int rc, more = 0;
   if (req->in.cursor != NULL) {
-    after_len = sql_cursor_parse(req->in.cursor, 'k', after);
+    after_len = kv__cursor_parse(req->in.cursor, 'k', after, KV_NAME_MAX);
     if (after_len == 0) {
-      sql_slot_error(slot, KV_EINVAL, "invalid cursor");
+      kv__slot_error(slot, KV_EINVAL, "invalid cursor");
       return SQLITE_OK;
     }
   }
@@ -555,9 +413,9 @@ static int sql_do_keys(kv_sqlite_t *d, sql_slot_t *slot, int64_t now) {
       break;
     }
     if (name == NULL) name = "";
-    if (sql_slot_add_name(slot, name, len) != 0) {
+    if (kv__slot_add_name(slot, name, len) != 0) {
       sqlite3_reset(st);
-      sql_slot_error(slot, KV_ENOMEM, "out of memory");
+      kv__slot_error(slot, KV_ENOMEM, "out of memory");
       return SQLITE_OK;
     }
     last = slot->names + slot->names_len - len;
@@ -566,15 +424,14 @@ static int sql_do_keys(kv_sqlite_t *d, sql_slot_t *slot, int64_t now) {
   }
   sqlite3_reset(st);
   if (!more && rc != SQLITE_DONE) return rc;
-  if (more && (slot->cursor = sql_cursor_make('k', last, last_len)) == NULL)
-    sql_slot_error(slot, KV_ENOMEM, "out of memory");
+  if (more) kv__slot_cursor(slot, 'k', last, last_len);
   return SQLITE_OK;
 }
 
 /* Collections: one index seek per collection ("the first live row whose
  * collection sorts after the last one listed"), so a collection's rows are
  * never scanned beyond its first live one. */
-static int sql_do_collections(kv_sqlite_t *d, sql_slot_t *slot, int64_t now) {
+static int sql_do_collections(sql_conn_t *d, kv__slot_t *slot, int64_t now) {
   kv_req_t *req = slot->req;
   size_t limit = req->in.limit ? req->in.limit : SQL_PAGE_DEFAULT;
   sqlite3_stmt *st = d->stmt[SQL_COLL_NEXT];
@@ -582,9 +439,9 @@ static int sql_do_collections(kv_sqlite_t *d, sql_slot_t *slot, int64_t now) {
   size_t after_len = 0, n = 0;
   int rc, more = 0;
   if (req->in.cursor != NULL) {
-    after_len = sql_cursor_parse(req->in.cursor, 'c', after);
+    after_len = kv__cursor_parse(req->in.cursor, 'c', after, KV_NAME_MAX);
     if (after_len == 0) {
-      sql_slot_error(slot, KV_EINVAL, "invalid cursor");
+      kv__slot_error(slot, KV_EINVAL, "invalid cursor");
       return SQLITE_OK;
     }
   }
@@ -604,12 +461,12 @@ static int sql_do_collections(kv_sqlite_t *d, sql_slot_t *slot, int64_t now) {
     len = (size_t)sqlite3_column_bytes(st, 0);
     if (name == NULL || len == 0 || len > KV_NAME_MAX) {
       sqlite3_reset(st);
-      sql_slot_error(slot, KV_ECORRUPT, "a row has an invalid collection");
+      kv__slot_error(slot, KV_ECORRUPT, "a row has an invalid collection");
       return SQLITE_OK;
     }
-    if (sql_slot_add_name(slot, name, len) != 0) {
+    if (kv__slot_add_name(slot, name, len) != 0) {
       sqlite3_reset(st);
-      sql_slot_error(slot, KV_ENOMEM, "out of memory");
+      kv__slot_error(slot, KV_ENOMEM, "out of memory");
       return SQLITE_OK;
     }
     memcpy(after, name, len);
@@ -619,12 +476,11 @@ static int sql_do_collections(kv_sqlite_t *d, sql_slot_t *slot, int64_t now) {
   }
   sqlite3_reset(st);
   if (!more && rc != SQLITE_DONE) return rc;
-  if (more && (slot->cursor = sql_cursor_make('c', after, after_len)) == NULL)
-    sql_slot_error(slot, KV_ENOMEM, "out of memory");
+  if (more) kv__slot_cursor(slot, 'c', after, after_len);
   return SQLITE_OK;
 }
 
-static int sql_exec(kv_sqlite_t *d, sql_slot_t *slot, int64_t now) {
+static int sql_exec(sql_conn_t *d, kv__slot_t *slot, int64_t now) {
   kv_req_t *req = slot->req;
   sqlite3_stmt *st;
   int rc;
@@ -666,20 +522,13 @@ static int sql_exec(kv_sqlite_t *d, sql_slot_t *slot, int64_t now) {
     if (rc == SQLITE_OK) req->count = (size_t)sqlite3_changes64(d->db);
     return rc;
   default:
-    sql_slot_error(slot, KV_ENOTSUP, "operation not supported");
+    kv__slot_error(slot, KV_ENOTSUP, "operation not supported");
     return SQLITE_OK;
   }
 }
 
-static int sql_op_is_read(kv_op_t op) {
-  return op == KV_OP_GET || op == KV_OP_TTL || op == KV_OP_GET_MANY ||
-         op == KV_OP_TTL_MANY || op == KV_OP_KEYS || op == KV_OP_COLLECTIONS;
-}
-
-/* ---- Batches (worker thread) -------------------------------------------- */
-
 /* Keep SQLite's message for a failure, then roll back what is open. */
-static void sql_failed(kv_sqlite_t *d) {
+static void sql_failed(sql_conn_t *d) {
   /* An I/O failure also names the system's error ("disk I/O error: File too
    * large"): SQLite's text alone does not say why. sqlite3_system_errno()
    * is often 0 here; errno still holds what the failing call set. */
@@ -696,238 +545,145 @@ static void sql_failed(kv_sqlite_t *d) {
   if (!sqlite3_get_autocommit(d->db)) sql_run(d->stmt[SQL_ROLLBACK]);
 }
 
-/* Run slots [lo, hi) in one transaction. Returns an SQLite code; on failure
- * *at is the slot that failed, or hi when the whole transaction did (begin
- * or commit). */
-static int sql_txn_run(kv_sqlite_t *d, size_t lo, size_t hi, size_t *at) {
-  int64_t now;
-  size_t i;
-  int rc;
-  *at = hi;
-  rc = sql_run(d->stmt[d->batch_rdonly ? SQL_BEGIN_R : SQL_BEGIN_W]);
+/* ---- The engine --------------------------------------------------------- */
+
+#define SQL_OF(b) ((kv_sqlite_t *)(b)->store)
+
+static int sql_begin(kv__batcher_t *b, int mode, void **txn) {
+  sql_conn_t *c = &SQL_OF(b)->w;
+  int rc = sql_run(c->stmt[mode == KV__TXN_WRITE ? SQL_BEGIN_W : SQL_BEGIN_R]);
   if (rc != SQLITE_OK) {
-    sql_failed(d);
+    sql_failed(c);
     return rc;
   }
-  now = kv_now_ms();
-  for (i = lo; i < hi; i++) {
-    rc = sql_exec(d, &d->batch[i], now);
-    if (rc != SQLITE_OK) {
-      sql_failed(d);
-      *at = i;
-      return rc;
-    }
-  }
-  rc = sql_run(d->stmt[SQL_COMMIT]);
-  if (rc != SQLITE_OK) {
-    sql_failed(d);
-    return rc;
-  }
-  if (d->batch_rdonly)
-    d->w_read_txns++;
-  else
-    d->w_write_txns++;
-  return SQLITE_OK;
-}
-
-static void sql_work_cb(uv_work_t *w) {
-  kv_sqlite_t *d = w->data;
-  size_t n = d->nbatch, lo = 0, hi = n, at, i;
-  int rc;
-  while (lo < n) {
-    rc = sql_txn_run(d, lo, hi, &at);
-    if (rc == SQLITE_OK) {
-      lo = hi;
-      hi = n;
-      continue;
-    }
-    if ((rc & 0xff) == SQLITE_BUSY) d->w_busy++;
-    for (i = lo; i < (at < hi ? at + 1 : hi); i++)
-      sql_slot_reset(&d->batch[i]);
-    if (at > lo && at < hi) {
-      d->w_splits++;
-      hi = at; /* commit the slots before the failing one first */
-      continue;
-    }
-    if (at < hi) {
-      sql_slot_fail(d, &d->batch[at], rc); /* it fails alone */
-      lo = at + 1;
-    } else {
-      for (i = lo; i < hi; i++)
-        sql_slot_fail(d, &d->batch[i], rc);
-      lo = hi;
-    }
-    hi = n;
-  }
-}
-
-/* ---- Loop side ---------------------------------------------------------- */
-
-static void sql_idle_cb(uv_idle_t *h) {
-  (void)h; /* only here to keep the loop from blocking before check runs */
-}
-
-static void sql_launch(kv_sqlite_t *d);
-
-static void sql_check_cb(uv_check_t *h) {
-  kv_sqlite_t *d = h->data;
-  uv_idle_stop(&d->idle);
-  uv_check_stop(&d->check);
-  d->scheduled = 0;
-  if (!d->busy && d->nqueue > 0) sql_launch(d);
-}
-
-/* Launch the queue at the end of this loop turn. */
-static void sql_schedule(kv_sqlite_t *d) {
-  if (d->scheduled) return;
-  d->scheduled = 1;
-  uv_idle_start(&d->idle, sql_idle_cb);
-  uv_check_start(&d->check, sql_check_cb);
-}
-
-static void sql_deliver(kv_sqlite_t *d, sql_slot_t *slot) {
-  kv_req_t *req = slot->req;
-  int status = slot->status;
-  size_t off = 0, len;
-  if (status == 0) {
-    while (off < slot->names_len) {
-      len = sql_get_be16((unsigned char *)slot->names + off);
-      if (kv_req_add_name(req, slot->names + off + 2, len) != 0) {
-        status = kv_req_set_error(req, KV_ENOMEM, "out of memory");
-        break;
-      }
-      off += 2 + len;
-    }
-    if (status == 0 && slot->cursor != NULL &&
-        kv_req_set_cursor(req, slot->cursor) != 0)
-      status = kv_req_set_error(req, KV_ENOMEM, "out of memory");
-  } else if (slot->sqlite_rc != 0) {
-    if ((slot->sqlite_rc & 0xff) == SQLITE_BUSY)
-      kv_req_set_error(req, status,
-                       "sqlite: %s is locked by another connection (waited "
-                       "busy_timeout=%lld ms): %s",
-                       d->path, (long long)d->busy_timeout,
-                       slot->errmsg ? slot->errmsg : "database is locked");
-    else
-      kv_req_set_error(req, status, "sqlite: %s (%s)",
-                       slot->errmsg ? slot->errmsg
-                                    : sqlite3_errstr(slot->sqlite_rc),
-                       d->path);
-  } else {
-    kv_req_set_error(req, status, "sqlite: %s",
-                     slot->msg ? slot->msg : kv_strerror(status));
-  }
-  kv_free(slot->names);
-  slot->names = NULL;
-  slot->names_len = slot->names_cap = 0;
-  kv_free(slot->cursor);
-  slot->cursor = NULL;
-  kv_free(slot->errmsg);
-  slot->errmsg = NULL;
-  kv_req_complete(req, status);
-}
-
-static void sql_finish_close(kv_sqlite_t *d);
-
-static void sql_after_work_cb(uv_work_t *w, int status) {
-  kv_sqlite_t *d = w->data;
-  size_t i;
-  (void)status; /* never canceled: this store does not uv_cancel */
-  d->stats.ops += d->nbatch;
-  d->stats.write_txns = d->w_write_txns;
-  d->stats.read_txns = d->w_read_txns;
-  d->stats.busy = d->w_busy;
-  d->stats.splits = d->w_splits;
-  for (i = 0; i < d->nbatch; i++)
-    sql_deliver(d, &d->batch[i]);
-  d->nbatch = 0;
-  d->busy = 0;
-  if (d->closing)
-    sql_finish_close(d);
-  else if (d->nqueue > 0)
-    sql_schedule(d);
-}
-
-/* Move the queue into the batch and send it to the threadpool. */
-static void sql_launch(kv_sqlite_t *d) {
-  size_t i;
-  int rc;
-  if (d->nqueue > d->batch_cap) {
-    sql_slot_t *b = kv_realloc(d->batch, d->queue_cap * sizeof(*b));
-    if (b == NULL) {
-      for (i = 0; i < d->nqueue; i++)
-        kv_req_complete(d->queue[i], kv_req_set_error(d->queue[i], KV_ENOMEM,
-                                                      "out of memory"));
-      d->nqueue = 0;
-      return;
-    }
-    d->batch = b;
-    d->batch_cap = d->queue_cap;
-  }
-  d->batch_rdonly = 1;
-  for (i = 0; i < d->nqueue; i++) {
-    sql_slot_t *slot = &d->batch[i];
-    memset(slot, 0, sizeof(*slot));
-    slot->req = d->queue[i];
-    if (!sql_op_is_read(slot->req->op)) d->batch_rdonly = 0;
-  }
-  d->nbatch = d->nqueue;
-  d->nqueue = 0;
-  d->busy = 1;
-  d->stats.batches++;
-  rc = uv_queue_work(d->base.loop, &d->work, sql_work_cb, sql_after_work_cb);
-  if (rc != 0) {
-    d->busy = 0;
-    for (i = 0; i < d->nbatch; i++)
-      kv_req_complete(d->batch[i].req,
-                      kv_req_set_error(d->batch[i].req, KV_EIO,
-                                       "sqlite: cannot queue work: %s",
-                                       uv_strerror(rc)));
-    d->nbatch = 0;
-  }
-}
-
-/* Every op: queue it for the end of this loop turn. */
-static int sql_submit(kv_store_t *s, kv_req_t *req) {
-  kv_sqlite_t *d = (kv_sqlite_t *)s;
-  if (d->closing) return KV_ECLOSED;
-  if (d->nqueue == d->queue_cap) {
-    size_t cap = d->queue_cap ? d->queue_cap * 2 : 64;
-    kv_req_t **q = kv_realloc(d->queue, cap * sizeof(*q));
-    if (q == NULL) return kv_req_set_error(req, KV_ENOMEM, "out of memory");
-    d->queue = q;
-    d->queue_cap = cap;
-  }
-  d->queue[d->nqueue++] = req;
-  if (!d->busy) sql_schedule(d);
+  *txn = c;
   return 0;
 }
 
+/* Reads on the loop thread, on the read-only connection: a deferred
+ * transaction (one WAL snapshot for the reads of a loop turn) that never
+ * waits (busy_timeout 0). */
+static int sql_loop_begin(kv__batcher_t *b, void **txn) {
+  sql_conn_t *c = &SQL_OF(b)->r;
+  int rc;
+  if (c->db == NULL) return SQLITE_MISUSE;
+  rc = sql_run(c->stmt[SQL_BEGIN_R]);
+  if (rc != SQLITE_OK) {
+    sql_failed(c);
+    return rc;
+  }
+  *txn = c;
+  return 0;
+}
+
+static int sql_exec_engine(kv__batcher_t *b, void *txn, kv__slot_t *slot,
+                           int64_t now) {
+  (void)b;
+  return sql_exec(txn, slot, now);
+}
+
+static int sql_commit(kv__batcher_t *b, void *txn, int mode) {
+  sql_conn_t *c = txn;
+  int rc = sql_run(c->stmt[SQL_COMMIT]);
+  (void)b;
+  (void)mode;
+  if (rc != SQLITE_OK) sql_failed(c);
+  return rc;
+}
+
+static void sql_abort(kv__batcher_t *b, void *txn, int mode) {
+  (void)b;
+  (void)mode;
+  sql_failed(txn);
+}
+
+/* No retry of its own: SQLite waits busy_timeout inside. Counts the
+ * transactions that found the database locked. */
+static int sql_retry(kv__batcher_t *b, int code, unsigned tries) {
+  (void)tries;
+  if ((code & 0xff) == SQLITE_BUSY) SQL_OF(b)->w_busy++;
+  return 0;
+}
+
+static void sql_fail(kv__batcher_t *b, kv__slot_t *slot, int code) {
+  sql_conn_t *c = &SQL_OF(b)->w;
+  slot->status = sql_map_err(code);
+  slot->code = code;
+  slot->msg = NULL;
+  kv_free(slot->errmsg);
+  slot->errmsg = kv_strndup(c->w_errmsg, strlen(c->w_errmsg));
+}
+
+static void sql_detail(kv__batcher_t *b, kv__slot_t *slot) {
+  kv_sqlite_t *d = SQL_OF(b);
+  kv_req_t *req = slot->req;
+  if ((slot->code & 0xff) == SQLITE_BUSY)
+    kv_req_set_error(req, slot->status,
+                     "sqlite: %s is locked by another connection (waited "
+                     "busy_timeout=%lld ms): %s",
+                     d->path, (long long)d->busy_timeout,
+                     slot->errmsg ? slot->errmsg : "database is locked");
+  else
+    kv_req_set_error(req, slot->status, "sqlite: %s (%s)",
+                     slot->errmsg ? slot->errmsg : sqlite3_errstr(slot->code),
+                     d->path);
+}
+
+static void sql_close_db(sql_conn_t *c);
+
+/* Closing the last connection checkpoints the WAL (fsyncs): on the
+ * threadpool, not on the loop. */
+static void sql_close_work(kv__batcher_t *b) {
+  kv_sqlite_t *d = SQL_OF(b);
+  sql_close_db(&d->r);
+  sql_close_db(&d->w);
+}
+
+static void sql_after(kv__batcher_t *b) {
+  kv_sqlite_t *d = SQL_OF(b);
+  d->busy = d->w_busy;
+}
+
+static void sql_closed(kv__batcher_t *b) {
+  kv_sqlite_t *d = SQL_OF(b);
+  kv_free(d->path);
+  d->path = NULL;
+}
+
+static const kv__engine_t sql_engine = {
+    .name = "sqlite",
+    .begin = sql_begin,
+    .exec = sql_exec_engine,
+    .commit = sql_commit,
+    .abort = sql_abort,
+    .retry = sql_retry,
+    .fail = sql_fail,
+    .detail = sql_detail,
+    .loop_begin = sql_loop_begin,
+    .after = sql_after,
+    .close_work = sql_close_work,
+    .closed = sql_closed,
+};
+
 static int sql_ctl(kv_store_t *s, int op, void *arg) {
   kv_sqlite_t *d = (kv_sqlite_t *)s;
+  kv__batcher_t *b = &d->batcher;
+  kv_sqlite_stats_t *st = arg;
   if (op == KV_SQLITE_CTL_STATS && arg != NULL) {
-    *(kv_sqlite_stats_t *)arg = d->stats;
+    memset(st, 0, sizeof(*st));
+    st->batches = b->batches;
+    st->write_txns = b->write_txns;
+    st->read_txns = b->read_txns;
+    st->ops = b->ops;
+    st->busy = d->busy;
+    st->splits = b->splits;
+    st->loop_reads = b->loop_reads_served;
     return 0;
   }
   return KV_ENOTSUP;
 }
 
 /* ---- Opening ------------------------------------------------------------ */
-
-/* Create the parent directories of the file `path` (mode 0755). Returns 0
- * or an errno value; `buf` then holds the prefix that failed. */
-static int sql_mkparents(const char *path, char *buf, size_t buf_len) {
-  size_t len = strlen(path), i;
-  if (len + 1 > buf_len) return ENAMETOOLONG;
-  memcpy(buf, path, len + 1);
-  for (i = 1; i < len; i++) {
-    if (buf[i] != '/' || buf[i - 1] == '/') continue;
-    buf[i] = '\0';
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return errno;
-    buf[i] = '/';
-  }
-  return 0;
-}
 
 /* Check an existing file before SQLite touches it: the magic, the page size
  * and, when the header's page count is valid and no WAL holds pages, that
@@ -961,7 +717,7 @@ static int sql_check_header(const char *path, char *errbuf, size_t errbuf_len) {
     return kv__errbuf(errbuf, errbuf_len, KV_ECORRUPT,
                       "sqlite: %s is not an SQLite database (bad header)",
                       path);
-  page_size = (uint32_t)sql_get_be16(h + 16);
+  page_size = ((uint32_t)h[16] << 8) | h[17];
   if (page_size == 1) page_size = 65536;
   if (page_size < 512 || page_size > 65536 ||
       (page_size & (page_size - 1)) != 0)
@@ -1007,7 +763,7 @@ static int sql_table_state(kv_sqlite_t *d, const char *table, char *errbuf,
   static const int pks[4] = {1, 2, 0, 0};
   sqlite3_stmt *st;
   int rc, ncols = 0, match = 0, i;
-  rc = sqlite3_prepare_v2(d->db, "SELECT name, pk FROM pragma_table_info(?1)",
+  rc = sqlite3_prepare_v2(d->w.db, "SELECT name, pk FROM pragma_table_info(?1)",
                           -1, &st, NULL);
   if (rc != SQLITE_OK) goto fail;
   sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
@@ -1030,7 +786,7 @@ static int sql_table_state(kv_sqlite_t *d, const char *table, char *errbuf,
                     d->path, table);
 fail:
   return kv__errbuf(errbuf, errbuf_len, sql_map_err(rc), "sqlite: %s: %s",
-                    d->path, sqlite3_errmsg(d->db));
+                    d->path, sqlite3_errmsg(d->w.db));
 }
 
 static int sql_valid_table(const char *t) {
@@ -1045,14 +801,61 @@ static int sql_valid_table(const char *t) {
   return strncmp(t, "sqlite_", 7) != 0;
 }
 
-static void sql_close_db(kv_sqlite_t *d) {
+static void sql_close_db(sql_conn_t *c) {
   int i;
   for (i = 0; i < SQL_NSTMT; i++) {
-    sqlite3_finalize(d->stmt[i]);
-    d->stmt[i] = NULL;
+    sqlite3_finalize(c->stmt[i]);
+    c->stmt[i] = NULL;
   }
-  sqlite3_close_v2(d->db);
-  d->db = NULL;
+  sqlite3_close_v2(c->db);
+  c->db = NULL;
+}
+
+/* Prepare the statements of a connection. Returns an SQLite code. */
+static int sql_prepare(sql_conn_t *c, const char *table) {
+  char sql[512];
+  int rc, i;
+  for (i = 0; i < SQL_NSTMT; i++) {
+    /* sql_text[i] with its "%s" replaced by the quoted table name. */
+    const char *at = strstr(sql_text[i], "%s");
+    if (at == NULL)
+      snprintf(sql, sizeof(sql), "%s", sql_text[i]);
+    else
+      snprintf(sql, sizeof(sql), "%.*s\"%s\"%s", (int)(at - sql_text[i]),
+               sql_text[i], table, at + 2);
+    rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
+                            &c->stmt[i], NULL);
+    if (rc != SQLITE_OK) return rc;
+  }
+  return SQLITE_OK;
+}
+
+static int sql_exec_open(sqlite3 *db, const char *sql, char *text_out,
+                         size_t text_len);
+
+/* The loop's connection: read-only, memory-mapped, never waiting for a
+ * lock. Opened after the worker's, which made the file a WAL database with
+ * the table. Returns 0 or an error with a detail. */
+static int sql_open_reader(kv_sqlite_t *d, const char *table, char *errbuf,
+                           size_t errbuf_len) {
+  sql_conn_t *c = &d->r;
+  char sql[64];
+  int rc = sqlite3_open_v2(d->path, &c->db,
+                           SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_extended_result_codes(c->db, 1);
+    sqlite3_busy_timeout(c->db, 0);
+    snprintf(sql, sizeof(sql), "PRAGMA mmap_size=%lld",
+             (long long)SQL_MMAP_SIZE);
+    rc = sql_exec_open(c->db, sql, NULL, 0);
+  }
+  if (rc == SQLITE_OK) rc = sql_prepare(c, table);
+  if (rc == SQLITE_OK) return 0;
+  rc = kv__errbuf(errbuf, errbuf_len, sql_map_err(rc),
+                  "sqlite: %s: read connection: %s", d->path,
+                  c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+  sql_close_db(c);
+  return rc;
 }
 
 /* Open the connection, check the file and the table, set the modes and
@@ -1061,27 +864,27 @@ static void sql_close_db(kv_sqlite_t *d) {
 static int sql_open_db(kv_sqlite_t *d, const char *table, int quick,
                        const char *sync, char *errbuf, size_t errbuf_len) {
   char sql[512], text[64];
-  int rc, state, i;
+  int rc, state;
   rc = sql_check_header(d->path, errbuf, errbuf_len);
   if (rc != 0) return rc;
   rc = sqlite3_open_v2(
-      d->path, &d->db,
+      d->path, &d->w.db,
       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
   if (rc != SQLITE_OK) {
-    rc =
-        kv__errbuf(errbuf, errbuf_len, KV_EIO, "sqlite: cannot open %s: %s",
-                   d->path, d->db ? sqlite3_errmsg(d->db) : sqlite3_errstr(rc));
+    rc = kv__errbuf(errbuf, errbuf_len, KV_EIO, "sqlite: cannot open %s: %s",
+                    d->path,
+                    d->w.db ? sqlite3_errmsg(d->w.db) : sqlite3_errstr(rc));
     goto fail;
   }
-  sqlite3_extended_result_codes(d->db, 1);
-  sqlite3_busy_timeout(d->db, (int)d->busy_timeout);
-  if (sqlite3_db_readonly(d->db, "main") == 1) {
+  sqlite3_extended_result_codes(d->w.db, 1);
+  sqlite3_busy_timeout(d->w.db, (int)d->busy_timeout);
+  if (sqlite3_db_readonly(d->w.db, "main") == 1) {
     rc = kv__errbuf(errbuf, errbuf_len, KV_EIO,
                     "sqlite: %s is read-only (no write permission)", d->path);
     goto fail;
   }
   /* Reading the schema detects "file is not a database". */
-  rc = sql_exec_open(d->db, "SELECT count(*) FROM sqlite_schema", NULL, 0);
+  rc = sql_exec_open(d->w.db, "SELECT count(*) FROM sqlite_schema", NULL, 0);
   if (rc != SQLITE_OK) goto fail_sqlite;
   state = sql_table_state(d, table, errbuf, errbuf_len);
   if (state < 0) {
@@ -1089,7 +892,7 @@ static int sql_open_db(kv_sqlite_t *d, const char *table, int quick,
     goto fail;
   }
   if (quick) {
-    rc = sql_exec_open(d->db, "PRAGMA quick_check(1)", text, sizeof(text));
+    rc = sql_exec_open(d->w.db, "PRAGMA quick_check(1)", text, sizeof(text));
     if (rc != SQLITE_OK) goto fail_sqlite;
     if (strcmp(text, "ok") != 0) {
       rc = kv__errbuf(errbuf, errbuf_len, KV_ECORRUPT,
@@ -1097,7 +900,7 @@ static int sql_open_db(kv_sqlite_t *d, const char *table, int quick,
       goto fail;
     }
   }
-  rc = sql_exec_open(d->db, "PRAGMA journal_mode=WAL", text, sizeof(text));
+  rc = sql_exec_open(d->w.db, "PRAGMA journal_mode=WAL", text, sizeof(text));
   if (rc != SQLITE_OK) goto fail_sqlite;
   if (strcmp(text, "wal") != 0) {
     rc = kv__errbuf(errbuf, errbuf_len, KV_EIO,
@@ -1107,7 +910,7 @@ static int sql_open_db(kv_sqlite_t *d, const char *table, int quick,
     goto fail;
   }
   snprintf(sql, sizeof(sql), "PRAGMA synchronous=%s", sync);
-  rc = sql_exec_open(d->db, sql, NULL, 0);
+  rc = sql_exec_open(d->w.db, sql, NULL, 0);
   if (rc != SQLITE_OK) goto fail_sqlite;
   if (state == 0) {
     snprintf(sql, sizeof(sql),
@@ -1115,7 +918,7 @@ static int sql_open_db(kv_sqlite_t *d, const char *table, int quick,
              "key TEXT NOT NULL, value BLOB NOT NULL, expires_at INTEGER NOT "
              "NULL DEFAULT 0, PRIMARY KEY (collection, key)) WITHOUT ROWID",
              table);
-    rc = sql_exec_open(d->db, sql, NULL, 0);
+    rc = sql_exec_open(d->w.db, sql, NULL, 0);
     if (rc != SQLITE_OK) goto fail_sqlite;
     /* Another process may have created it meanwhile, its own way. */
     state = sql_table_state(d, table, errbuf, errbuf_len);
@@ -1124,26 +927,16 @@ static int sql_open_db(kv_sqlite_t *d, const char *table, int quick,
       goto fail;
     }
   }
-  for (i = 0; i < SQL_NSTMT; i++) {
-    /* sql_text[i] with its "%s" replaced by the quoted table name. */
-    const char *at = strstr(sql_text[i], "%s");
-    if (at == NULL)
-      snprintf(sql, sizeof(sql), "%s", sql_text[i]);
-    else
-      snprintf(sql, sizeof(sql), "%.*s\"%s\"%s", (int)(at - sql_text[i]),
-               sql_text[i], table, at + 2);
-    rc = sqlite3_prepare_v3(d->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
-                            &d->stmt[i], NULL);
-    if (rc != SQLITE_OK) goto fail_sqlite;
-  }
+  rc = sql_prepare(&d->w, table);
+  if (rc != SQLITE_OK) goto fail_sqlite;
   return 0;
 fail_sqlite:
   rc = kv__errbuf(errbuf, errbuf_len, sql_map_err(rc), "sqlite: %s: %s%s",
-                  d->path, sqlite3_errmsg(d->db),
+                  d->path, sqlite3_errmsg(d->w.db),
                   (rc & 0xff) == SQLITE_BUSY ? " (locked by another connection)"
                                              : "");
 fail:
-  sql_close_db(d);
+  sql_close_db(&d->w);
   return rc;
 }
 
@@ -1153,6 +946,7 @@ static int sql_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
   const char *sync = kv_url_param(url, "sync");
   const char *table = kv_url_param(url, "table");
   const char *check = kv_url_param(url, "check");
+  const char *reads = kv_url_param(url, "reads");
   char buf[PATH_MAX];
   int rc, quick;
   if (sync == NULL) sync = "full";
@@ -1175,6 +969,9 @@ static int sql_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
     return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
                       "sqlite: check must be header or quick, not \"%s\"",
                       check);
+  if (reads != NULL && strcmp(reads, "loop") != 0 && strcmp(reads, "pool") != 0)
+    return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
+                      "sqlite: reads must be loop or pool, not \"%s\"", reads);
   rc = kv_url_param_int(url, "busy_timeout", 0, INT_MAX, SQL_BUSY_DEFAULT,
                         &d->busy_timeout, errbuf, errbuf_len);
   if (rc != 0) return rc;
@@ -1189,7 +986,7 @@ static int sql_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
   d->path = kv_strndup(url->target, strlen(url->target));
   if (d->path == NULL)
     return kv__errbuf(errbuf, errbuf_len, KV_ENOMEM, "out of memory");
-  rc = sql_mkparents(d->path, buf, sizeof(buf));
+  rc = kv__mkdirs(d->path, 0, buf, sizeof(buf));
   if (rc != 0) {
     rc =
         kv__errbuf(errbuf, errbuf_len, KV_EIO,
@@ -1198,75 +995,22 @@ static int sql_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
   }
   rc = sql_open_db(d, table, quick, sync, errbuf, errbuf_len);
   if (rc != 0) goto fail;
+  if (reads == NULL || strcmp(reads, "loop") == 0) {
+    rc = sql_open_reader(d, table, errbuf, errbuf_len);
+    if (rc != 0) {
+      sql_close_db(&d->w);
+      goto fail;
+    }
+  }
   /* Handles last: nothing after this can fail, and open failing must leave
    * nothing on the loop. */
-  uv_idle_init(s->loop, &d->idle);
-  uv_check_init(s->loop, &d->check);
-  d->idle.data = d;
-  d->check.data = d;
-  d->work.data = d;
+  kv__batch_init(&d->batcher, s, &sql_engine);
+  d->batcher.loop_reads = d->r.db != NULL ? KV__LOOP_TURN : KV__LOOP_NONE;
   return 0;
 fail:
   kv_free(d->path);
   d->path = NULL;
   return rc;
-}
-
-/* ---- Closing ------------------------------------------------------------ */
-
-static void sql_handle_closed(uv_handle_t *h) {
-  kv_sqlite_t *d = h->data;
-  if (--d->nhandles > 0) return;
-  kv_free(d->queue);
-  kv_free(d->batch);
-  kv_free(d->path);
-  d->queue = NULL;
-  d->batch = NULL;
-  d->path = NULL;
-  kv_store_closed(&d->base);
-}
-
-static void sql_close_handles(kv_sqlite_t *d) {
-  d->nhandles = 2;
-  uv_close((uv_handle_t *)&d->idle, sql_handle_closed);
-  uv_close((uv_handle_t *)&d->check, sql_handle_closed);
-}
-
-/* Closing the last connection checkpoints the WAL (fsyncs): on the
- * threadpool, not on the loop. */
-static void sql_close_work_cb(uv_work_t *w) {
-  sql_close_db(w->data);
-}
-
-static void sql_close_after_cb(uv_work_t *w, int status) {
-  (void)status;
-  sql_close_handles(w->data);
-}
-
-static void sql_finish_close(kv_sqlite_t *d) {
-  if (uv_queue_work(d->base.loop, &d->work, sql_close_work_cb,
-                    sql_close_after_cb) != 0) {
-    sql_close_db(d);
-    sql_close_handles(d);
-  }
-}
-
-/* Queued requests are canceled; a batch on the threadpool finishes and is
- * delivered, then the connection and the handles are released. */
-static void sql_close(kv_store_t *s) {
-  kv_sqlite_t *d = (kv_sqlite_t *)s;
-  size_t i;
-  d->closing = 1;
-  uv_idle_stop(&d->idle);
-  uv_check_stop(&d->check);
-  d->scheduled = 0;
-  for (i = 0; i < d->nqueue; i++)
-    kv_req_complete(d->queue[i],
-                    kv_req_set_error(d->queue[i], KV_ECANCELED,
-                                     "sqlite: store closed before the "
-                                     "request started"));
-  d->nqueue = 0;
-  if (!d->busy) sql_finish_close(d);
 }
 
 const kv_store_methods_t kv__sqlite_methods = {
@@ -1277,23 +1021,6 @@ const kv_store_methods_t kv__sqlite_methods = {
             KV_CAP_PERSISTENT | KV_CAP_SHARED,
     .options = sql_options,
     .open = sql_open,
-    .close = sql_close,
-    .get = sql_submit,
-    .ttl = sql_submit,
-    .put = sql_submit,
-    .del = sql_submit,
-    .get_many = sql_submit,
-    .ttl_many = sql_submit,
-    .put_many = sql_submit,
-    .delete_many = sql_submit,
-    .keys = sql_submit,
-    .collections = sql_submit,
-    .destroy = sql_submit,
-    .destroy_collection = sql_submit,
-    .cull = sql_submit,
-    .put_if_absent = sql_submit,
-    .cas = sql_submit,
-    .incr = sql_submit,
-    .take = sql_submit,
+    KV__BATCHED_METHODS,
     .ctl = sql_ctl,
 };

@@ -10,7 +10,9 @@
  *  - what was written means what the input meant: checked against jansson
  *    reading both documents, independently of the store's data structures
  *    (same collections and keys in the same order, same value bytes, same
- *    expiries, same foreign top-level members). */
+ *    expiries, same foreign top-level members);
+ *  - read as an aiokv file (a plain object allowed, into collection "c"),
+ *    what the writer writes loads again and writes as the same bytes. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -158,14 +160,16 @@ static void same_meaning(const char *in, size_t in_len, const char *out,
   json_decref(b);
 }
 
-/* Parse; on failure check the message. Returns the data or NULL. */
-static kv__file_data_t *load(const char *buf, size_t len) {
+/* Parse (plain_coll: aiokv files too); on failure check the message.
+ * Returns the data or NULL. */
+static kv__file_data_t *load_as(const char *buf, size_t len,
+                                const char *plain_coll) {
   kv__file_data_t *d = kv__file_data_new();
   char msg[1024];
   int rc;
   if (d == NULL) abort();
   msg[0] = '\0';
-  rc = kv__file_parse(buf, len, "fuzz.json", d, msg, sizeof msg);
+  rc = kv__file_parse(buf, len, "fuzz.json", plain_coll, d, msg, sizeof msg);
   if (rc == 0) return d;
   kv__file_data_destroy(d);
   if (rc != KV_ECORRUPT || msg[0] == '\0') abort();
@@ -181,6 +185,26 @@ static kv__file_data_t *load(const char *buf, size_t len) {
   return NULL;
 }
 
+static kv__file_data_t *load(const char *buf, size_t len) {
+  return load_as(buf, len, NULL);
+}
+
+/* As an aiokv file: the writer's output is a fixed point. */
+static void plain_round_trip(const char *buf, size_t len) {
+  kv__file_data_t *d = load_as(buf, len, "c"), *d2;
+  char *s1, *s2;
+  size_t l1, l2;
+  if (d == NULL) return;
+  s1 = serialize(d, 2, &l1);
+  kv__file_data_destroy(d);
+  if ((d2 = load_as(s1, l1, "c")) == NULL) abort();
+  s2 = serialize(d2, 2, &l2);
+  kv__file_data_destroy(d2);
+  if (l2 != l1 || memcmp(s2, s1, l1) != 0) abort();
+  free(s1);
+  free(s2);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   kv__file_data_t *d, *d2, *d3;
@@ -189,6 +213,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (out_fd < 0) (void)kv_schemes();
   if (kv__file_parse == NULL) return 0;
   if (out_fd < 0 && (out_fd = memfd_create("fuzz-file-format", 0)) < 0) abort();
+  plain_round_trip((const char *)data, size);
   if ((d = load((const char *)data, size)) == NULL) return 0;
   s1 = serialize(d, 0, &l1);
   s2 = serialize(d, 2, &l2);

@@ -1,10 +1,11 @@
 /* libFuzzer target: the per-store value records.
  *
- *  - disk.c's record (kv__disk_rec_parse) and rocksdb.c's (kv__rdb_rec_parse,
- *    the same format): 0 or KV_ECORRUPT; what parses points inside the
+ *  - the record of disk:// and rocksdb:// (stores/common/record.h,
+ *    kv__rec_parse): 0 or KV_ECORRUPT; what parses points inside the
  *    input, and writing the parsed fields back in the documented layout
- *    gives the input byte for byte (nothing is skipped or guessed); both
- *    parsers agree; fields taken from the input, encoded, parse back.
+ *    gives the input byte for byte (nothing is skipped or guessed), and so
+ *    does the stores' own writer (kv__rec_write); fields taken from the
+ *    input, encoded, parse back.
  *  - memcached's item data (kv__mc_entry_decode): 0 or KV_ECORRUPT; the
  *    value lies inside the input and ends where it ends; the expiry decides
  *    liveness as KV_EXPIRED says; a hashed-key header counts only for its
@@ -17,11 +18,9 @@
 #include <string.h>
 
 #include "internal.h"
-#include "stores/disk_int.h"
+#include "stores/common/record.h"
 #include "stores/memcached_int.h"
-#include "stores/rocksdb_int.h"
 
-#pragma weak kv__rdb_rec_parse
 #pragma weak kv__mc_entry_decode
 
 #define REC_HDR 10
@@ -76,9 +75,8 @@ static int inside(const char *base, size_t size, const char *p, size_t n) {
   } while (0)
 
 static void records(const char *in, size_t size) {
-  kv__disk_rec_t d;
-  kv__rdb_rec_t r;
-  int rc = kv__disk_rec_parse(in, size, &d);
+  kv__rec_t d;
+  int rc = kv__rec_parse(in, size, &d);
   if (rc != 0 && rc != KV_ECORRUPT) abort();
   if (rc == 0) {
     size_t n;
@@ -87,19 +85,16 @@ static void records(const char *in, size_t size) {
     again = rec_encode(d.flags, d.expires_at, d.coll, d.coll_len, d.key,
                        d.key_len, d.value, d.value_len, &n);
     if (n != size || memcmp(again, in, size) != 0) abort();
-    free(again);
-  }
-  if (kv__rdb_rec_parse != NULL) {
-    int rc2 = kv__rdb_rec_parse(in, size, &r);
-    if (rc2 != rc) abort();
-    if (rc2 == 0) {
-      CHECK_REC(r, in, size);
-      if (r.flags != d.flags || r.expires_at != d.expires_at ||
-          r.coll != d.coll || r.coll_len != d.coll_len || r.key != d.key ||
-          r.key_len != d.key_len || r.value != d.value ||
-          r.value_len != d.value_len)
-        abort();
+    {
+      kv__reckey_t k; /* the stores' writer gives the same bytes */
+      k.flags = d.flags;
+      if (kv__rec_size(&k, d.coll_len, d.key_len, d.value_len) != size) abort();
+      memset(again, 0x5A, size);
+      kv__rec_write(again, &k, d.coll, d.coll_len, d.key, d.key_len, d.value,
+                    d.value_len, d.expires_at);
+      if (memcmp(again, in, size) != 0) abort();
     }
+    free(again);
   }
   /* Fields cut from the input, encoded, parse back. */
   if (size >= 4) {
@@ -112,7 +107,7 @@ static void records(const char *in, size_t size) {
     unsigned char *p;
     if (clen + klen > size - 3) return;
     p = rec_encode(flags, exp, coll, clen, key, klen, val, vlen, &n);
-    if (kv__disk_rec_parse(p, n, &d) != 0 || d.flags != flags ||
+    if (kv__rec_parse(p, n, &d) != 0 || d.flags != flags ||
         d.expires_at != exp || d.value_len != vlen ||
         (vlen && memcmp(d.value, val, vlen) != 0))
       abort();
@@ -121,10 +116,6 @@ static void records(const char *in, size_t size) {
       abort();
     if ((flags & F_KHASHED) &&
         (d.key_len != klen || (klen && memcmp(d.key, key, klen))))
-      abort();
-    if (kv__rdb_rec_parse != NULL &&
-        (kv__rdb_rec_parse((const char *)p, n, &r) != 0 ||
-         r.value_len != vlen || r.expires_at != exp))
       abort();
     free(p);
   }

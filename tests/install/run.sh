@@ -98,7 +98,12 @@ so=$(ls "$(dirname "$libdir")"/libkvio.so.* | head -1)
 bad=$(nm -D --defined-only "$so" | awk '{print $3}' | grep -v '^kv_' | grep -v '^_' || true)
 [ -z "$bad" ] || fail "symbols exported outside kv_: $bad"
 internal=$(nm -D --defined-only "$so" | awk '{print $3}' | grep -E '^kv__|^kv_part_' | sort | tr '\n' ' ')
-[ "$internal" = "kv__b64_decode kv__b64_encode kv__check_name kv__errbuf kv__hex_decode kv__hex_encode kv__pct_decode kv__utf8_valid kv__wrap_opts " ] ||
+# Exactly the internals declared KV__MODULE_API in the sources.
+allowed=$(grep -rh 'KV__MODULE_API' "$src/src" --include='*.h' |
+  perl -ne 'print "$1\n" if /KV__MODULE_API.*?\b(kv__\w+)\s*[(\[]/' |
+  sort -u | tr '\n' ' ')
+[ -n "$allowed" ] || fail "no KV__MODULE_API declaration found"
+[ "$internal" = "$allowed" ] ||
   fail "internal symbols exported: $internal"
 nm -D --defined-only "$so" | awk '{print $3}' | grep -q '^kv_open$' || fail "kv_open not exported"
 echo "PASS install (relocated: pkg-config, shared + static quickstart, kvio on sqlite/rocksdb/compression modules, exports)"

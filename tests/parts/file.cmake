@@ -1,5 +1,5 @@
 # Tests of the file:// store (cmake/parts/file.cmake). Its unit tests are
-# tests/unit/test-file.c (built always, skipped without the part); the crash
+# tests/stores/test-file.c (tests/parts/local-engine.cmake); the crash
 # and two-process tests are in tests/parts/crash.cmake.
 if(KV_HAVE_FILE)
   kv_conformance(file "file://@TMP@/store.json")

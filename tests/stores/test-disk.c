@@ -23,179 +23,15 @@
 #include "internal.h"
 #include "kvio/disk.h"
 
-typedef struct fx_s {
-  uv_loop_t loop;
-  kv_store_t *store;
-  char dir[64];  /* the test's temporary directory */
-  char path[96]; /* dir/db: the store's directory */
-  char url[160];
-} fx_t;
-
-static int g_done; /* callbacks run since the last SYNC */
-
-static void done_cb(kv_req_t *req) {
-  (void)req;
-  g_done++;
-}
-
-/* Run the loop until the request submitted with `rc` completes; returns its
- * status (or the submit error). */
-static int sync_wait(fx_t *fx, kv_req_t *req, int rc) {
-  if (rc != 0) return rc;
-  uv_run(&fx->loop, UV_RUN_DEFAULT);
-  assert_int_equal(g_done, 1);
-  return req->status;
-}
-
-#define SYNC(fx, req, call) \
-  (memset(&(req), 0, sizeof(req)), g_done = 0, sync_wait((fx), &(req), (call)))
-
-static void rm_rf(const char *dir) {
-  char cmd[256];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  assert_int_equal(system(cmd), 0);
-}
-
-static int setup(void **state) {
-  fx_t *fx = calloc(1, sizeof(*fx));
-  assert_non_null(fx);
-  strcpy(fx->dir, "/tmp/kvio-disk-XXXXXX");
-  assert_non_null(mkdtemp(fx->dir));
-  snprintf(fx->path, sizeof fx->path, "%s/db", fx->dir);
-  snprintf(fx->url, sizeof fx->url, "disk://%s", fx->path);
-  assert_int_equal(uv_loop_init(&fx->loop), 0);
-  *state = fx;
-  return 0;
-}
-
-static void closed_cb(kv_store_t *s) {
-  (*(int *)s->data)++;
-}
-
-static void close_store(fx_t *fx, kv_store_t *s) {
-  int closed = 0;
-  s->data = &closed;
-  assert_int_equal(kv_store_close(s, closed_cb), 0);
-  uv_run(&fx->loop, UV_RUN_DEFAULT);
-  assert_int_equal(closed, 1);
-}
-
-static int teardown(void **state) {
-  fx_t *fx = *state;
-  if (fx->store != NULL) close_store(fx, fx->store);
-  uv_run(&fx->loop, UV_RUN_DEFAULT);
-  assert_int_equal(uv_loop_close(&fx->loop), 0);
-  rm_rf(fx->dir);
-  free(fx);
-  return 0;
-}
-
-static void open_url(fx_t *fx, const char *url) {
-  char err[512];
-  int rc = kv_open_ex(&fx->loop, url, &fx->store, err, sizeof err);
-  if (rc != 0) fail_msg("kv_open_ex(%s): %s: %s", url, kv_err_name(rc), err);
-}
-
-static void open_store(fx_t *fx) {
-  open_url(fx, fx->url);
-}
-
-static void reopen(fx_t *fx) {
-  close_store(fx, fx->store);
-  fx->store = NULL;
-  open_store(fx);
-}
-
-static void put(fx_t *fx, const char *coll, const char *key, const char *v,
-                double ttl) {
-  kv_req_t req;
-  assert_int_equal(
-      SYNC(fx, req,
-           kv_put(fx->store, &req, coll, key, v, strlen(v), ttl, done_cb)),
-      0);
-  kv_req_cleanup(&req);
-}
-
-/* Expect `key` to hold `v` (NULL: missing). */
-static void expect(fx_t *fx, const char *coll, const char *key, const char *v) {
-  kv_req_t req;
-  assert_int_equal(SYNC(fx, req, kv_get(fx->store, &req, coll, key, done_cb)),
-                   0);
-  if (v == NULL) {
-    assert_int_equal(req.found, 0);
-  } else {
-    assert_int_equal(req.found, 1);
-    assert_int_equal(req.value.len, strlen(v));
-    assert_memory_equal(req.value.base, v, strlen(v));
-  }
-  kv_req_cleanup(&req);
-}
+#define KV_FX_NAME "disk"
+#define KV_FX_FILE "db"
+#include "store-fixture.h"
 
 static kv_disk_stats_t stats(fx_t *fx) {
   kv_disk_stats_t st;
   assert_int_equal(fx->store->methods->ctl(fx->store, KV_DISK_CTL_STATS, &st),
                    0);
   return st;
-}
-
-/* A name of `len` ASCII bytes: `prefix` then `fill` repeated. */
-static char *make_name(const char *prefix, char fill, size_t len) {
-  char *s = malloc(len + 1);
-  size_t n = strlen(prefix);
-  assert_non_null(s);
-  memset(s, fill, len);
-  memcpy(s, prefix, n < len ? n : len);
-  s[len] = '\0';
-  return s;
-}
-
-/* List every key of coll (or every collection when coll is NULL) with
- * page size `limit`; returns the names (strdup'ed) in *out. */
-static size_t list_all(fx_t *fx, const char *coll, int collections,
-                       size_t limit, char ***out, size_t *pages) {
-  char **names = NULL, *cursor = NULL;
-  size_t n = 0, i;
-  *pages = 0;
-  for (;;) {
-    kv_req_t req;
-    int rc;
-    if (collections)
-      rc = SYNC(fx, req,
-                kv_collections(fx->store, &req, cursor, limit, done_cb));
-    else
-      rc =
-          SYNC(fx, req, kv_keys(fx->store, &req, coll, cursor, limit, done_cb));
-    assert_int_equal(rc, 0);
-    (*pages)++;
-    if (limit) assert_true(req.nnames <= limit);
-    names = realloc(names, (n + req.nnames + 1) * sizeof(*names));
-    for (i = 0; i < req.nnames; i++) {
-      assert_int_equal(strlen(req.names[i].base), req.names[i].len);
-      names[n++] = strdup(req.names[i].base);
-    }
-    free(cursor);
-    cursor = req.cursor ? strdup(req.cursor) : NULL;
-    kv_req_cleanup(&req);
-    if (cursor == NULL) break;
-    assert_true(*pages < 100000);
-  }
-  *out = names;
-  return n;
-}
-
-static void free_names(char **names, size_t n) {
-  size_t i;
-  for (i = 0; i < n; i++)
-    free(names[i]);
-  free(names);
-}
-
-static int has_name(char **names, size_t n, const char *name) {
-  size_t i;
-  int count = 0;
-  for (i = 0; i < n; i++)
-    count += strcmp(names[i], name) == 0;
-  return count;
 }
 
 /* ---- Persistence --------------------------------------------------------- */
@@ -644,7 +480,7 @@ static int g_ack_fd;
 static int g_crash_next;
 static kv_store_t *g_crash_store;
 
-static void crash_writer_cb(kv_req_t *req) {
+static void disk_crash_cb(kv_req_t *req) {
   int i = (int)(intptr_t)req->data;
   char key[16];
   if (req->status != 0) _exit(2);
@@ -654,7 +490,7 @@ static void crash_writer_cb(kv_req_t *req) {
   req->data = (void *)(intptr_t)i;
   snprintf(key, sizeof key, "w%06d", i);
   if (kv_put(g_crash_store, req, "crash", key, key, strlen(key), 0,
-             crash_writer_cb) != 0)
+             disk_crash_cb) != 0)
     _exit(4);
 }
 
@@ -680,7 +516,7 @@ static void crash_loses_nothing_acknowledged(void **state) {
       reqs[i].data = (void *)(intptr_t)i;
       snprintf(key, sizeof key, "w%06d", i);
       if (kv_put(s, &reqs[i], "crash", key, key, strlen(key), 0,
-                 crash_writer_cb) != 0)
+                 disk_crash_cb) != 0)
         _exit(1);
     }
     g_crash_next = 32;
@@ -906,134 +742,8 @@ static void options_are_checked(void **state) {
   assert_int_equal(access(url, F_OK), 0);
 }
 
-/* ---- Group commit and the async contract ------------------------------------
+/* ---- Stores on one path ----------------------------------------------------
  */
-
-static void group_commit_one_txn_per_turn(void **state) {
-  fx_t *fx = *state;
-  enum { N = 1000 };
-  static kv_req_t reqs[N];
-  char key[16];
-  kv_disk_stats_t st0, st;
-  size_t i;
-  open_store(fx);
-  st0 = stats(fx);
-  g_done = 0;
-  for (i = 0; i < N; i++) {
-    memset(&reqs[i], 0, sizeof reqs[i]);
-    snprintf(key, sizeof key, "g%zu", i);
-    assert_int_equal(
-        kv_put(fx->store, &reqs[i], "g", key, key, strlen(key), 0, done_cb), 0);
-  }
-  uv_run(&fx->loop, UV_RUN_DEFAULT);
-  assert_int_equal(g_done, N);
-  for (i = 0; i < N; i++) {
-    assert_int_equal(reqs[i].status, 0);
-    kv_req_cleanup(&reqs[i]);
-  }
-  st = stats(fx);
-  assert_int_equal(st.batches - st0.batches, 1);
-  assert_int_equal(st.write_txns - st0.write_txns, 1);
-  assert_int_equal(st.ops - st0.ops, N);
-  /* N reads in one turn: one read-only transaction. */
-  st0 = st;
-  g_done = 0;
-  for (i = 0; i < N; i++) {
-    memset(&reqs[i], 0, sizeof reqs[i]);
-    snprintf(key, sizeof key, "g%zu", i);
-    assert_int_equal(kv_get(fx->store, &reqs[i], "g", key, done_cb), 0);
-  }
-  uv_run(&fx->loop, UV_RUN_DEFAULT);
-  assert_int_equal(g_done, N);
-  for (i = 0; i < N; i++) {
-    snprintf(key, sizeof key, "g%zu", i);
-    assert_int_equal(reqs[i].found, 1);
-    assert_string_equal(reqs[i].value.base, key);
-    kv_req_cleanup(&reqs[i]);
-  }
-  st = stats(fx);
-  assert_int_equal(st.read_txns - st0.read_txns, 1);
-  assert_int_equal(st.write_txns - st0.write_txns, 0);
-  /* In one batch, reads see the writes that arrived before them. */
-  g_done = 0;
-  memset(reqs, 0, 4 * sizeof reqs[0]);
-  assert_int_equal(kv_put(fx->store, &reqs[0], "g", "seq", "1", 1, 0, done_cb),
-                   0);
-  assert_int_equal(kv_get(fx->store, &reqs[1], "g", "seq", done_cb), 0);
-  assert_int_equal(kv_delete(fx->store, &reqs[2], "g", "seq", done_cb), 0);
-  assert_int_equal(kv_get(fx->store, &reqs[3], "g", "seq", done_cb), 0);
-  uv_run(&fx->loop, UV_RUN_DEFAULT);
-  assert_int_equal(g_done, 4);
-  assert_int_equal(reqs[1].found, 1);
-  assert_int_equal(reqs[2].found, 1);
-  assert_int_equal(reqs[3].found, 0);
-  for (i = 0; i < 4; i++)
-    kv_req_cleanup(&reqs[i]);
-}
-
-static int g_calls[300];
-static int g_close_seen;
-static int g_after_close;
-
-static void counted_cb(kv_req_t *req) {
-  int i = (int)(intptr_t)req->data;
-  g_calls[i]++;
-  if (g_close_seen) g_after_close++;
-}
-
-static void close_seen_cb(kv_store_t *s) {
-  (void)s;
-  g_close_seen++;
-}
-
-static void close_with_requests_in_flight(void **state) {
-  fx_t *fx = *state;
-  static kv_req_t reqs[300];
-  char key[16];
-  int i, ok = 0, canceled = 0;
-  open_store(fx);
-  memset(g_calls, 0, sizeof g_calls);
-  g_close_seen = g_after_close = 0;
-  for (i = 0; i < 200; i++) {
-    memset(&reqs[i], 0, sizeof reqs[i]);
-    reqs[i].data = (void *)(intptr_t)i;
-    snprintf(key, sizeof key, "f%d", i);
-    assert_int_equal(
-        kv_put(fx->store, &reqs[i], "f", key, "v", 1, 0, counted_cb), 0);
-  }
-  /* One turn: the first batch goes to the threadpool. */
-  uv_run(&fx->loop, UV_RUN_NOWAIT);
-  for (i = 200; i < 300; i++) {
-    memset(&reqs[i], 0, sizeof reqs[i]);
-    reqs[i].data = (void *)(intptr_t)i;
-    snprintf(key, sizeof key, "f%d", i);
-    assert_int_equal(
-        kv_put(fx->store, &reqs[i], "f", key, "v", 1, 0, counted_cb), 0);
-  }
-  assert_int_equal(kv_store_close(fx->store, close_seen_cb), 0);
-  fx->store = NULL;
-  uv_run(&fx->loop, UV_RUN_DEFAULT);
-  assert_int_equal(g_close_seen, 1);
-  assert_int_equal(g_after_close, 0);
-  for (i = 0; i < 300; i++) {
-    assert_int_equal(g_calls[i], 1);
-    if (reqs[i].status == 0)
-      ok++;
-    else if (reqs[i].status == KV_ECANCELED)
-      canceled++;
-    else
-      fail_msg("request %d: %s", i, kv_err_name(reqs[i].status));
-    if (i >= 200) assert_int_equal(reqs[i].status, KV_ECANCELED);
-    kv_req_cleanup(&reqs[i]);
-  }
-  assert_int_equal(ok, 200);
-  assert_int_equal(canceled, 100);
-  /* What was acknowledged is there. */
-  open_store(fx);
-  expect(fx, "f", "f0", "v");
-  expect(fx, "f", "f199", "v");
-  expect(fx, "f", "f200", NULL);
-}
 
 static void two_stores_share_one_path(void **state) {
   fx_t *fx = *state;
@@ -1079,10 +789,6 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(unwritable_path_is_eio, setup, teardown),
       cmocka_unit_test_setup_teardown(options_are_checked, setup, teardown),
-      cmocka_unit_test_setup_teardown(group_commit_one_txn_per_turn, setup,
-                                      teardown),
-      cmocka_unit_test_setup_teardown(close_with_requests_in_flight, setup,
-                                      teardown),
       cmocka_unit_test_setup_teardown(two_stores_share_one_path, setup,
                                       teardown),
   };

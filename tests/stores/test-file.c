@@ -5,6 +5,7 @@
  * test gets a fresh directory and its own loop, and ends by proving the loop
  * closes with nothing open. Without the file part it is skipped (77). */
 #ifndef KV_HAVE_FILE
+
 int main(void) {
   return 77;
 }
@@ -20,6 +21,7 @@ int main(void) {
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -425,7 +427,7 @@ static void truncated_file_is_ecorrupt_and_untouched(void **state) {
   free(garbage);
   /* Valid JSON that is not our format. */
   EXPECT_CORRUPT_STR(fx, "[1, 2]", "not a JSON object");
-  EXPECT_CORRUPT_STR(fx, "{\"a\": 1}", "not a kvio file");
+  EXPECT_CORRUPT_STR(fx, "[1, 2]", "not a JSON object");
   EXPECT_CORRUPT_STR(fx,
                      "{\"format\": \"kvio-file\", \"version\": 2, "
                      "\"collections\": {}}",
@@ -758,6 +760,117 @@ static void options_are_checked(void **state) {
   }
 }
 
+/* ---- aiokv's files ------------------------------------------------------- */
+
+static void touch_cb(kv_req_t *req) {
+  (void)req;
+  g_done++;
+}
+
+static void aiokv_file_reads_and_stays_aiokv(void **state) {
+  fx_t *fx = *state;
+  static const char text[] =
+      "{\"last_command\": \"ping\", \"seen\": 1700000000,\n"
+      " \"cfg\": {\"a\": [1, 2]}, \"flag\": true, \"pi\": 3.5}\n";
+  char *before, *after;
+  size_t n0, n1;
+  json_t *doc;
+  kv_req_t req;
+  int64_t t0 = (int64_t)time(NULL), t;
+  spew(fx->path, text, strlen(text));
+  fx->store = open_url(fx, fx->url);
+  /* Strings read as their text, other JSON as its compact text. */
+  expect(fx, "last_command", "ping");
+  expect(fx, "seen", "1700000000");
+  expect(fx, "cfg", "{\"a\":[1,2]}");
+  expect(fx, "flag", "true");
+  expect(fx, "pi", "3.5");
+  expect(fx, "absent", NULL);
+  /* Reading rewrites nothing. */
+  before = slurp(fx->path, &n0);
+  assert_int_equal(n0, strlen(text));
+  assert_memory_equal(before, text, n0);
+  free(before);
+  /* A write keeps every entry and the aiokv shape: types as they were, a
+   * touch as a JSON number, a new value as a string. */
+  put(fx, "new", "x");
+  memset(&req, 0, sizeof req);
+  g_done = 0;
+  assert_int_equal(kv_touch(fx->store, &req, NULL, "t", 0, touch_cb), 0);
+  uv_run(&fx->loop, UV_RUN_DEFAULT);
+  assert_int_equal(g_done, 1);
+  assert_int_equal(req.status, 0);
+  kv_req_cleanup(&req);
+  doc = load_json(fx->path);
+  assert_null(json_object_get(doc, "format"));
+  assert_string_equal(json_string_value(json_object_get(doc, "last_command")),
+                      "ping");
+  assert_true(json_integer_value(json_object_get(doc, "seen")) == 1700000000);
+  assert_true(json_is_object(json_object_get(doc, "cfg")));
+  assert_true(json_is_true(json_object_get(doc, "flag")));
+  assert_true(json_real_value(json_object_get(doc, "pi")) == 3.5);
+  assert_string_equal(json_string_value(json_object_get(doc, "new")), "x");
+  t = (int64_t)json_integer_value(json_object_get(doc, "t"));
+  assert_true(t >= t0 && t <= (int64_t)time(NULL));
+  json_decref(doc);
+  /* An expiry does not fit aiokv's format: the kvio format, every entry
+   * kept in the default collection. */
+  put_in(fx, fx->store, "session", "abc", 3, 3600);
+  doc = load_json(fx->path);
+  assert_string_equal(json_string_value(json_object_get(doc, "format")),
+                      "kvio-file");
+  assert_string_equal(json_string_value(json_object_get(
+                          json_object_get(json_object_get(doc, "collections"),
+                                          "default_collection"),
+                          "last_command")),
+                      "ping");
+  json_decref(doc);
+  expect(fx, "cfg", "{\"a\":[1,2]}");
+  /* destroy, as aiokv's clear: the file goes; the store is empty. */
+  memset(&req, 0, sizeof req);
+  g_done = 0;
+  assert_int_equal(kv_destroy(fx->store, &req, touch_cb), 0);
+  uv_run(&fx->loop, UV_RUN_DEFAULT);
+  assert_int_equal(req.status, 0);
+  kv_req_cleanup(&req);
+  assert_int_equal(access(fx->path, F_OK), -1);
+  expect(fx, "last_command", NULL);
+  after = slurp(fx->lock, &n1); /* the lock file stays */
+  free(after);
+}
+
+static void aiokv_empty_object_and_destroy_of_a_kvio_file(void **state) {
+  fx_t *fx = *state;
+  kv_req_t req;
+  json_t *doc;
+  spew(fx->path, "{}", 2);
+  fx->store = open_url(fx, fx->url);
+  expect(fx, "a", NULL);
+  put(fx, "a", "1");
+  doc = load_json(fx->path);
+  assert_true(json_integer_value(json_object_get(doc, "a")) == 1);
+  assert_int_equal(json_object_size(doc), 1);
+  json_decref(doc);
+  close_store(fx, fx->store);
+  fx->store = NULL;
+  /* A kvio file with another program's members keeps them on destroy. */
+  replace_file(fx, "{\"format\": \"kvio-file\", \"version\": 1, "
+                   "\"comment\": \"mine\", \"collections\": {\"c\": "
+                   "{\"k\": \"v\"}}}");
+  fx->store = open_url(fx, fx->url);
+  memset(&req, 0, sizeof req);
+  g_done = 0;
+  assert_int_equal(kv_destroy(fx->store, &req, touch_cb), 0);
+  uv_run(&fx->loop, UV_RUN_DEFAULT);
+  assert_int_equal(req.status, 0);
+  kv_req_cleanup(&req);
+  doc = load_json(fx->path);
+  assert_string_equal(json_string_value(json_object_get(doc, "comment")),
+                      "mine");
+  assert_int_equal(json_object_size(json_object_get(doc, "collections")), 0);
+  json_decref(doc);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(
@@ -786,6 +899,10 @@ int main(void) {
       cmocka_unit_test_setup_teardown(keys_limit_7_over_1000_lists_each_once,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(options_are_checked, setup, teardown),
+      cmocka_unit_test_setup_teardown(aiokv_file_reads_and_stays_aiokv, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(
+          aiokv_empty_object_and_destroy_of_a_kvio_file, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
