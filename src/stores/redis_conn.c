@@ -345,8 +345,6 @@ static int only_ignored(kv__rds_t *st);
 
 static void on_prepare(uv_prepare_t *h) {
   kv__rds_t *st = h->data;
-  kv__rds_deliver_raw(st);
-  if (st->torn_down) return;
   flush(st);
   if (st->closing && !st->torn_down) {
     if (st->fifo_n == 0 || st->state != KV__RDS_READY || only_ignored(st)) {
@@ -359,9 +357,7 @@ static void on_prepare(uv_prepare_t *h) {
     }
     return; /* draining: replies still to come */
   }
-  if ((st->out_len == 0 || st->state != KV__RDS_READY) &&
-      st->raw_done == NULL)
-    uv_prepare_stop(h);
+  if (st->out_len == 0 || st->state != KV__RDS_READY) uv_prepare_stop(h);
 }
 
 static void kick(kv__rds_t *st) {
@@ -369,8 +365,22 @@ static void kick(kv__rds_t *st) {
     uv_prepare_start(&st->prep, on_prepare);
 }
 
+/* Raw requests' callbacks, from an idle handle (as the core delivers
+ * kvio requests). The handle stops on the turn after the last delivery, so
+ * the turn that delivers does not block in poll (a caller running the loop
+ * with UV_RUN_ONCE sees its callback). */
+static void on_idle(uv_idle_t *h) {
+  kv__rds_t *st = h->data;
+  if (st->raw_done == NULL) {
+    uv_idle_stop(h);
+    return;
+  }
+  kv__rds_deliver_raw(st);
+}
+
 void kv__rds_kick(kv__rds_t *st) {
-  kick(st);
+  if (!st->torn_down && !uv_is_active((uv_handle_t *)&st->idle))
+    uv_idle_start(&st->idle, on_idle);
 }
 
 void kv__rds_ignore_reply(kv__rds_t *st, const kv__rds_pend_t *p,
@@ -1006,9 +1016,11 @@ static void on_handle_closed(uv_handle_t *h) {
 int kv__rds_init_handles(kv__rds_t *st) {
   uv_timer_init(st->base.loop, &st->timer);
   uv_prepare_init(st->base.loop, &st->prep);
+  uv_idle_init(st->base.loop, &st->idle);
   st->timer.data = st;
   st->prep.data = st;
-  st->nhandles = 2;
+  st->idle.data = st;
+  st->nhandles = 3;
   return 0;
 }
 
@@ -1021,6 +1033,7 @@ static void teardown(kv__rds_t *st) {
       conn_fail(st->conn, KV_ECANCELED, 0, "the store was closed");
     uv_close((uv_handle_t *)&st->timer, on_handle_closed);
     uv_close((uv_handle_t *)&st->prep, on_handle_closed);
+    uv_close((uv_handle_t *)&st->idle, on_handle_closed);
     return;
   }
   if (st->nhandles != 0) return;

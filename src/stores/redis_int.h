@@ -64,6 +64,7 @@ struct kv__rds_s {
   char last_msg[320];
   uv_timer_t timer;  /* command timeouts; active while commands wait */
   uv_prepare_t prep; /* flushes the turn's commands in one write */
+  uv_idle_t idle;    /* calls back completed raw requests */
   int nhandles;      /* handles and connections not yet released */
   int closing, torn_down;
   /* commands: a ring of pending entries; the first `sent` are written */
@@ -159,7 +160,7 @@ int kv__rds_error_code(const char *msg, size_t len);
  * go to st->on_push (a subscriber's connection). 0 or KV_ENOMEM. */
 int kv__rds_write_argv(kv__rds_t *st, size_t argc, const char *const *argv,
                        const size_t *argvlen);
-/* Make sure the prepare handle runs this loop turn. */
+/* Call back the completed raw requests (st->raw_done) from the loop. */
 void kv__rds_kick(kv__rds_t *st);
 /* Complete every pending command whose handler is fn with KV_ECANCELED
  * now; their replies, when they come, are dropped. */

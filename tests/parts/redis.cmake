@@ -27,4 +27,18 @@ if(KV_HAVE_REDIS)
     COMMAND ${KV_WITH_REDIS} --tls $<TARGET_FILE:test-redis>)
   set_tests_properties(test-redis test-redis-tls PROPERTIES
     TIMEOUT ${KV_TEST_TIMEOUT} SKIP_RETURN_CODE 77 LABELS unit)
+  # Pub/Sub, transactions, leases, the pool, the raw request rules, URL
+  # forms (tests/stores/test-redis-client.c); under --tls: redis+tls:// and
+  # TLS over a unix socket.
+  add_executable(test-redis-client
+    ${CMAKE_CURRENT_SOURCE_DIR}/stores/test-redis-client.c)
+  target_compile_options(test-redis-client PRIVATE ${KV_WARNINGS})
+  target_link_libraries(test-redis-client PRIVATE kvio_static
+    PkgConfig::CMOCKA ${KV_PART_LIBS} m)
+  add_test(NAME test-redis-client
+    COMMAND ${KV_WITH_REDIS} $<TARGET_FILE:test-redis-client>)
+  add_test(NAME test-redis-client-tls
+    COMMAND ${KV_WITH_REDIS} --tls $<TARGET_FILE:test-redis-client>)
+  set_tests_properties(test-redis-client test-redis-client-tls PROPERTIES
+    TIMEOUT ${KV_TEST_TIMEOUT} SKIP_RETURN_CODE 77 LABELS unit)
 endif()
