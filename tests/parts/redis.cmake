@@ -42,3 +42,10 @@ if(KV_HAVE_REDIS)
   set_tests_properties(test-redis-client test-redis-client-tls PROPERTIES
     TIMEOUT ${KV_TEST_TIMEOUT} SKIP_RETURN_CODE 77 LABELS unit)
 endif()
+# The CLI's publish / subscribe / redis commands against a real server.
+if(KV_HAVE_REDIS AND TARGET kvio_cli)
+  add_test(NAME cli-redis COMMAND ${KV_WITH_REDIS} bash
+    ${CMAKE_CURRENT_SOURCE_DIR}/cli/redis.sh $<TARGET_FILE:kvio_cli>)
+  set_tests_properties(cli-redis PROPERTIES TIMEOUT ${KV_TEST_TIMEOUT}
+    SKIP_RETURN_CODE 77 LABELS cli)
+endif()
