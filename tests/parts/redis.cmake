@@ -49,3 +49,12 @@ if(KV_HAVE_REDIS AND TARGET kvio_cli)
   set_tests_properties(cli-redis PROPERTIES TIMEOUT ${KV_TEST_TIMEOUT}
     SKIP_RETURN_CODE 77 LABELS cli)
 endif()
+# examples/redis-swapcase.c twice: foo goes "default VALUE" -> "DEFAULT value"
+# -> "default VALUE".
+if(KV_HAVE_REDIS AND TARGET example-redis-swapcase)
+  add_test(NAME example-redis-swapcase COMMAND ${KV_WITH_REDIS} bash -c
+    "u=redis://127.0.0.1:$KV_REDIS_PORT/0; redis-cli -p $KV_REDIS_PORT DEL foo >/dev/null && $<TARGET_FILE:example-redis-swapcase> $u && $<TARGET_FILE:example-redis-swapcase> $u && test \"$(redis-cli -p $KV_REDIS_PORT GET foo)\" = 'default VALUE' && echo swapcase-ok")
+  set_tests_properties(example-redis-swapcase PROPERTIES
+    TIMEOUT ${KV_TEST_TIMEOUT} SKIP_RETURN_CODE 77 LABELS unit
+    PASS_REGULAR_EXPRESSION "foo: \"default VALUE\" -> \"DEFAULT value\".*foo: \"DEFAULT value\" -> \"default VALUE\".*swapcase-ok")
+endif()
