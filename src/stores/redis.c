@@ -1188,6 +1188,11 @@ static const char *const conn_state_cmds[] = {
 static const char *const tx_cmds[] = {"WATCH", "UNWATCH", "MULTI", "EXEC",
                                       "DISCARD", NULL};
 
+int kv__rds_cmd_kind(const char *name, size_t len) {
+  return cmd_is(name, len, conn_state_cmds) ? 1 : cmd_is(name, len, tx_cmds) ? 2
+                                                                             : 0;
+}
+
 /* Check a raw command's arguments (shared: the store's connections). */
 int kv__rds_raw_check(kv_redis_req_t *req, int argc, const char **argv,
                       const size_t *argvlen, kv_redis_cb cb, int shared) {

@@ -182,6 +182,11 @@ void kv__rds_raw_init(kv_redis_req_t *req, kv_store_t *s, kv_redis_cb cb);
 int kv__rds_raw_check(kv_redis_req_t *req, int argc, const char **argv,
                       const size_t *argvlen, kv_redis_cb cb, int shared);
 
+/* 1: the command changes a connection's state for its next user
+ * (SUBSCRIBE, SELECT, ...); 2: WATCH, UNWATCH, MULTI, EXEC, DISCARD; 0:
+ * any other. */
+int kv__rds_cmd_kind(const char *name, size_t len);
+
 /* redis_pubsub.c */
 const struct kv_redis_sub_s *kv__rds_sub_next(const struct kv_redis_sub_s *s);
 

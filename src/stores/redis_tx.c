@@ -12,7 +12,6 @@
  * The lease goes back to the store before the user's callback runs. */
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 
 #include "stores/redis_int.h"
 
@@ -248,10 +247,6 @@ static int tx_error(kv_redis_tx_t *tx, int err, const char *msg) {
   return err;
 }
 
-static int cmd_named(const char *name, size_t len, const char *what) {
-  return strlen(what) == len && strncasecmp(name, what, len) == 0;
-}
-
 int kv_redis_transaction(kv_store_t *s, kv_redis_tx_t *tx, int nkeys,
                          const char **keys, int max_attempts,
                          kv_redis_tx_fn fn, kv_redis_tx_cb cb) {
@@ -320,17 +315,11 @@ int kv_redis_tx_queue(kv_redis_tx_t *tx, int argc, const char **argv,
   tx_impl_t *t = tx ? tx->impl : NULL;
   size_t *lens = NULL, stack[16], len0;
   int rc;
-  static const char *const refused[] = {
-      "WATCH",     "UNWATCH",    "MULTI",        "EXEC",         "DISCARD",
-      "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE",   "UNSUBSCRIBE",  "MONITOR",
-      "SELECT",    "AUTH",       "HELLO",        "RESET",        "QUIT",
-      "PUNSUBSCRIBE", "SUNSUBSCRIBE", NULL};
   if (t == NULL || !t->in_fn || argc < 1 || argv == NULL) return KV_EINVAL;
   for (int i = 0; i < argc; i++)
     if (argv[i] == NULL) return KV_EINVAL;
   len0 = argvlen ? argvlen[0] : strlen(argv[0]);
-  for (size_t i = 0; refused[i] != NULL; i++)
-    if (cmd_named(argv[0], len0, refused[i])) return KV_EINVAL;
+  if (kv__rds_cmd_kind(argv[0], len0) != 0) return KV_EINVAL;
   if (argvlen == NULL) {
     lens = argc <= 16 ? stack : kv_malloc((size_t)argc * sizeof *lens);
     if (lens == NULL) return KV_ENOMEM;

@@ -74,20 +74,6 @@ static void sleep_ms(fx_t *fx, uint64_t ms) {
   uv_run(&fx->loop, UV_RUN_NOWAIT);
 }
 
-/* Run the loop until *flag is set, at most `ms` milliseconds. */
-static int wait_for(fx_t *fx, const int *flag, uint64_t ms) {
-  uv_timer_t t;
-  int fired = 0;
-  uv_timer_init(&fx->loop, &t);
-  t.data = &fired;
-  uv_timer_start(&t, timer_cb, ms, 0);
-  while (!*flag && !fired)
-    uv_run(&fx->loop, UV_RUN_ONCE);
-  uv_close((uv_handle_t *)&t, NULL);
-  uv_run(&fx->loop, UV_RUN_NOWAIT);
-  return *flag;
-}
-
 static void fx_open(fx_t *fx, const char *url) {
   char err[256] = "";
   int rc = kv_open_ex(&fx->loop, url, &fx->store, err, sizeof err);
@@ -1202,7 +1188,6 @@ int main(void) {
   }
   if (cli_bin != NULL) snprintf(g_cli, sizeof g_cli, "%s", cli_bin);
   srand((unsigned)uv_hrtime());
-  (void)wait_for;
   if (strcmp(mode, "tls") == 0)
     return cmocka_run_group_tests_name("redis client tls", tls, NULL, NULL);
   if (strcmp(mode, "plain") != 0) return 77;
