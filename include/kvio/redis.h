@@ -131,13 +131,13 @@ typedef struct kv_redis_stats_s {
   uint64_t queued;           /* now: commands waiting for the next write */
   /* the pool and the connections of its own (the counters above add up
    * the pool's connections only) */
-  uint64_t pool_size;         /* connections=N */
-  uint64_t pool_connected;    /* now: pool connections ready */
-  uint64_t leased;            /* now: connections lent (kv_redis_lease,
-                                 transactions) */
-  uint64_t lease_idle;        /* now: given back, kept for the next lease */
-  uint64_t leases;            /* leases handed out since open */
-  uint64_t subscribers;       /* now: subscribers open */
+  uint64_t pool_size;      /* connections=N */
+  uint64_t pool_connected; /* now: pool connections ready */
+  uint64_t leased;         /* now: connections lent (kv_redis_lease,
+                              transactions) */
+  uint64_t lease_idle;     /* now: given back, kept for the next lease */
+  uint64_t leases;         /* leases handed out since open */
+  uint64_t subscribers;    /* now: subscribers open */
 } kv_redis_stats_t;
 
 /* ctl(s, KV_REDIS_CTL_STATS, kv_redis_stats_t *out): copy the counters of
@@ -154,8 +154,8 @@ typedef struct kv_redis_stats_s {
  * that received it (Redis delivers to the subscribers connected now and
  * keeps nothing for later). Returns as kv_redis_command. */
 KV_EXTERN int kv_redis_publish(kv_store_t *s, kv_redis_req_t *req,
-                               const char *channel, const void *msg,
-                               size_t len, kv_redis_cb cb);
+                               const char *channel, const void *msg, size_t len,
+                               kv_redis_cb cb);
 
 /* ---- Leased connections ---------------------------------------------------
  *
@@ -210,11 +210,11 @@ struct kv_redis_tx_s {
   void *data; /* for the user */
   /* read-only, valid from the callback until kv_redis_tx_cleanup() */
   kv_store_t *store;
-  int status;       /* 0: EXEC ran, reply is its array; KV_ECONFLICT: every
-                       attempt conflicted; KV_EBACKEND: EXEC failed
-                       (EXECABORT: a queued command was refused); the error
-                       fn returned; KV_ECONN, KV_ETIMEDOUT, KV_ECANCELED ... */
-  int attempts;     /* EXECs sent (attempts - 1 conflicts on success) */
+  int status;   /* 0: EXEC ran, reply is its array; KV_ECONFLICT: every
+                   attempt conflicted; KV_EBACKEND: EXEC failed
+                   (EXECABORT: a queued command was refused); the error
+                   fn returned; KV_ECONN, KV_ETIMEDOUT, KV_ECANCELED ... */
+  int attempts; /* EXECs sent (attempts - 1 conflicts on success) */
   kv_redis_reply_t *reply; /* status 0: EXEC's array of replies */
   /* private */
   char *errmsg;
@@ -266,7 +266,7 @@ typedef enum {
 } kv_redis_sub_event_t;
 
 typedef struct kv_redis_msg_s {
-  int event; /* kv_redis_sub_event_t */
+  int event;           /* kv_redis_sub_event_t */
   const char *channel; /* NUL-terminated; NULL when not applicable */
   size_t channel_len;
   const char *pattern;
@@ -278,8 +278,7 @@ typedef struct kv_redis_msg_s {
   const char *errmsg; /* DOWN: why */
 } kv_redis_msg_t;
 
-typedef void (*kv_redis_sub_cb)(kv_redis_sub_t *sub,
-                                const kv_redis_msg_t *msg);
+typedef void (*kv_redis_sub_cb)(kv_redis_sub_t *sub, const kv_redis_msg_t *msg);
 
 /* Create a subscriber on the store's loop (it connects at once). Returns 0
  * or KV_EINVAL (not a redis store, cb NULL), KV_ECLOSED, KV_ENOMEM. The
@@ -305,11 +304,11 @@ KV_EXTERN int kv_redis_sub_punsubscribe(kv_redis_sub_t *sub, int n,
 KV_EXTERN int kv_redis_sub_close(kv_redis_sub_t *sub);
 
 typedef struct kv_redis_sub_stats_s {
-  uint64_t messages;   /* MESSAGE events delivered */
-  uint64_t gaps;       /* GAP events delivered */
-  uint64_t connects;   /* connections made */
-  uint64_t channels;   /* now: channels subscribed (asked for) */
-  uint64_t patterns;   /* now: patterns subscribed (asked for) */
+  uint64_t messages; /* MESSAGE events delivered */
+  uint64_t gaps;     /* GAP events delivered */
+  uint64_t connects; /* connections made */
+  uint64_t channels; /* now: channels subscribed (asked for) */
+  uint64_t patterns; /* now: patterns subscribed (asked for) */
 } kv_redis_sub_stats_t;
 KV_EXTERN void kv_redis_sub_stats(const kv_redis_sub_t *sub,
                                   kv_redis_sub_stats_t *out);

@@ -92,8 +92,8 @@ int cli_cmd_redis(cli_ctx_t *ctx) {
   memset(&req, 0, sizeof req);
   req.data = &done;
   rc = run_raw(ctx, &req,
-               kv_redis_command(s, &req, (int)o->nargs,
-                                (const char **)o->args, NULL, raw_done));
+               kv_redis_command(s, &req, (int)o->nargs, (const char **)o->args,
+                                NULL, raw_done));
   if (rc != 0)
     rc = cli_store_error(rc, kv_redis_req_errmsg(&req));
   else if (req.reply->type == KV_REDIS_REPLY_ERROR)
@@ -141,8 +141,9 @@ static void on_sub(kv_redis_sub_t *sub, const kv_redis_msg_t *m) {
       ss->rc = cli_store_error(m->status, m->errmsg);
       kv_redis_sub_close(sub);
     } else {
-      fprintf(stderr, "kvio: subscription interrupted: %s: %s "
-                      "(reconnecting)\n",
+      fprintf(stderr,
+              "kvio: subscription interrupted: %s: %s "
+              "(reconnecting)\n",
               kv_err_name(m->status), m->errmsg);
     }
     return;

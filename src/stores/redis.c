@@ -1181,16 +1181,18 @@ static int cmd_is(const char *name, size_t len, const char *const *list) {
 
 /* Commands that change a connection's state for whoever uses it next. */
 static const char *const conn_state_cmds[] = {
-    "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE",
-    "SUNSUBSCRIBE", "MONITOR", "SELECT", "AUTH", "HELLO", "RESET", "QUIT",
-    "SYNC", "PSYNC", "REPLCONF", NULL};
+    "SUBSCRIBE",    "PSUBSCRIBE",   "SSUBSCRIBE", "UNSUBSCRIBE",
+    "PUNSUBSCRIBE", "SUNSUBSCRIBE", "MONITOR",    "SELECT",
+    "AUTH",         "HELLO",        "RESET",      "QUIT",
+    "SYNC",         "PSYNC",        "REPLCONF",   NULL};
 /* ... and those that are fine on a connection of one's own only. */
-static const char *const tx_cmds[] = {"WATCH", "UNWATCH", "MULTI", "EXEC",
-                                      "DISCARD", NULL};
+static const char *const tx_cmds[] = {"WATCH", "UNWATCH", "MULTI",
+                                      "EXEC",  "DISCARD", NULL};
 
 int kv__rds_cmd_kind(const char *name, size_t len) {
-  return cmd_is(name, len, conn_state_cmds) ? 1 : cmd_is(name, len, tx_cmds) ? 2
-                                                                             : 0;
+  return cmd_is(name, len, conn_state_cmds) ? 1
+         : cmd_is(name, len, tx_cmds)       ? 2
+                                            : 0;
 }
 
 /* Check a raw command's arguments (shared: the store's connections). */
@@ -1241,8 +1243,7 @@ int kv_redis_command(kv_store_t *s, kv_redis_req_t *req, int argc,
   kv__rds_raw_init(req, s, cb);
   if (s == NULL || s->methods != &kv__redis_methods)
     return raw_error(req, KV_EINVAL, "kv_redis_command: not a redis store");
-  if ((rc = kv__rds_raw_check(req, argc, argv, argvlen, cb, 1)) != 0)
-    return rc;
+  if ((rc = kv__rds_raw_check(req, argc, argv, argvlen, cb, 1)) != 0) return rc;
   if (kv_store_is_closing(s))
     return raw_error(req, KV_ECLOSED, "the store is closing");
   st = kv__rds_pick(STORE(s));
@@ -1263,8 +1264,9 @@ int kv_redis_publish(kv_store_t *s, kv_redis_req_t *req, const char *channel,
   if (req == NULL) return KV_EINVAL;
   if (channel == NULL || (msg == NULL && len > 0)) {
     kv__rds_raw_init(req, s, cb);
-    return raw_error(req, KV_EINVAL, "kv_redis_publish: NULL channel or "
-                                     "message");
+    return raw_error(req, KV_EINVAL,
+                     "kv_redis_publish: NULL channel or "
+                     "message");
   }
   argv[0] = "PUBLISH", argl[0] = 7;
   argv[1] = channel, argl[1] = strlen(channel);
@@ -1329,7 +1331,7 @@ static int rds_ctl(kv_store_t *s, int op, void *arg) {
     for (size_t i = 0; i < st->nlanes; i++)
       if (st->lanes[i] != NULL)
         kv__rds_disconnect(st->lanes[i], KV_ECONN,
-                         "disconnected by KV_REDIS_CTL_DISCONNECT");
+                           "disconnected by KV_REDIS_CTL_DISCONNECT");
     return 0;
   }
   return KV_ENOTSUP;
@@ -1455,10 +1457,8 @@ static int parse_config(kv__rds_t *st, const kv_url_t *url, char *errbuf,
       return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
                         "%s:// takes a socket path: %s://%s/path/redis.sock "
                         "(got '%s')",
-                        sc, sc, st->tls ? "name.on.certificate" : "",
-                        url->raw);
-    if (st->tls && url->host == NULL && name == NULL &&
-        verify != 0)
+                        sc, sc, st->tls ? "name.on.certificate" : "", url->raw);
+    if (st->tls && url->host == NULL && name == NULL && verify != 0)
       return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
                         "%s:// needs the name on the server's certificate: "
                         "%s://NAME/path/redis.sock (or server_name=NAME, or "
@@ -1509,8 +1509,7 @@ static int parse_config(kv__rds_t *st, const kv_url_t *url, char *errbuf,
   st->prefix_len = prefix ? strlen(prefix) : 0;
   if (st->tls) {
     st->verify_name = verify;
-    st->tls_name =
-        dup_str(name ? name : st->host ? st->host : "localhost");
+    st->tls_name = dup_str(name ? name : st->host ? st->host : "localhost");
     if (st->tls_name) st->tls_name_is_ip = is_ip(st->tls_name);
   }
   if (st->endpoint == NULL || st->prefix == NULL ||
@@ -1553,8 +1552,8 @@ static void rds_close(kv_store_t *s) {
 }
 
 static const char *const rds_options[] = {
-    "db",   "database", "prefix",      "timeout",     "user",
-    "password", "ca",   "cert",        "key",         "server_name",
+    "db",          "database",    "prefix", "timeout", "user",
+    "password",    "ca",          "cert",   "key",     "server_name",
     "verify_name", "connections", NULL};
 
 const kv_store_methods_t kv__redis_methods = {

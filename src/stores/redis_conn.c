@@ -388,8 +388,7 @@ void kv__rds_ignore_reply(kv__rds_t *st, const kv__rds_pend_t *p,
   (void)st, (void)p, (void)reply, (void)err, (void)msg;
 }
 
-void kv__rds_cancel_fifo(kv__rds_t *st, kv__rds_reply_fn fn,
-                         const char *msg) {
+void kv__rds_cancel_fifo(kv__rds_t *st, kv__rds_reply_fn fn, const char *msg) {
   for (size_t i = 0; i < st->fifo_n; i++) {
     kv__rds_pend_t *e = fifo_at(st, i);
     if (e->fn != fn) continue;

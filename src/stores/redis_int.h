@@ -123,12 +123,12 @@ struct kv__rds_lease_s {
   kv__rds_t *conn; /* a child kv__rds_t */
   kv__rds_lease_t *next_idle;
   kv__rds_lease_t *prev, *next; /* in parent->leases */
-  int out;        /* lent now */
-  int broken;     /* its connection was lost while lent */
-  int used;       /* a command was sent while lent */
-  int in_multi;   /* MULTI sent, EXEC/DISCARD not yet */
-  int watching;   /* WATCH sent, EXEC/DISCARD/UNWATCH not yet */
-  int tx;         /* lent to kv_redis_transaction (not the user) */
+  int out;                      /* lent now */
+  int broken;                   /* its connection was lost while lent */
+  int used;                     /* a command was sent while lent */
+  int in_multi;                 /* MULTI sent, EXEC/DISCARD not yet */
+  int watching;                 /* WATCH sent, EXEC/DISCARD/UNWATCH not yet */
+  int tx; /* lent to kv_redis_transaction (not the user) */
 };
 
 extern const kv_store_methods_t kv__redis_methods;
@@ -207,8 +207,8 @@ void kv__rds_subs_close_all(kv__rds_t *st);
 kv__rds_lease_t *kv__rds_lease_get(kv__rds_t *st, int tx);
 void kv__rds_lease_put(kv__rds_lease_t *l);
 /* Queue a command on a lease, tracking MULTI / WATCH. */
-int kv__rds_lease_send(kv__rds_lease_t *l, size_t argc,
-                       const char *const *argv, const size_t *argvlen,
-                       kv__rds_reply_fn fn, void *ctx, uint64_t tag);
+int kv__rds_lease_send(kv__rds_lease_t *l, size_t argc, const char *const *argv,
+                       const size_t *argvlen, kv__rds_reply_fn fn, void *ctx,
+                       uint64_t tag);
 
 #endif

@@ -150,9 +150,9 @@ kv__rds_lease_t *kv__rds_lease_get(kv__rds_t *st, int tx) {
   return l;
 }
 
-int kv__rds_lease_send(kv__rds_lease_t *l, size_t argc,
-                       const char *const *argv, const size_t *argvlen,
-                       kv__rds_reply_fn fn, void *ctx, uint64_t tag) {
+int kv__rds_lease_send(kv__rds_lease_t *l, size_t argc, const char *const *argv,
+                       const size_t *argvlen, kv__rds_reply_fn fn, void *ctx,
+                       uint64_t tag) {
   kv__rds_t *c = l->conn;
   int rc;
   if (c == NULL || c->closing || c->parent->closing) return KV_ECLOSED;
@@ -231,12 +231,11 @@ int kv_redis_conn_command(kv_redis_conn_t *conn, kv_redis_req_t *req, int argc,
   if (req == NULL) return KV_EINVAL;
   kv__rds_raw_init(req, l && l->conn ? &l->conn->parent->base : NULL, cb);
   if (l == NULL || !l->out || l->tx) {
-    req->errmsg = kv_strndup("kv_redis_conn_command: not a leased connection",
-                             46);
+    req->errmsg =
+        kv_strndup("kv_redis_conn_command: not a leased connection", 46);
     return KV_EINVAL;
   }
-  if ((rc = kv__rds_raw_check(req, argc, argv, argvlen, cb, 0)) != 0)
-    return rc;
+  if ((rc = kv__rds_raw_check(req, argc, argv, argvlen, cb, 0)) != 0) return rc;
   if (argvlen == NULL) {
     lens = argc <= 16 ? stack : kv_malloc((size_t)argc * sizeof *lens);
     if (lens == NULL) return KV_ENOMEM;
@@ -249,8 +248,8 @@ int kv_redis_conn_command(kv_redis_conn_t *conn, kv_redis_req_t *req, int argc,
   if (lens != stack) kv_free(lens);
   if (rc != 0) {
     const char *m = rc == KV_ECLOSED ? "the store is closing"
-                    : l->conn      ? l->conn->last_msg
-                                   : kv_strerror(rc);
+                    : l->conn        ? l->conn->last_msg
+                                     : kv_strerror(rc);
     req->errmsg = kv_strndup(m, strlen(m));
   }
   return rc;

@@ -60,8 +60,8 @@ static void deliver(kv_redis_sub_t *sub, kv_redis_msg_t *m) {
 
 /* Send CMD name... for the given names (or, names NULL, every name of the
  * kind in the set). Only on a ready connection. */
-static int send_names(kv_redis_sub_t *sub, const char *cmd, int pattern,
-                      int n, const char **names) {
+static int send_names(kv_redis_sub_t *sub, const char *cmd, int pattern, int n,
+                      const char **names) {
   kv__rds_t *c = sub->conn;
   size_t argc = 1, cap = (size_t)(names ? n : (int)sub->nnames) + 1;
   const char **argv;
@@ -121,7 +121,8 @@ static void on_down(kv__rds_t *c, int err, const char *msg) {
   kv_redis_sub_t *sub = c->owner;
   uint64_t now = kv__rds_now_ms(), wait = 0;
   if (sub->closing) return;
-  if (c->state == KV__RDS_BACKOFF && c->retry_at > now) wait = c->retry_at - now;
+  if (c->state == KV__RDS_BACKOFF && c->retry_at > now)
+    wait = c->retry_at - now;
   schedule(sub, wait);
   if (!sub->down) {
     kv_redis_msg_t m;
@@ -147,8 +148,8 @@ static void on_timer(uv_timer_t *t) {
     return;
   }
   rc = kv__rds_ready(c); /* a failure comes back through on_down */
-  if (rc != 0 && c->state == KV__RDS_BACKOFF && !uv_is_active(
-                                                    (uv_handle_t *)t)) {
+  if (rc != 0 && c->state == KV__RDS_BACKOFF &&
+      !uv_is_active((uv_handle_t *)t)) {
     uint64_t now = kv__rds_now_ms();
     schedule(sub, c->retry_at > now ? c->retry_at - now : 0);
   } else if (!uv_is_active((uv_handle_t *)t)) {
@@ -173,8 +174,7 @@ static void on_push(kv__rds_t *c, kv_redis_reply_t *r) {
   if (sub->closing || r->type != KV_REDIS_REPLY_ARRAY || r->elements < 3)
     return; /* PONG, an error reply to a refused command: nothing to say */
   memset(&m, 0, sizeof m);
-  if (is(e[0], "message") && r->elements == 3 && str_el(e[1]) &&
-      str_el(e[2])) {
+  if (is(e[0], "message") && r->elements == 3 && str_el(e[1]) && str_el(e[2])) {
     m.event = KV_REDIS_SUB_MESSAGE;
     m.channel = e[1]->str, m.channel_len = e[1]->len;
     m.payload = e[2]->str, m.payload_len = e[2]->len;
@@ -360,8 +360,8 @@ static int drop(kv_redis_sub_t *sub, int n, const char **names, int pattern) {
   sub->nnames = j;
   {
     static const char *none[1] = {NULL}; /* no names: every one */
-    return send_names(sub, pattern ? "PUNSUBSCRIBE" : "UNSUBSCRIBE", pattern,
-                      n, n ? names : none);
+    return send_names(sub, pattern ? "PUNSUBSCRIBE" : "UNSUBSCRIBE", pattern, n,
+                      n ? names : none);
   }
 }
 
@@ -369,8 +369,7 @@ int kv_redis_sub_subscribe(kv_redis_sub_t *sub, int n, const char **channels) {
   return add(sub, n, channels, 0);
 }
 
-int kv_redis_sub_psubscribe(kv_redis_sub_t *sub, int n,
-                            const char **patterns) {
+int kv_redis_sub_psubscribe(kv_redis_sub_t *sub, int n, const char **patterns) {
   return add(sub, n, patterns, 1);
 }
 

@@ -70,7 +70,7 @@ static void on_tx_reply(kv__rds_t *st, const kv__rds_pend_t *p,
                         kv_redis_reply_t *r, int err, const char *msg);
 
 static int tx_send(kv_redis_tx_t *tx, size_t argc, const char *const *argv,
-                const size_t *argvlen, int tag) {
+                   const size_t *argvlen, int tag) {
   tx_impl_t *t = tx->impl;
   int rc = kv__rds_lease_send(t->lease, argc, argv, argvlen, on_tx_reply, tx,
                               (uint64_t)tag);
@@ -186,8 +186,7 @@ static void step_done(kv_redis_tx_t *tx) {
   } else if (t->exec->type == KV_REDIS_REPLY_NIL) { /* a conflict */
     char m[96];
     if (tx->attempts >= t->max_attempts) {
-      snprintf(m, sizeof m,
-               "a watched key changed before each of %d attempts",
+      snprintf(m, sizeof m, "a watched key changed before each of %d attempts",
                tx->attempts);
       finish(tx, KV_ECONFLICT, m, NULL);
       return;
@@ -248,8 +247,8 @@ static int tx_error(kv_redis_tx_t *tx, int err, const char *msg) {
 }
 
 int kv_redis_transaction(kv_store_t *s, kv_redis_tx_t *tx, int nkeys,
-                         const char **keys, int max_attempts,
-                         kv_redis_tx_fn fn, kv_redis_tx_cb cb) {
+                         const char **keys, int max_attempts, kv_redis_tx_fn fn,
+                         kv_redis_tx_cb cb) {
   kv__rds_t *st = (kv__rds_t *)s;
   tx_impl_t *t;
   int rc;

@@ -222,8 +222,7 @@ static void on_event(kv_redis_sub_t *sub, const kv_redis_msg_t *m) {
     if (m->channel && m->pattern) abort();
     break;
   case KV_REDIS_SUB_DOWN:
-    if (m->status >= 0 || m->errmsg == NULL || m->errmsg[0] == '\0')
-      abort();
+    if (m->status >= 0 || m->errmsg == NULL || m->errmsg[0] == '\0') abort();
     close_all(fx);
     break;
   case KV_REDIS_SUB_GAP:

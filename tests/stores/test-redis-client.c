@@ -134,9 +134,8 @@ static long long publish(fx_t *fx, const char *ch, const char *msg) {
   kv_redis_req_t r;
   long long n;
   memset(&r, 0, sizeof r);
-  assert_int_equal(kv_redis_publish(fx->store, &r, ch, msg, strlen(msg),
-                                    raw_cb),
-                   0);
+  assert_int_equal(
+      kv_redis_publish(fx->store, &r, ch, msg, strlen(msg), raw_cb), 0);
   g_done = 0;
   run_until(fx, 1);
   assert_int_equal(r.status, 0);
@@ -149,8 +148,8 @@ static long long publish(fx_t *fx, const char *ch, const char *msg) {
 /* redis-cli, another process: what an outside publisher does. */
 static void cli(const char *port, const char *args) {
   char cmd[512];
-  snprintf(cmd, sizeof cmd, "%s -h 127.0.0.1 -p %s %s >/dev/null", g_cli,
-           port, args);
+  snprintf(cmd, sizeof cmd, "%s -h 127.0.0.1 -p %s %s >/dev/null", g_cli, port,
+           args);
   assert_int_equal(system(cmd), 0);
 }
 
@@ -249,21 +248,21 @@ static int reached(int have, int want) {
   return have >= want;
 }
 
-#define WAIT(fx, cond, ms)                                                     \
-  do {                                                                         \
-    uint64_t t0_ = uv_hrtime();                                                \
-    while (!(cond) && uv_hrtime() - t0_ < (uint64_t)(ms) * 1000000u) {         \
-      uv_timer_t t_;                                                           \
-      int f_ = 0;                                                              \
-      uv_timer_init(&(fx)->loop, &t_);                                         \
-      t_.data = &f_;                                                           \
-      uv_timer_start(&t_, timer_cb, 20, 0);                                    \
-      while (!(cond) && !f_)                                                   \
-        uv_run(&(fx)->loop, UV_RUN_ONCE);                                      \
-      uv_close((uv_handle_t *)&t_, NULL);                                      \
-      uv_run(&(fx)->loop, UV_RUN_NOWAIT);                                      \
-    }                                                                          \
-    if (!(cond)) fail_msg("timed out waiting for %s", #cond);                  \
+#define WAIT(fx, cond, ms)                                           \
+  do {                                                               \
+    uint64_t t0_ = uv_hrtime();                                      \
+    while (!(cond) && uv_hrtime() - t0_ < (uint64_t)(ms)*1000000u) { \
+      uv_timer_t t_;                                                 \
+      int f_ = 0;                                                    \
+      uv_timer_init(&(fx)->loop, &t_);                               \
+      t_.data = &f_;                                                 \
+      uv_timer_start(&t_, timer_cb, 20, 0);                          \
+      while (!(cond) && !f_)                                         \
+        uv_run(&(fx)->loop, UV_RUN_ONCE);                            \
+      uv_close((uv_handle_t *)&t_, NULL);                            \
+      uv_run(&(fx)->loop, UV_RUN_NOWAIT);                            \
+    }                                                                \
+    if (!(cond)) fail_msg("timed out waiting for %s", #cond);        \
   } while (0)
 
 static void sub_close(fx_t *fx, kv_redis_sub_t *sub, rec_t *rec) {
@@ -531,9 +530,8 @@ static void test_tx_conflicts_and_errors(void **state) {
   memset(&tx, 0, sizeof tx);
   tx.data = &m;
   g_done = 0;
-  assert_int_equal(kv_redis_transaction(fx->store, &tx, 1, keys, 3,
-                                        meddle_fn, tx_cb),
-                   0);
+  assert_int_equal(
+      kv_redis_transaction(fx->store, &tx, 1, keys, 3, meddle_fn, tx_cb), 0);
   assert_int_equal(g_done, 0);
   run_until(fx, 1);
   assert_int_equal(tx.status, KV_ECONFLICT);
@@ -551,9 +549,8 @@ static void test_tx_conflicts_and_errors(void **state) {
   memset(&tx, 0, sizeof tx);
   tx.data = &m;
   g_done = 0;
-  assert_int_equal(kv_redis_transaction(fx->store, &tx, 1, keys, 0, meddle_fn,
-                                        tx_cb),
-                   0);
+  assert_int_equal(
+      kv_redis_transaction(fx->store, &tx, 1, keys, 0, meddle_fn, tx_cb), 0);
   run_until(fx, 1);
   assert_int_equal(tx.status, KV_EEXISTS);
   assert_int_equal(m.calls, 1);
@@ -563,9 +560,9 @@ static void test_tx_conflicts_and_errors(void **state) {
   assert_int_equal(stats.lease_idle, 1); /* the same connection, reused */
   assert_int_equal(stats.leases, 2);
   /* Bad arguments: refused at once, no callback. */
-  assert_int_equal(kv_redis_transaction(fx->store, &tx, 0, keys, 0, meddle_fn,
-                                        tx_cb),
-                   KV_EINVAL);
+  assert_int_equal(
+      kv_redis_transaction(fx->store, &tx, 0, keys, 0, meddle_fn, tx_cb),
+      KV_EINVAL);
   kv_redis_tx_cleanup(&tx);
   assert_int_equal(kv_redis_tx_queue(&tx, 1, bad, NULL), KV_EINVAL);
   {
@@ -600,9 +597,8 @@ static void test_tx_execabort(void **state) {
   fx_open(fx, url);
   memset(&tx, 0, sizeof tx);
   g_done = 0;
-  assert_int_equal(kv_redis_transaction(fx->store, &tx, 1, keys, 0, refuse_fn,
-                                        tx_cb),
-                   0);
+  assert_int_equal(
+      kv_redis_transaction(fx->store, &tx, 1, keys, 0, refuse_fn, tx_cb), 0);
   run_until(fx, 1);
   assert_int_equal(tx.status, KV_EBACKEND);
   assert_non_null(strstr(kv_redis_tx_errmsg(&tx), "EXECABORT"));
@@ -921,8 +917,8 @@ static void test_url_forms(void **state) {
       "redis://127.0.0.1:1/2?database=2&connections=64",
   };
   static const char *const bad[] = {
-      "redis+unix+tls:///x.sock",           /* no name for the certificate */
-      "redis://127.0.0.1:1/2?database=3",   /* disagree */
+      "redis+unix+tls:///x.sock",         /* no name for the certificate */
+      "redis://127.0.0.1:1/2?database=3", /* disagree */
       "redis://127.0.0.1:1/0?database=x",
       "redis://127.0.0.1:1/0?connections=0",
       "redis://127.0.0.1:1/0?connections=65",
@@ -1006,8 +1002,7 @@ static void rc_close(rconn_t *c) {
 static void rc_alloc(uv_handle_t *h, size_t n, uv_buf_t *b) {
   rconn_t *c = h->data;
   (void)n;
-  *b = uv_buf_init(c->buf[(void *)h == (void *)&c->up],
-                   sizeof c->buf[0]);
+  *b = uv_buf_init(c->buf[(void *)h == (void *)&c->up], sizeof c->buf[0]);
 }
 
 static void rc_written(uv_write_t *w, int status) {
@@ -1111,8 +1106,8 @@ static void test_tls_forms(void **state) {
   rl.listener.data = &rl;
   assert_int_equal(uv_pipe_bind(&rl.listener, path), 0);
   assert_int_equal(uv_listen((uv_stream_t *)&rl.listener, 8, relay_conn), 0);
-  url_of(url, sizeof url, "redis+unix+tls://localhost%s?ca=%s&database=1",
-         path, g_ca);
+  url_of(url, sizeof url, "redis+unix+tls://localhost%s?ca=%s&database=1", path,
+         g_ca);
   fx_open(fx, url);
   put_get(fx, "over a unix socket");
   {
@@ -1122,8 +1117,7 @@ static void test_tls_forms(void **state) {
   }
   fx_close(fx);
   /* The name is checked: another name fails verification. */
-  url_of(url, sizeof url, "redis+unix+tls://wrong.example%s?ca=%s", path,
-         g_ca);
+  url_of(url, sizeof url, "redis+unix+tls://wrong.example%s?ca=%s", path, g_ca);
   fx_open(fx, url);
   memset(&r, 0, sizeof r);
   r.data = &c;
@@ -1134,8 +1128,8 @@ static void test_tls_forms(void **state) {
   assert_non_null(strstr(kv_req_errmsg(&r), "certificate verification"));
   kv_req_cleanup(&r);
   fx_close(fx);
-  url_of(url, sizeof url, "redis+unix+tls://localhost%s?ca=%s&database=1",
-         path, g_ca);
+  url_of(url, sizeof url, "redis+unix+tls://localhost%s?ca=%s&database=1", path,
+         g_ca);
   fx_open(fx, url);
   {
     kv_req_t d;
@@ -1155,10 +1149,8 @@ static void test_tls_forms(void **state) {
 int main(void) {
   const char *mode = getenv("KV_REDIS_MODE");
   static const struct CMUnitTest plain[] = {
-      cmocka_unit_test_setup_teardown(test_subscribe_channels, setup,
-                                      teardown),
-      cmocka_unit_test_setup_teardown(test_subscribe_patterns, setup,
-                                      teardown),
+      cmocka_unit_test_setup_teardown(test_subscribe_channels, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_subscribe_patterns, setup, teardown),
       cmocka_unit_test_setup_teardown(test_subscriber_survives_restart, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_tx_concurrent_incrementers, setup,
@@ -1167,8 +1159,7 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_tx_execabort, setup, teardown),
       cmocka_unit_test_setup_teardown(test_lease, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_pool_ten_thousand, setup,
-                                      teardown),
+      cmocka_unit_test_setup_teardown(test_pool_ten_thousand, setup, teardown),
       cmocka_unit_test_setup_teardown(test_raw_rules, setup, teardown),
       cmocka_unit_test_setup_teardown(test_url_forms, setup, teardown),
   };
