@@ -7,9 +7,10 @@
  * A child counts as one of the store's nhandles until it is released, so
  * the store's close callback comes after every child is gone.
  *
- * The pool's connections are created when first picked. Requests are
- * spread round-robin; every command of one request goes to the same
- * connection (a ttl's GET and PTTL, an incr's MULTI ... EXEC).
+ * The pool's connections are created when first picked. Requests fill
+ * one connection's next write up to 64 commands, then the next
+ * connection's, round the pool; every command of one request goes to the
+ * same connection (a ttl's GET and PTTL, an incr's MULTI ... EXEC).
  *
  * A lease is a child lent to one user. Given back, an open MULTI is
  * DISCARDed and WATCHes dropped before anyone else gets it; up to
@@ -20,6 +21,7 @@
 #include "stores/redis_int.h"
 
 #define IDLE_LEASES_MAX 16
+#define LANE_BATCH 64 /* commands per connection per write */
 
 static void child_free(kv__rds_t *c) {
   kv_free(c);
@@ -58,15 +60,23 @@ void kv__rds_child_close(kv__rds_t *c) {
 }
 
 kv__rds_t *kv__rds_pick(kv__rds_t *st) {
-  size_t i;
+  kv__rds_t *c;
   if (st->nlanes <= 1) return st;
-  i = st->next_lane++ % st->nlanes;
-  if (st->lanes[i] == NULL) {
-    if (st->closing) return st;
-    st->lanes[i] = kv__rds_child_new(st);
-    if (st->lanes[i] == NULL) return st; /* out of memory: the first one */
+  c = st->lanes[st->next_lane];
+  /* Fill one connection's next write up to LANE_BATCH commands, then move
+   * on: a light load stays on one connection (one write and one read per
+   * turn), a heavy one is spread over all of them. */
+  if (c != NULL && c->fifo_n - c->fifo_sent >= LANE_BATCH) {
+    st->next_lane = (st->next_lane + 1) % st->nlanes;
+    c = st->lanes[st->next_lane];
   }
-  return st->lanes[i];
+  if (c == NULL) {
+    if (st->closing) return st;
+    c = kv__rds_child_new(st);
+    if (c == NULL) return st; /* out of memory: the first one */
+    st->lanes[st->next_lane] = c;
+  }
+  return c;
 }
 
 /* ---- Leases -------------------------------------------------------------- */
