@@ -6,6 +6,7 @@
  *   bench.c     bench (async load on the store's own loop)
  *   wrap.c      --wrap NAME[:opt=val,...] parsing; the hook for wrappers
  *   output.c    errors, JSON, escaping, base64, stdin
+ *   redis.c     publish, subscribe, redis (Redis stores only)
  *
  * Every command returns an exit status (CLI_EXIT_*) and prints its own
  * diagnostics; nothing here calls exit() except main().
@@ -36,6 +37,7 @@
 #define CLI_OPT_LIMIT (1u << 2)
 #define CLI_OPT_ABSENT (1u << 3)
 #define CLI_OPT_BENCH (1u << 4) /* --op, --clients, ... */
+#define CLI_OPT_SUB (1u << 5)   /* subscribe: --pattern, --count */
 
 /* One --wrap NAME[:opt=val,...] (wrap.c): the name, and the argument as
  * given, which the library parses (kv_wrap_stack). */
@@ -62,6 +64,10 @@ typedef struct cli_opts_s {
   size_t size;
   size_t keys;
   int sync;
+
+  /* subscribe */
+  int pattern;  /* --pattern: the arguments are patterns */
+  size_t count; /* --count N: exit after N messages (0: never) */
 
   const char *command;
   char **args; /* positional arguments after the command name */
@@ -96,6 +102,11 @@ int cli_cmd_incr(cli_ctx_t *ctx);
 int cli_cmd_take(cli_ctx_t *ctx);
 int cli_cmd_touch(cli_ctx_t *ctx);
 int cli_cmd_stats(cli_ctx_t *ctx);
+
+/* redis.c */
+int cli_cmd_publish(cli_ctx_t *ctx);
+int cli_cmd_subscribe(cli_ctx_t *ctx);
+int cli_cmd_redis(cli_ctx_t *ctx);
 
 /* copy.c */
 int cli_cmd_copy(cli_ctx_t *ctx);

@@ -55,6 +55,10 @@ static const cli_cmd_t commands[] = {
      "bench --op OP [--clients N] [--requests N] [--size BYTES] [--keys N] "
      "[--sync]"},
     {"stats", cli_cmd_stats, 0, 0, 0, 0, "stats"},
+    {"publish", cli_cmd_publish, 2, 2, 0, 1, "publish CHANNEL MESSAGE"},
+    {"subscribe", cli_cmd_subscribe, 1, -1, CLI_OPT_SUB, 1,
+     "subscribe [--pattern] [--count N] CHANNEL..."},
+    {"redis", cli_cmd_redis, 1, -1, 0, 1, "redis ARG..."},
 };
 
 #undef C_
@@ -85,6 +89,12 @@ static const char help_text[] =
     "  copy DEST_URL            copy every collection to another store\n"
     "  bench --op OP            measure throughput and latency\n"
     "  stats                    print statistics (statistics wrapper)\n"
+    "  publish CHANNEL MESSAGE  (Redis) publish, print the receivers\n"
+    "  subscribe CHANNEL...     (Redis) print CHANNEL<TAB>PAYLOAD per "
+    "message\n"
+    "                           (--pattern: PATTERN<TAB>CHANNEL<TAB>PAYLOAD;\n"
+    "                           --count N: exit after N messages)\n"
+    "  redis ARG...             (Redis) send one command, print the reply\n"
     "\n"
     "Options:\n"
     "  --store URL              store URL (default: $KVIO_STORE, else\n"
@@ -123,7 +133,9 @@ typedef enum {
   OPT_REQUESTS,
   OPT_SIZE,
   OPT_KEYS,
-  OPT_SYNC
+  OPT_SYNC,
+  OPT_PATTERN,
+  OPT_COUNT
 } opt_id_t;
 
 typedef struct opt_def_s {
@@ -150,6 +162,8 @@ static const opt_def_t option_defs[] = {
     {OPT_SIZE, "size", 0, 1, CLI_OPT_BENCH},
     {OPT_KEYS, "keys", 0, 1, CLI_OPT_BENCH},
     {OPT_SYNC, "sync", 0, 0, CLI_OPT_BENCH},
+    {OPT_PATTERN, "pattern", 0, 0, CLI_OPT_SUB},
+    {OPT_COUNT, "count", 0, 1, CLI_OPT_SUB},
 };
 
 #define N_OPTIONS (sizeof(option_defs) / sizeof(option_defs[0]))
@@ -278,6 +292,11 @@ static int apply_option(parser_t *p, const opt_def_t *d, int is_short,
   case OPT_SYNC:
     o->sync = 1;
     return 0;
+  case OPT_PATTERN:
+    o->pattern = 1;
+    return 0;
+  case OPT_COUNT:
+    return parse_count(spelled, arg, 1, &o->count);
   }
   return 0;
 }

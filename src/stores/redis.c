@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <hiredis/hiredis.h>
 #include <openssl/err.h>
@@ -532,7 +533,7 @@ static void on_reply(kv__rds_t *st, const kv__rds_pend_t *p,
 /* ---- Single-key operations --------------------------------------------- */
 
 static int rds_single(kv_store_t *s, kv_req_t *req, const char *cmd) {
-  kv__rds_t *st = STORE(s);
+  kv__rds_t *st = kv__rds_pick(STORE(s));
   if (begin(st, req)) return 0;
   cmd_begin(st);
   cmd_lit(st, cmd);
@@ -547,7 +548,7 @@ static int rds_get(kv_store_t *s, kv_req_t *req) {
 }
 
 static int rds_ttl(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = STORE(s);
+  kv__rds_t *st = kv__rds_pick(STORE(s));
   if (begin(st, req)) return 0;
   cmd_begin(st);
   cmd_lit(st, "GET");
@@ -585,7 +586,7 @@ static void cmd_set(kv__rds_t *st, kv_req_t *req, int nx) {
 }
 
 static int rds_put(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = STORE(s);
+  kv__rds_t *st = kv__rds_pick(STORE(s));
   if (begin(st, req)) return 0;
   cmd_set(st, req, 0);
   send_part(st, req, TAG(T_MAIN, 0));
@@ -593,7 +594,7 @@ static int rds_put(kv_store_t *s, kv_req_t *req) {
 }
 
 static int rds_put_if_absent(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = STORE(s);
+  kv__rds_t *st = kv__rds_pick(STORE(s));
   if (begin(st, req)) return 0;
   cmd_set(st, req, 1);
   send_part(st, req, TAG(T_MAIN, 0));
@@ -601,7 +602,7 @@ static int rds_put_if_absent(kv_store_t *s, kv_req_t *req) {
 }
 
 static int rds_incr(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = STORE(s);
+  kv__rds_t *st = kv__rds_pick(STORE(s));
   if (begin(st, req)) return 0;
   if (req->in.expires_at_ms == 0) {
     cmd_begin(st);
@@ -661,7 +662,7 @@ static void send_cas(kv__rds_t *st, kv_req_t *req, int eval) {
 }
 
 static int rds_cas(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = STORE(s);
+  kv__rds_t *st = kv__rds_pick(STORE(s));
   if (begin(st, req)) return 0;
   send_cas(st, req, 0);
   return submitted(req);
@@ -680,7 +681,7 @@ static size_t chunk_end(const kv_req_t *req, size_t start) {
 }
 
 static int rds_get_many(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = STORE(s);
+  kv__rds_t *st = kv__rds_pick(STORE(s));
   if (kv_req_alloc_results(req) != 0) {
     req_fail(req, KV_ENOMEM, "out of memory");
     return submitted(req);
@@ -729,7 +730,7 @@ static void send_put_script(kv__rds_t *st, kv_req_t *req, size_t start,
 }
 
 static int rds_put_many(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = STORE(s);
+  kv__rds_t *st = kv__rds_pick(STORE(s));
   if (req->in.n == 0) return submitted(req);
   if (begin(st, req)) return 0;
   for (size_t i = 0; i < req->in.n; i = chunk_end(req, i)) {
@@ -751,7 +752,7 @@ static int rds_put_many(kv_store_t *s, kv_req_t *req) {
 }
 
 static int rds_delete_many(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = STORE(s);
+  kv__rds_t *st = kv__rds_pick(STORE(s));
   if (req->in.n == 0) return submitted(req);
   if (begin(st, req)) return 0;
   for (size_t i = 0; i < req->in.n; i = chunk_end(req, i)) {
@@ -1064,7 +1065,7 @@ static void unlink_keys(kv__rds_t *st, kv_req_t *req, kv_redis_reply_t *keys) {
 }
 
 static int rds_keys(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = STORE(s);
+  kv__rds_t *st = kv__rds_pick(STORE(s));
   keys_state_t *ks;
   unsigned long long cur = 0;
   const char *after = NULL;
@@ -1098,7 +1099,7 @@ static int rds_keys(kv_store_t *s, kv_req_t *req) {
 }
 
 static int rds_collections(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = STORE(s);
+  kv__rds_t *st = kv__rds_pick(STORE(s));
   coll_state_t *cs;
   if (req->in.cursor != NULL && req->in.cursor[0] != 'c')
     return kv_req_set_error(req, KV_EINVAL, "invalid cursor '%s'",
@@ -1114,7 +1115,7 @@ static int rds_collections(kv_store_t *s, kv_req_t *req) {
 }
 
 static int rds_destroy(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = STORE(s);
+  kv__rds_t *st = kv__rds_pick(STORE(s));
   if (begin(st, req)) return 0;
   send_scan(st, req, 0);
   return submitted(req);
@@ -1128,14 +1129,17 @@ static int rds_cull(kv_store_t *s, kv_req_t *req) {
 /* ---- Raw commands -------------------------------------------------------- */
 
 static int raw_error(kv_redis_req_t *req, int err, const char *msg) {
+  kv_free(req->errmsg);
   req->errmsg = kv_strndup(msg, strlen(msg));
   return err;
 }
 
-static void on_raw_reply(kv__rds_t *st, const kv__rds_pend_t *p,
-                         kv_redis_reply_t *r, int err, const char *msg) {
+/* A raw request's answer (or failure): kept in the request and queued; the
+ * callback runs from the prepare handle of the connection (never from
+ * inside a submit or a ctl call), exactly once. */
+void kv__rds_raw_reply(kv__rds_t *st, const kv__rds_pend_t *p,
+                       kv_redis_reply_t *r, int err, const char *msg) {
   kv_redis_req_t *req = p->ctx;
-  (void)st;
   if (err != 0) {
     req->status = err;
     req->errmsg = kv_strndup(msg, strlen(msg));
@@ -1149,38 +1153,125 @@ static void on_raw_reply(kv__rds_t *st, const kv__rds_pend_t *p,
       req->reply = own;
     }
   }
-  req->cb(req);
+  req->next_done = NULL;
+  if (st->raw_done_tail != NULL)
+    st->raw_done_tail->next_done = req;
+  else
+    st->raw_done = req;
+  st->raw_done_tail = req;
+  kv__rds_kick(st);
 }
 
-int kv_redis_command(kv_store_t *s, kv_redis_req_t *req, int argc,
-                     const char **argv, const size_t *argvlen, kv_redis_cb cb) {
-  kv__rds_t *st = STORE(s);
-  char *cmd;
-  int len, rc;
-  if (req == NULL) return KV_EINVAL;
-  req->store = s;
-  req->status = 0;
-  req->reply = NULL;
-  req->errmsg = NULL;
-  req->cb = cb;
-  if (s == NULL || s->methods != &kv__redis_methods)
-    return raw_error(req, KV_EINVAL, "kv_redis_command: not a redis store");
+void kv__rds_deliver_raw(kv__rds_t *st) {
+  while (st->raw_done != NULL) {
+    kv_redis_req_t *req = st->raw_done;
+    st->raw_done = req->next_done;
+    if (st->raw_done == NULL) st->raw_done_tail = NULL;
+    req->next_done = NULL;
+    req->cb(req);
+  }
+}
+
+/* Case-insensitive: is the command name one of the list? */
+static int cmd_is(const char *name, size_t len, const char *const *list) {
+  for (; *list != NULL; list++)
+    if (strlen(*list) == len && strncasecmp(name, *list, len) == 0) return 1;
+  return 0;
+}
+
+/* Commands that change a connection's state for whoever uses it next. */
+static const char *const conn_state_cmds[] = {
+    "SUBSCRIBE",    "PSUBSCRIBE",   "SSUBSCRIBE", "UNSUBSCRIBE",
+    "PUNSUBSCRIBE", "SUNSUBSCRIBE", "MONITOR",    "SELECT",
+    "AUTH",         "HELLO",        "RESET",      "QUIT",
+    "SYNC",         "PSYNC",        "REPLCONF",   NULL};
+/* ... and those that are fine on a connection of one's own only. */
+static const char *const tx_cmds[] = {"WATCH", "UNWATCH", "MULTI",
+                                      "EXEC",  "DISCARD", NULL};
+
+int kv__rds_cmd_kind(const char *name, size_t len) {
+  return cmd_is(name, len, conn_state_cmds) ? 1
+         : cmd_is(name, len, tx_cmds)       ? 2
+                                            : 0;
+}
+
+/* Check a raw command's arguments (shared: the store's connections). */
+int kv__rds_raw_check(kv_redis_req_t *req, int argc, const char **argv,
+                      const size_t *argvlen, kv_redis_cb cb, int shared) {
+  size_t len0;
   if (cb == NULL || argc < 1 || argv == NULL)
     return raw_error(req, KV_EINVAL,
                      "kv_redis_command: needs a callback and argc >= 1");
   for (int i = 0; i < argc; i++)
     if (argv[i] == NULL)
       return raw_error(req, KV_EINVAL, "kv_redis_command: NULL argument");
+  len0 = argvlen ? argvlen[0] : strlen(argv[0]);
+  if (cmd_is(argv[0], len0, conn_state_cmds)) {
+    char msg[160];
+    snprintf(msg, sizeof msg,
+             "kv_redis_command: '%.*s' changes the connection's state; use a "
+             "subscriber (kv_redis_subscriber) or the URL's options",
+             (int)(len0 > 40 ? 40 : len0), argv[0]);
+    return raw_error(req, KV_EINVAL, msg);
+  }
+  if (shared && cmd_is(argv[0], len0, tx_cmds)) {
+    char msg[160];
+    snprintf(msg, sizeof msg,
+             "kv_redis_command: '%.*s' needs a connection of its own: use "
+             "kv_redis_lease() or kv_redis_transaction()",
+             (int)(len0 > 40 ? 40 : len0), argv[0]);
+    return raw_error(req, KV_EINVAL, msg);
+  }
+  return 0;
+}
+
+void kv__rds_raw_init(kv_redis_req_t *req, kv_store_t *s, kv_redis_cb cb) {
+  req->store = s;
+  req->status = 0;
+  req->reply = NULL;
+  req->errmsg = NULL;
+  req->next_done = NULL;
+  req->cb = cb;
+}
+
+int kv_redis_command(kv_store_t *s, kv_redis_req_t *req, int argc,
+                     const char **argv, const size_t *argvlen, kv_redis_cb cb) {
+  kv__rds_t *st;
+  char *cmd;
+  int len, rc;
+  if (req == NULL) return KV_EINVAL;
+  kv__rds_raw_init(req, s, cb);
+  if (s == NULL || s->methods != &kv__redis_methods)
+    return raw_error(req, KV_EINVAL, "kv_redis_command: not a redis store");
+  if ((rc = kv__rds_raw_check(req, argc, argv, argvlen, cb, 1)) != 0) return rc;
   if (kv_store_is_closing(s))
     return raw_error(req, KV_ECLOSED, "the store is closing");
+  st = kv__rds_pick(STORE(s));
   rc = kv__rds_ready(st);
   if (rc != 0) return raw_error(req, rc, st->last_msg);
   len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
   if (len < 0) return raw_error(req, KV_ENOMEM, "out of memory");
-  rc = kv__rds_queue(st, cmd, (size_t)len, on_raw_reply, req, 0);
+  rc = kv__rds_queue(st, cmd, (size_t)len, kv__rds_raw_reply, req, 0);
   redisFreeCommand(cmd);
   if (rc != 0) return raw_error(req, rc, "out of memory");
   return 0;
+}
+
+int kv_redis_publish(kv_store_t *s, kv_redis_req_t *req, const char *channel,
+                     const void *msg, size_t len, kv_redis_cb cb) {
+  const char *argv[3];
+  size_t argl[3];
+  if (req == NULL) return KV_EINVAL;
+  if (channel == NULL || (msg == NULL && len > 0)) {
+    kv__rds_raw_init(req, s, cb);
+    return raw_error(req, KV_EINVAL,
+                     "kv_redis_publish: NULL channel or "
+                     "message");
+  }
+  argv[0] = "PUBLISH", argl[0] = 7;
+  argv[1] = channel, argl[1] = strlen(channel);
+  argv[2] = msg ? msg : "", argl[2] = len;
+  return kv_redis_command(s, req, 3, argv, argl, cb);
 }
 
 void kv_redis_req_cleanup(kv_redis_req_t *req) {
@@ -1201,17 +1292,47 @@ void kv_redis_reply_free(kv_redis_reply_t *reply) {
 
 /* ---- Lifetime ------------------------------------------------------------ */
 
-static int rds_ctl(kv_store_t *s, int op, void *arg) {
+static int rds_ctl(kv_store_t *s, int op, void *arg, size_t size) {
   kv__rds_t *st = STORE(s);
-  if (op == KV_REDIS_CTL_STATS && arg != NULL) {
+  if (op == KV_REDIS_CTL_STATS) {
     kv_redis_stats_t *out = arg;
-    *out = st->stats;
-    out->in_flight = st->fifo_sent;
-    out->queued = st->fifo_n - st->fifo_sent;
+    KV_CTL_EXPECT(arg, size, kv_redis_stats_t);
+    memset(out, 0, sizeof *out);
+    for (size_t i = 0; i < st->nlanes; i++) {
+      const kv__rds_t *ln = st->lanes[i];
+      const kv_redis_stats_t *x;
+      if (ln == NULL) continue;
+      x = &ln->stats;
+      out->commands += x->commands;
+      out->replies += x->replies;
+      out->writes += x->writes;
+      out->bytes_written += x->bytes_written;
+      out->reads += x->reads;
+      out->bytes_read += x->bytes_read;
+      out->connects += x->connects;
+      out->connect_failures += x->connect_failures;
+      out->in_flight += ln->fifo_sent;
+      out->queued += ln->fifo_n - ln->fifo_sent;
+      out->pool_connected += ln->state == KV__RDS_READY;
+    }
+    out->pool_size = st->nlanes;
+    out->leases = st->leases_total;
+    for (const kv__rds_lease_t *l = st->leases; l != NULL; l = l->next) {
+      if (l->out)
+        out->leased++;
+      else
+        out->lease_idle++;
+    }
+    for (const struct kv_redis_sub_s *sub = st->subs; sub != NULL;
+         sub = kv__rds_sub_next(sub))
+      out->subscribers++;
     return 0;
   }
   if (op == KV_REDIS_CTL_DISCONNECT) {
-    kv__rds_disconnect(st, KV_ECONN, "disconnected by KV_REDIS_CTL_DISCONNECT");
+    for (size_t i = 0; i < st->nlanes; i++)
+      if (st->lanes[i] != NULL)
+        kv__rds_disconnect(st->lanes[i], KV_ECONN,
+                           "disconnected by KV_REDIS_CTL_DISCONNECT");
     return 0;
   }
   return KV_ENOTSUP;
@@ -1290,8 +1411,8 @@ static int is_ip(const char *h) {
 static int parse_config(kv__rds_t *st, const kv_url_t *url, char *errbuf,
                         size_t errbuf_len) {
   const char *sc = url->scheme;
-  int is_unix = strcmp(sc, "redis+unix") == 0 || strcmp(sc, "valkey+unix") == 0;
-  int64_t db = -1;
+  int is_unix = strstr(sc, "+unix") != NULL;
+  int64_t db = -1, db2 = -1, nconn = 1;
   int verify = 1;
   double timeout;
   const char *user = kv_url_param(url, "user");
@@ -1302,9 +1423,14 @@ static int parse_config(kv__rds_t *st, const kv_url_t *url, char *errbuf,
                                          "verify_name"};
   char ep[300];
   int err;
-  st->tls = strcmp(sc, "rediss") == 0 || strcmp(sc, "valkeys") == 0;
+  st->tls = strcmp(sc, "rediss") == 0 || strcmp(sc, "valkeys") == 0 ||
+            strstr(sc, "+tls") != NULL;
   if ((err = kv_url_param_int(url, "db", 0, INT_MAX, -1, &db, errbuf,
                               errbuf_len)) ||
+      (err = kv_url_param_int(url, "database", 0, INT_MAX, -1, &db2, errbuf,
+                              errbuf_len)) ||
+      (err = kv_url_param_int(url, "connections", 1, KV__RDS_MAX_POOL, 1,
+                              &nconn, errbuf, errbuf_len)) ||
       (err = kv_url_param_double(url, "timeout", 0, 1e6, 10, &timeout, errbuf,
                                  errbuf_len)) ||
       (err = kv_url_param_bool(url, "verify_name", 1, &verify, errbuf,
@@ -1313,17 +1439,37 @@ static int parse_config(kv__rds_t *st, const kv_url_t *url, char *errbuf,
   for (size_t i = 0; !st->tls && i < KV__ARRAY_SIZE(tls_opts); i++)
     if (kv_url_param(url, tls_opts[i]) != NULL)
       return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
-                        "option '%s' needs TLS (rediss:// or valkeys://)",
+                        "option '%s' needs TLS (rediss://, redis+tls:// or "
+                        "redis+unix+tls://)",
                         tls_opts[i]);
+  if (db >= 0 && db2 >= 0 && db != db2)
+    return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
+                      "options 'db' and 'database' disagree (%lld, %lld)",
+                      (long long)db, (long long)db2);
+  if (db < 0) db = db2;
+  st->nlanes = (size_t)nconn;
   st->timeout_ms = (uint64_t)(timeout * 1000.0 + 0.5);
   if (timeout > 0 && st->timeout_ms == 0) st->timeout_ms = 1;
   if (is_unix) {
-    if (url->host != NULL || url->port != -1 || url->path == NULL ||
-        url->path[1] == '\0')
+    /* redis+unix+tls://name/path: the host part is the certificate's
+     * name (the socket path follows it). */
+    if ((url->host != NULL && !st->tls) || url->port != -1 ||
+        url->path == NULL || url->path[1] == '\0')
       return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
-                        "%s:// takes a socket path: %s:///path/redis.sock "
+                        "%s:// takes a socket path: %s://%s/path/redis.sock "
                         "(got '%s')",
-                        sc, sc, url->raw);
+                        sc, sc, st->tls ? "name.on.certificate" : "", url->raw);
+    if (st->tls && url->host == NULL && name == NULL && verify != 0)
+      return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
+                        "%s:// needs the name on the server's certificate: "
+                        "%s://NAME/path/redis.sock (or server_name=NAME, or "
+                        "verify_name=0)",
+                        sc, sc);
+    if (st->tls && url->host != NULL) {
+      st->host = dup_str(url->host); /* the TLS name only */
+      if (st->host == NULL)
+        return kv__errbuf(errbuf, errbuf_len, KV_ENOMEM, "out of memory");
+    }
     st->sock = dup_str(url->path);
     snprintf(ep, sizeof ep, "%s", url->path);
   } else {
@@ -1364,10 +1510,7 @@ static int parse_config(kv__rds_t *st, const kv_url_t *url, char *errbuf,
   st->prefix_len = prefix ? strlen(prefix) : 0;
   if (st->tls) {
     st->verify_name = verify;
-    st->tls_name = dup_str(name ? name : st->host);
-    if (st->sock != NULL)
-      return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
-                        "TLS over a unix socket is not supported");
+    st->tls_name = dup_str(name ? name : st->host ? st->host : "localhost");
     if (st->tls_name) st->tls_name_is_ip = is_ip(st->tls_name);
   }
   if (st->endpoint == NULL || st->prefix == NULL ||
@@ -1388,16 +1531,31 @@ static int rds_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
   }
   sha1_hex(put_script, st->sha_put);
   sha1_hex(cas_script, st->sha_cas);
+  st->lanes = kv_calloc(st->nlanes, sizeof *st->lanes);
+  if (st->lanes == NULL) {
+    free_config(st);
+    return kv__errbuf(errbuf, errbuf_len, KV_ENOMEM, "out of memory");
+  }
+  st->lanes[0] = st; /* the others connect when first used */
   return kv__rds_init_handles(st);
 }
 
 static void rds_close(kv_store_t *s) {
-  kv__rds_close(STORE(s));
+  kv__rds_t *st = STORE(s);
+  /* Raw requests still waiting are cancelled (a blocking command must not
+   * hold the close); the kvio requests in flight finish (or time out). */
+  for (size_t i = 0; i < st->nlanes; i++)
+    if (st->lanes[i] != NULL)
+      kv__rds_cancel_fifo(st->lanes[i], kv__rds_raw_reply,
+                          "the store was closed");
+  kv__rds_pool_close(st);
+  kv__rds_close(st);
 }
 
 static const char *const rds_options[] = {
-    "db",   "prefix", "timeout",     "user",        "password", "ca",
-    "cert", "key",    "server_name", "verify_name", NULL};
+    "db",          "database",    "prefix", "timeout", "user",
+    "password",    "ca",          "cert",   "key",     "server_name",
+    "verify_name", "connections", NULL};
 
 const kv_store_methods_t kv__redis_methods = {
     .version = KV_STORE_METHODS_VERSION,
@@ -1425,5 +1583,5 @@ const kv_store_methods_t kv__redis_methods = {
     .cas = rds_cas,
     .incr = rds_incr,
     .take = rds_take,
-    .ctl = rds_ctl,
+    .ctl_ex = rds_ctl,
 };

@@ -341,12 +341,13 @@ static void flush(kv__rds_t *st) {
 }
 
 static void teardown(kv__rds_t *st);
+static int only_ignored(kv__rds_t *st);
 
 static void on_prepare(uv_prepare_t *h) {
   kv__rds_t *st = h->data;
   flush(st);
   if (st->closing && !st->torn_down) {
-    if (st->fifo_n == 0 || st->state != KV__RDS_READY) {
+    if (st->fifo_n == 0 || st->state != KV__RDS_READY || only_ignored(st)) {
       if (st->fifo_n != 0)
         kv__rds_disconnect(st, KV_ECANCELED,
                            "the store was closed before the connection to the "
@@ -362,6 +363,46 @@ static void on_prepare(uv_prepare_t *h) {
 static void kick(kv__rds_t *st) {
   if (!st->torn_down && !uv_is_active((uv_handle_t *)&st->prep))
     uv_prepare_start(&st->prep, on_prepare);
+}
+
+/* Raw requests' callbacks, from an idle handle (as the core delivers
+ * kvio requests). The handle stops on the turn after the last delivery, so
+ * the turn that delivers does not block in poll (a caller running the loop
+ * with UV_RUN_ONCE sees its callback). */
+static void on_idle(uv_idle_t *h) {
+  kv__rds_t *st = h->data;
+  if (st->raw_done == NULL) {
+    uv_idle_stop(h);
+    return;
+  }
+  kv__rds_deliver_raw(st);
+}
+
+void kv__rds_kick(kv__rds_t *st) {
+  if (!st->torn_down && !uv_is_active((uv_handle_t *)&st->idle))
+    uv_idle_start(&st->idle, on_idle);
+}
+
+void kv__rds_ignore_reply(kv__rds_t *st, const kv__rds_pend_t *p,
+                          kv_redis_reply_t *reply, int err, const char *msg) {
+  (void)st, (void)p, (void)reply, (void)err, (void)msg;
+}
+
+void kv__rds_cancel_fifo(kv__rds_t *st, kv__rds_reply_fn fn, const char *msg) {
+  for (size_t i = 0; i < st->fifo_n; i++) {
+    kv__rds_pend_t *e = fifo_at(st, i);
+    if (e->fn != fn) continue;
+    e->fn = kv__rds_ignore_reply;
+    fn(st, e, NULL, KV_ECANCELED, msg);
+  }
+}
+
+/* Whether every command still awaiting a reply was cancelled (its reply
+ * is only to be dropped): then a closing store need not wait for it. */
+static int only_ignored(kv__rds_t *st) {
+  for (size_t i = 0; i < st->fifo_n; i++)
+    if (fifo_at(st, i)->fn != kv__rds_ignore_reply) return 0;
+  return 1;
 }
 
 static int out_reserve(kv__rds_t *st, size_t len) {
@@ -440,6 +481,27 @@ int kv__rds_queue_argv(kv__rds_t *st, size_t argc, const char *const *argv,
   return 0;
 }
 
+int kv__rds_write_argv(kv__rds_t *st, size_t argc, const char *const *argv,
+                       const size_t *argvlen) {
+  size_t need = 24;
+  char *o;
+  for (size_t i = 0; i < argc; i++)
+    need += 24 + argvlen[i] + 2;
+  if (out_reserve(st, need) != 0) return KV_ENOMEM;
+  o = put_header(st->out + st->out_len, '*', argc);
+  for (size_t i = 0; i < argc; i++) {
+    o = put_header(o, '$', argvlen[i]);
+    memcpy(o, argv[i], argvlen[i]);
+    o += argvlen[i];
+    *o++ = '\r';
+    *o++ = '\n';
+  }
+  st->out_len = (size_t)(o - st->out);
+  st->stats.commands++;
+  if (st->state == KV__RDS_READY) kick(st);
+  return 0;
+}
+
 /* ---- Failing and timing out ---------------------------------------------- */
 
 /* Fail every pending command: the timed-out ones (deadline passed) with
@@ -497,6 +559,7 @@ static void conn_fail(kv__rds_conn_t *c, int err, int timed_out,
     char msg[sizeof st->last_msg];
     memcpy(msg, st->last_msg, sizeof msg);
     fail_all(st, err, timed_out, msg);
+    if (st->on_down != NULL && !st->torn_down) st->on_down(st, err, msg);
   }
   if (st->closing) kick(st);
 }
@@ -565,6 +628,7 @@ static void hello_reply(kv__rds_conn_t *c, kv_redis_reply_t *r) {
     c->was_ready = 1;
     st->attempts = 0;
     st->stats.connects++;
+    if (st->on_ready != NULL) st->on_ready(st);
     if (st->out_len) kick(st);
   }
 }
@@ -575,6 +639,11 @@ static void dispatch(kv__rds_conn_t *c, kv_redis_reply_t *r) {
   st->stats.replies++;
   if (st->state == KV__RDS_HELLO && c->hello_left > 0) {
     hello_reply(c, r);
+    kv__rds_reply_free(r);
+    return;
+  }
+  if (st->on_push != NULL) { /* a subscriber: no FIFO */
+    st->on_push(st, r);
     kv__rds_reply_free(r);
     return;
   }
@@ -747,6 +816,7 @@ static void hello_start(kv__rds_conn_t *c) {
     c->was_ready = 1;
     st->attempts = 0;
     st->stats.connects++;
+    if (st->on_ready != NULL) st->on_ready(st);
     if (st->out_len) kick(st);
   }
 }
@@ -827,7 +897,8 @@ static int tcp_connect(kv__rds_conn_t *c, const struct sockaddr *addr) {
   if (rc < 0) return rc;
   c->handle_init = 1;
   c->h.handle.data = c;
-  uv_unref(&c->h.handle); /* only pending commands keep the loop alive */
+  /* only pending commands keep the loop alive (or a subscriber) */
+  if (!c->st->keep_loop_alive) uv_unref(&c->h.handle);
   return uv_tcp_connect(&c->connect_req, &c->h.tcp, addr, on_connect);
 }
 
@@ -898,7 +969,7 @@ static int conn_start(kv__rds_t *st) {
     if (rc == 0) {
       c->handle_init = 1;
       c->h.handle.data = c;
-      uv_unref(&c->h.handle);
+      if (!st->keep_loop_alive) uv_unref(&c->h.handle);
       uv_pipe_connect(&c->connect_req, &c->h.pipe, st->sock, on_connect);
     }
   } else if (uv_ip4_addr(st->host, st->port, (struct sockaddr_in *)&ss) == 0 ||
@@ -944,9 +1015,11 @@ static void on_handle_closed(uv_handle_t *h) {
 int kv__rds_init_handles(kv__rds_t *st) {
   uv_timer_init(st->base.loop, &st->timer);
   uv_prepare_init(st->base.loop, &st->prep);
+  uv_idle_init(st->base.loop, &st->idle);
   st->timer.data = st;
   st->prep.data = st;
-  st->nhandles = 2;
+  st->idle.data = st;
+  st->nhandles = 3;
   return 0;
 }
 
@@ -959,15 +1032,31 @@ static void teardown(kv__rds_t *st) {
       conn_fail(st->conn, KV_ECANCELED, 0, "the store was closed");
     uv_close((uv_handle_t *)&st->timer, on_handle_closed);
     uv_close((uv_handle_t *)&st->prep, on_handle_closed);
+    uv_close((uv_handle_t *)&st->idle, on_handle_closed);
     return;
   }
   if (st->nhandles != 0) return;
+  kv__rds_deliver_raw(st); /* every raw callback before the close */
   kv_free(st->fifo);
   kv_free(st->out);
   kv_free(st->args);
   kv_free(st->argv);
   kv_free(st->argvlen);
   kv_free(st->scratch);
+  st->fifo = NULL;
+  st->out = st->scratch = NULL;
+  st->args = NULL;
+  st->argv = NULL;
+  st->argvlen = NULL;
+  if (st->parent != NULL) { /* a child: the configuration is the parent's */
+    kv__rds_t *parent = st->parent;
+    st->on_released(st); /* frees st */
+    parent->nhandles--;
+    if (parent->torn_down && parent->nhandles == 0) teardown(parent);
+    return;
+  }
+  kv__rds_pool_free(st);
+  kv_free(st->lanes);
   kv_free(st->host);
   kv_free(st->sock);
   kv_free(st->endpoint);

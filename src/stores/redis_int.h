@@ -9,6 +9,8 @@
 #include "internal.h"
 #include "kvio/redis.h"
 
+#define KV__RDS_MAX_POOL 64 /* connections=N */
+
 typedef struct kv__rds_s kv__rds_t;
 typedef struct kv__rds_conn_s kv__rds_conn_t;
 typedef struct kv__rds_pend_s kv__rds_pend_t;
@@ -62,6 +64,7 @@ struct kv__rds_s {
   char last_msg[320];
   uv_timer_t timer;  /* command timeouts; active while commands wait */
   uv_prepare_t prep; /* flushes the turn's commands in one write */
+  uv_idle_t idle;    /* calls back completed raw requests */
   int nhandles;      /* handles and connections not yet released */
   int closing, torn_down;
   /* commands: a ring of pending entries; the first `sent` are written */
@@ -84,6 +87,48 @@ struct kv__rds_s {
   char sha_cas[41]; /* SHA1 of the scripts, for EVALSHA */
   char sha_put[41];
   kv_redis_stats_t stats;
+  /* ---- connections beyond the first (redis_pool.c) ----
+   * A store is its first connection. Every other connection (the pool's
+   * lanes, leased connections, subscribers) is a kv__rds_t of its own with
+   * `parent` set: it shares the parent's configuration (strings and SSL_CTX
+   * are the parent's, never freed by the child), has its own handles and
+   * FIFO, and counts as one of the parent's nhandles until it is released,
+   * so the parent closes last. */
+  kv__rds_t *parent;
+  void (*on_released)(kv__rds_t *child); /* child: after its teardown */
+  void *owner;                           /* child: the lease / subscriber */
+  /* Hooks (NULL: none). on_ready: the connection is ready (after AUTH and
+   * SELECT). on_down: a connection or an attempt failed (err, detail).
+   * on_push: every reply once ready goes here instead of to the FIFO
+   * (a subscriber's connection). */
+  void (*on_ready)(kv__rds_t *st);
+  void (*on_down)(kv__rds_t *st, int err, const char *msg);
+  void (*on_push)(kv__rds_t *st, kv_redis_reply_t *reply);
+  int keep_loop_alive; /* the connection handle keeps the loop alive */
+  /* the pool (parent only): lanes[0] is the store itself */
+  kv__rds_t **lanes;
+  size_t nlanes, next_lane;
+  /* leases (parent only, redis_pool.c) */
+  struct kv__rds_lease_s *idle_leases; /* given back, connection kept */
+  struct kv__rds_lease_s *leases;      /* every lease object alive */
+  struct kv_redis_sub_s *subs;         /* every subscriber alive */
+  uint64_t leases_total;
+  /* raw requests completed, to be called back from the prepare handle */
+  kv_redis_req_t *raw_done, *raw_done_tail;
+};
+
+/* A connection lent to one user (transactions, kv_redis_lease). */
+typedef struct kv__rds_lease_s kv__rds_lease_t;
+struct kv__rds_lease_s {
+  kv__rds_t *conn; /* a child kv__rds_t */
+  kv__rds_lease_t *next_idle;
+  kv__rds_lease_t *prev, *next; /* in parent->leases */
+  int out;                      /* lent now */
+  int broken;                   /* its connection was lost while lent */
+  int used;                     /* a command was sent while lent */
+  int in_multi;                 /* MULTI sent, EXEC/DISCARD not yet */
+  int watching;                 /* WATCH sent, EXEC/DISCARD/UNWATCH not yet */
+  int tx; /* lent to kv_redis_transaction (not the user) */
 };
 
 extern const kv_store_methods_t kv__redis_methods;
@@ -111,5 +156,59 @@ int kv__rds_init_handles(kv__rds_t *st);
 void kv__rds_reply_free(kv_redis_reply_t *r);
 /* The kvio error code for a server error reply ("WRONGPASS ..."). */
 int kv__rds_error_code(const char *msg, size_t len);
+/* Format a command into the write buffer without a FIFO entry: its replies
+ * go to st->on_push (a subscriber's connection). 0 or KV_ENOMEM. */
+int kv__rds_write_argv(kv__rds_t *st, size_t argc, const char *const *argv,
+                       const size_t *argvlen);
+/* Call back the completed raw requests (st->raw_done) from the loop. */
+void kv__rds_kick(kv__rds_t *st);
+/* Complete every pending command whose handler is fn with KV_ECANCELED
+ * now; their replies, when they come, are dropped. */
+void kv__rds_cancel_fifo(kv__rds_t *st, kv__rds_reply_fn fn, const char *msg);
+/* A reply handler that drops the reply (cancelled requests). */
+void kv__rds_ignore_reply(kv__rds_t *st, const kv__rds_pend_t *p,
+                          kv_redis_reply_t *reply, int err, const char *msg);
+
+/* redis.c: call back the raw requests completed on st (deferred). */
+void kv__rds_deliver_raw(kv__rds_t *st);
+/* redis.c: finish a raw request with a reply or an error (queued). */
+void kv__rds_raw_reply(kv__rds_t *st, const kv__rds_pend_t *p,
+                       kv_redis_reply_t *r, int err, const char *msg);
+
+/* redis.c: raw requests */
+void kv__rds_raw_init(kv_redis_req_t *req, kv_store_t *s, kv_redis_cb cb);
+/* Check a raw command (shared: on the store's own connections). 0 or
+ * KV_EINVAL with req->errmsg set. */
+int kv__rds_raw_check(kv_redis_req_t *req, int argc, const char **argv,
+                      const size_t *argvlen, kv_redis_cb cb, int shared);
+
+/* 1: the command changes a connection's state for its next user
+ * (SUBSCRIBE, SELECT, ...); 2: WATCH, UNWATCH, MULTI, EXEC, DISCARD; 0:
+ * any other. */
+int kv__rds_cmd_kind(const char *name, size_t len);
+
+/* redis_pubsub.c */
+const struct kv_redis_sub_s *kv__rds_sub_next(const struct kv_redis_sub_s *s);
+
+/* redis_pool.c */
+/* A new connection sharing st's configuration (not connected yet). */
+kv__rds_t *kv__rds_child_new(kv__rds_t *st);
+/* Start closing a child: it drains, tears down and calls on_released. */
+void kv__rds_child_close(kv__rds_t *child);
+/* The connection of the pool for the next request. */
+kv__rds_t *kv__rds_pick(kv__rds_t *st);
+/* The store is closing: close the pool, cancel the leases and close the
+ * subscribers (redis_pubsub.c). */
+void kv__rds_pool_close(kv__rds_t *st);
+/* The store's last moment: free what the leases left. */
+void kv__rds_pool_free(kv__rds_t *st);
+void kv__rds_subs_close_all(kv__rds_t *st);
+/* Lease a connection (for transactions): NULL when out of memory. */
+kv__rds_lease_t *kv__rds_lease_get(kv__rds_t *st, int tx);
+void kv__rds_lease_put(kv__rds_lease_t *l);
+/* Queue a command on a lease, tracking MULTI / WATCH. */
+int kv__rds_lease_send(kv__rds_lease_t *l, size_t argc, const char *const *argv,
+                       const size_t *argvlen, kv__rds_reply_fn fn, void *ctx,
+                       uint64_t tag);
 
 #endif
