@@ -55,7 +55,7 @@ typedef struct kv_disk_stats_s {
 
 /* ctl(s, KV_DISK_CTL_STATS, kv_disk_stats_t *out): copy the counters.
  * Returns 0. Call it on the loop thread. */
-#define KV_DISK_CTL_STATS 0x4401
+#define KV_DISK_CTL_STATS (KV_CTL_RANGE_DISK + 1)
 
 #ifdef __cplusplus
 }

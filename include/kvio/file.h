@@ -63,7 +63,7 @@ typedef struct kv_file_stats_s {
 
 /* ctl(s, KV_FILE_CTL_STATS, kv_file_stats_t *out): copy the counters.
  * Returns 0. Call it on the loop thread. */
-#define KV_FILE_CTL_STATS 0x4601
+#define KV_FILE_CTL_STATS (KV_CTL_RANGE_FILE + 1)
 
 #ifdef __cplusplus
 }

@@ -53,7 +53,7 @@ typedef struct kv_rocksdb_stats_s {
 
 /* ctl(s, KV_ROCKSDB_CTL_STATS, kv_rocksdb_stats_t *out): copy the counters.
  * Returns 0. Call it on the loop thread. */
-#define KV_ROCKSDB_CTL_STATS 0x5201
+#define KV_ROCKSDB_CTL_STATS (KV_CTL_RANGE_ROCKSDB + 1)
 
 #ifdef __cplusplus
 }

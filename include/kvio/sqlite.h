@@ -59,7 +59,7 @@ typedef struct kv_sqlite_stats_s {
 
 /* ctl(s, KV_SQLITE_CTL_STATS, kv_sqlite_stats_t *out): copy the counters.
  * Returns 0. Call it on the loop thread. */
-#define KV_SQLITE_CTL_STATS 0x5301
+#define KV_SQLITE_CTL_STATS (KV_CTL_RANGE_SQLITE + 1)
 
 #ifdef __cplusplus
 }

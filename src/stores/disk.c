@@ -925,11 +925,12 @@ static const kv__engine_t disk_engine = {
     .closed = disk_closed,
 };
 
-static int disk_ctl(kv_store_t *s, int op, void *arg) {
+static int disk_ctl(kv_store_t *s, int op, void *arg, size_t size) {
   kv_disk_t *d = (kv_disk_t *)s;
   kv__batcher_t *b = &d->batcher;
   kv_disk_stats_t *st = arg;
-  if (op == KV_DISK_CTL_STATS && arg != NULL) {
+  if (op == KV_DISK_CTL_STATS) {
+    KV_CTL_EXPECT(arg, size, kv_disk_stats_t);
     memset(st, 0, sizeof(*st));
     st->batches = b->batches;
     st->write_txns = b->write_txns;
@@ -1008,5 +1009,5 @@ const kv_store_methods_t kv__disk_methods = {
     .options = disk_options,
     .open = disk_open,
     KV__BATCHED_METHODS,
-    .ctl = disk_ctl,
+    .ctl_ex = disk_ctl,
 };

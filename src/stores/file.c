@@ -974,11 +974,12 @@ static void file_event_cb(uv_fs_event_t *h, const char *filename, int events,
   f->fresh = 0;
 }
 
-static int file_ctl(kv_store_t *s, int op, void *arg) {
+static int file_ctl(kv_store_t *s, int op, void *arg, size_t size) {
   kv_file_t *f = (kv_file_t *)s;
   kv__batcher_t *b = &f->batcher;
   kv_file_stats_t *st = arg;
-  if (op == KV_FILE_CTL_STATS && arg != NULL) {
+  if (op == KV_FILE_CTL_STATS) {
+    KV_CTL_EXPECT(arg, size, kv_file_stats_t);
     memset(st, 0, sizeof(*st));
     st->batches = b->batches;
     st->rewrites = f->stats.rewrites;
@@ -1123,5 +1124,5 @@ const kv_store_methods_t kv__file_methods = {
     .options = file_options,
     .open = file_open,
     KV__BATCHED_METHODS,
-    .ctl = file_ctl,
+    .ctl_ex = file_ctl,
 };

@@ -967,11 +967,12 @@ static const kv__engine_t rdb_engine = {
     .closed = rdb_closed,
 };
 
-static int rdb_ctl(kv_store_t *s, int op, void *arg) {
+static int rdb_ctl(kv_store_t *s, int op, void *arg, size_t size) {
   kv_rocksdb_t *d = (kv_rocksdb_t *)s;
   kv__batcher_t *b = &d->batcher;
   kv_rocksdb_stats_t *st = arg;
-  if (op == KV_ROCKSDB_CTL_STATS && arg != NULL) {
+  if (op == KV_ROCKSDB_CTL_STATS) {
+    KV_CTL_EXPECT(arg, size, kv_rocksdb_stats_t);
     *st = d->stats; /* open_retries */
     st->batches = b->batches;
     st->write_batches = d->write_batches;
@@ -1038,5 +1039,5 @@ const kv_store_methods_t kv__rocksdb_methods = {
     .options = rdb_options,
     .open = rdb_open,
     KV__BATCHED_METHODS,
-    .ctl = rdb_ctl,
+    .ctl_ex = rdb_ctl,
 };

@@ -665,11 +665,12 @@ static const kv__engine_t sql_engine = {
     .closed = sql_closed,
 };
 
-static int sql_ctl(kv_store_t *s, int op, void *arg) {
+static int sql_ctl(kv_store_t *s, int op, void *arg, size_t size) {
   kv_sqlite_t *d = (kv_sqlite_t *)s;
   kv__batcher_t *b = &d->batcher;
   kv_sqlite_stats_t *st = arg;
-  if (op == KV_SQLITE_CTL_STATS && arg != NULL) {
+  if (op == KV_SQLITE_CTL_STATS) {
+    KV_CTL_EXPECT(arg, size, kv_sqlite_stats_t);
     memset(st, 0, sizeof(*st));
     st->batches = b->batches;
     st->write_txns = b->write_txns;
@@ -1022,5 +1023,5 @@ const kv_store_methods_t kv__sqlite_methods = {
     .options = sql_options,
     .open = sql_open,
     KV__BATCHED_METHODS,
-    .ctl = sql_ctl,
+    .ctl_ex = sql_ctl,
 };

@@ -29,7 +29,7 @@
 
 static kv_disk_stats_t stats(fx_t *fx) {
   kv_disk_stats_t st;
-  assert_int_equal(fx->store->methods->ctl(fx->store, KV_DISK_CTL_STATS, &st),
+  assert_int_equal(kv_store_ctl(fx->store, KV_DISK_CTL_STATS, &st, sizeof st),
                    0);
   return st;
 }
