@@ -4,9 +4,8 @@
 # KV_HAVE_ENCRYPTION (CMake variables and compile definitions).
 #
 # Both sit on the wrapper infrastructure (src/wrappers/wrap.c, part
-# `wrappers`, built with jansson) and share the value-codec engine in
-# encryption.c, so compression needs the encryption half too; libcrypto is a
-# dependency of the core, so in practice that half is always there. Their
+# `wrappers`, built with jansson) and share the value-codec engine
+# (src/wrappers/codec.c). Their
 # public functions (kv_wrap_compression, kv_fernet_*, ...) are forwarded by
 # src/shims/ when the part is a module.
 pkg_check_modules(KV_ZLIB IMPORTED_TARGET zlib)
@@ -20,11 +19,11 @@ endif()
 set(KV_HAVE_COMPRESSION OFF)
 set(KV_HAVE_ENCRYPTION OFF)
 
-# One module, crypto.so, with both wrappers: compression shares the codec
-# engine of encryption.c.
+# One module, crypto.so, with both wrappers and their codec engine.
 if(KV_CRYPTO_FOUND AND JANSSON_FOUND)
   set(KV_HAVE_ENCRYPTION ON)
-  set(kv_crypto_sources ${CMAKE_SOURCE_DIR}/src/wrappers/encryption.c
+  set(kv_crypto_sources ${CMAKE_SOURCE_DIR}/src/wrappers/codec.c
+    ${CMAKE_SOURCE_DIR}/src/wrappers/encryption.c
     ${CMAKE_SOURCE_DIR}/src/wrappers/fernet.c)
   set(kv_crypto_libs PkgConfig::KV_CRYPTO)
   set(kv_crypto_wrappers encryption=kv__wrap_encryption_from_options)

@@ -10,9 +10,10 @@ endif()
 if(JANSSON_FOUND)
   file(GLOB KV_WRAPPERS_SOURCES CONFIGURE_DEPENDS
     ${CMAKE_SOURCE_DIR}/src/wrappers/*.c)
-  # Theirs: compression.c, encryption.c, fernet*.c (cmake/parts/crypto.cmake).
+  # Part `crypto` builds codec.c, compression.c, encryption.c and fernet*.c
+  # (cmake/parts/crypto.cmake).
   list(FILTER KV_WRAPPERS_SOURCES EXCLUDE REGEX
-    "/(compression|encryption|fernet[^/]*)\\.c$")
+    "/(codec|compression|encryption|fernet[^/]*)\\.c$")
   set(kv_wrappers "")
   foreach(w cache collection-routing default-value fallback fault-injection
       limit-size logging prefix-collections prefix-keys raise-on-missing

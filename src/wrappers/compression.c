@@ -21,7 +21,7 @@
 
 #include "internal.h"
 #include "kvio/compression.h"
-#include "wrappers/fernet.h" /* the value-codec engine (encryption.c) */
+#include "wrappers/codec.h"
 #include "wrappers/wrappers.h"
 
 #define ENV_MAGIC "\x89KVZ"

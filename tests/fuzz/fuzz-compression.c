@@ -1,6 +1,6 @@
 /* libFuzzer target: the compression wrapper's envelope (src/wrappers/
  * compression.c), through the codec the value-codec engine calls
- * (kv__codec_wrap_t in wrappers/fernet.h).
+ * (kv__codec_wrap_t in wrappers/codec.h).
  *
  * Every input is
  *  - decoded as a stored value by wrappers configured for gzip, zstd and
@@ -16,7 +16,7 @@
 
 #include "internal.h"
 #include "kvio/compression.h"
-#include "wrappers/fernet.h"
+#include "wrappers/codec.h"
 
 #define NW 4
 static kv__codec_wrap_t *w[NW]; /* gzip, zstd, lz4, zstd + allow_raw */
