@@ -14,6 +14,8 @@ if(KV_HAVE_REDIS)
       ${KV_WITH_REDIS} --acl)
     kv_conformance(redis-prefix "valkey://127.0.0.1:@PORT@/2?prefix=app1:"
       ${KV_WITH_REDIS})
+    kv_conformance(redis-cluster "redis+cluster://@SEEDS@"
+      ${CMAKE_CURRENT_SOURCE_DIR}/servers/with-redis-cluster.sh)
   endif()
   add_executable(test-redis ${CMAKE_CURRENT_SOURCE_DIR}/stores/test-redis.c)
   target_include_directories(test-redis PRIVATE ${CMAKE_SOURCE_DIR}/src
