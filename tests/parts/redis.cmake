@@ -29,4 +29,19 @@ if(KV_HAVE_REDIS)
     COMMAND ${KV_WITH_REDIS} --tls $<TARGET_FILE:test-redis>)
   set_tests_properties(test-redis test-redis-tls PROPERTIES
     TIMEOUT ${KV_TEST_TIMEOUT} SKIP_RETURN_CODE 77 LABELS unit)
+  # redis+cluster://: a 3-primary cluster (with one replica each for the
+  # failover test) started by with-redis-cluster.sh.
+  set(KV_WITH_CLUSTER ${CMAKE_CURRENT_SOURCE_DIR}/servers/with-redis-cluster.sh)
+  add_executable(test-redis-cluster
+    ${CMAKE_CURRENT_SOURCE_DIR}/stores/test-redis-cluster.c)
+  target_compile_options(test-redis-cluster PRIVATE ${KV_WARNINGS})
+  target_link_libraries(test-redis-cluster PRIVATE kvio_static
+    PkgConfig::CMOCKA ${KV_PART_LIBS} m)
+  add_test(NAME test-redis-cluster
+    COMMAND ${KV_WITH_CLUSTER} $<TARGET_FILE:test-redis-cluster>)
+  add_test(NAME test-redis-cluster-failover
+    COMMAND ${KV_WITH_CLUSTER} --replicas 1
+    $<TARGET_FILE:test-redis-cluster> failover)
+  set_tests_properties(test-redis-cluster test-redis-cluster-failover
+    PROPERTIES TIMEOUT ${KV_TEST_TIMEOUT} SKIP_RETURN_CODE 77 LABELS unit)
 endif()

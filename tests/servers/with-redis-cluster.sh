@@ -82,6 +82,7 @@ start_node() { # port
     --cluster-node-timeout 1000 --cluster-replica-validity-factor 0 \
     >/dev/null 2>&1 &
   echo $! >"$dir/$p.pid"
+  disown $! # a test may kill it: no "Killed" notice from this shell
   for _ in $(seq 1 100); do
     kill -0 "$(cat "$dir/$p.pid")" 2>/dev/null || return 1
     [ "$("$cli" -p "$p" ping 2>/dev/null)" = PONG ] && return 0
@@ -124,6 +125,12 @@ for _ in $(seq 1 200); do
   for p in "${ports[@]}"; do
     "$cli" -p "$p" cluster info 2>/dev/null | grep -q 'cluster_state:ok' || ok=0
   done
+  # replicas: attached to their primary and in sync
+  if [ $ok = 1 ] && [ "$replicas" -gt 0 ]; then
+    up=$(for p in "${ports[@]}"; do "$cli" -p "$p" info replication; done |
+      grep -c 'master_link_status:up')
+    [ "$up" -ge $((primaries * replicas)) ] || ok=0
+  fi
   [ $ok = 1 ] && break
   sleep 0.1
 done
