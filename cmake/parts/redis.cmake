@@ -7,13 +7,18 @@ if(HIREDIS_FOUND AND LIBSSL_FOUND)
   set(KV_HAVE_REDIS ON)
   list(APPEND KV_PART_SOURCES ${CMAKE_SOURCE_DIR}/src/stores/redis.c
     ${CMAKE_SOURCE_DIR}/src/stores/redis_conn.c
-    ${CMAKE_SOURCE_DIR}/src/stores/redis_cluster.c)
+    ${CMAKE_SOURCE_DIR}/src/stores/redis_cluster.c
+    ${CMAKE_SOURCE_DIR}/src/stores/redis_sentinel.c)
   list(APPEND KV_PART_LIBS PkgConfig::HIREDIS PkgConfig::LIBSSL)
   foreach(scheme redis rediss redis+unix valkey valkeys valkey+unix)
     list(APPEND KV_BUILTINS "${scheme}=kv__redis_methods")
   endforeach()
   foreach(scheme redis+cluster rediss+cluster valkey+cluster valkeys+cluster)
     list(APPEND KV_BUILTINS "${scheme}=kv__redis_cluster_methods")
+  endforeach()
+  foreach(scheme redis+sentinel rediss+sentinel valkey+sentinel
+      valkeys+sentinel)
+    list(APPEND KV_BUILTINS "${scheme}=kv__redis_sentinel_methods")
   endforeach()
   list(APPEND KV_PC_PRIVATE "-lhiredis" "-lssl")
   list(APPEND KV_PART_DEFINITIONS KV_HAVE_REDIS)

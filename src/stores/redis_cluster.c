@@ -528,7 +528,7 @@ static void map_load(kv__rcl_t *cl) {
 
 /* ---- Running a request on a node ------------------------------------------- */
 
-static kv_op_fn method(kv_op_t op) {
+kv_op_fn kv__rds_method(kv_op_t op) {
   const kv_store_methods_t *m = &kv__redis_methods;
   switch (op) {
   case KV_OP_GET:
@@ -581,7 +581,7 @@ static void retry_later(kv__rcl_t *cl, ctx_t *ctx, kv_req_t *req);
 static int run(kv__rcl_t *cl, kv_req_t *req, ctx_t *ctx) {
   node_t *node;
   int asking = 0, rc;
-  kv_op_fn fn = method(req->op);
+  kv_op_fn fn = kv__rds_method(req->op);
   if (ctx == NULL) ctx = &cl->shared;
   if (ctx->fixed != NULL) {
     node = ctx->fixed;

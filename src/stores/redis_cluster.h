@@ -18,5 +18,7 @@ extern const kv_store_methods_t kv__redis_sentinel_methods;
 int kv__rds_node_open(uv_loop_t *loop, const kv_url_t *tmpl, const char *scheme,
                       const char *host, int port, kv_store_t **out,
                       char *errbuf, size_t errbuf_len);
+/* The redis:// store's method for op (NULL for cull and unknown ops). */
+kv_op_fn kv__rds_method(kv_op_t op);
 
 #endif
