@@ -46,4 +46,21 @@ if(KV_HAVE_REDIS)
     $<TARGET_FILE:test-redis-cluster> failover)
   set_tests_properties(test-redis-cluster test-redis-cluster-failover
     PROPERTIES TIMEOUT ${KV_TEST_TIMEOUT} SKIP_RETURN_CODE 77 LABELS unit)
+  # redis+sentinel://: a primary, a replica and 3 sentinels started by
+  # with-redis-sentinel.sh; each failover test gets a fresh set.
+  set(KV_WITH_SENTINEL ${CMAKE_CURRENT_SOURCE_DIR}/servers/with-redis-sentinel.sh)
+  add_executable(test-redis-sentinel
+    ${CMAKE_CURRENT_SOURCE_DIR}/stores/test-redis-sentinel.c)
+  target_compile_options(test-redis-sentinel PRIVATE ${KV_WARNINGS})
+  target_link_libraries(test-redis-sentinel PRIVATE kvio_static
+    PkgConfig::CMOCKA ${KV_PART_LIBS} m)
+  add_test(NAME test-redis-sentinel
+    COMMAND ${KV_WITH_SENTINEL} $<TARGET_FILE:test-redis-sentinel>)
+  add_test(NAME test-redis-sentinel-kill
+    COMMAND ${KV_WITH_SENTINEL} $<TARGET_FILE:test-redis-sentinel> kill)
+  add_test(NAME test-redis-sentinel-failover
+    COMMAND ${KV_WITH_SENTINEL} $<TARGET_FILE:test-redis-sentinel> manual)
+  set_tests_properties(test-redis-sentinel test-redis-sentinel-kill
+    test-redis-sentinel-failover PROPERTIES TIMEOUT ${KV_TEST_TIMEOUT}
+    SKIP_RETURN_CODE 77 LABELS unit)
 endif()
