@@ -88,27 +88,39 @@ three_url="redis+cluster://127.0.0.1:${three[0]},127.0.0.1:${three[1]}"
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 field() { grep -o "\"$1\": *[0-9.e+]*" | head -1 | sed 's/.*: *//'; }
-kv() { # URL ARGS... → ops/s (KEYS=1: keys/s)
+# kv URL ARGS... → ops/s (KEYS=1: keys/s); the client's CPU time (user +
+# system, s) goes to $dir/cpu
+kv() {
   local url=$1 f=ops_per_sec
   shift
   [ "${KEYS:-0}" = 1 ] && f=keys_per_sec
-  "${cpin[@]}" "$kvio" bench --store "$url" --size 100 --keys 10000 --json \
-    "$@" | field $f
+  /usr/bin/time -f '%U %S' -o "$dir/time" "${cpin[@]}" "$kvio" bench \
+    --store "$url" --size 100 --keys 10000 --json "$@" >"$dir/out"
+  awk '{ print $1 + $2 }' "$dir/time" >"$dir/cpu"
+  field $f <"$dir/out"
 }
-# pair LABEL TARGET REF_URL URL ARGS...: RUNS times each, back to back
+# pair LABEL TARGET REF_URL URL ARGS...: RUNS times each, back to back;
+# the last column is the client's CPU time per request (per key with
+# KEYS=1), plain / cluster, in microseconds (medians)
 pair() {
-  local label=$1 target=$2 ref=$3 url=$4 a b r=() x=() y=()
+  local label=$1 target=$2 ref=$3 url=$4 a b r=() x=() y=() ca=() cb=() n
   shift 4
+  n=$(printf '%s\n' "$@" | awk 'p { print; exit } /--requests/ { p = 1 }')
+  [ "${KEYS:-0}" = 1 ] && n=$((n * 100))
   for _ in $(seq "$runs"); do
     a=$(kv "$ref" "$@")
+    ca+=("$(awk -v n="$n" '{ printf "%.2f", $1 * 1e6 / n }' "$dir/cpu")")
     b=$(kv "$url" "$@")
+    cb+=("$(awk -v n="$n" '{ printf "%.2f", $1 * 1e6 / n }' "$dir/cpu")")
     x+=("$a") y+=("$b")
     r+=("$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", b / a }')")
   done
-  printf '| %-50s | %10.0f | %10.0f | %6.2fx | %-7s |\n' "$label" \
-    "$(printf '%s\n' "${x[@]}" | median)" \
+  printf '| %-50s | %10.0f | %10.0f | %6.2fx | %-7s | %5.2f / %5.2f |\n' \
+    "$label" "$(printf '%s\n' "${x[@]}" | median)" \
     "$(printf '%s\n' "${y[@]}" | median)" \
-    "$(printf '%s\n' "${r[@]}" | median)" "$target"
+    "$(printf '%s\n' "${r[@]}" | median)" "$target" \
+    "$(printf '%s\n' "${ca[@]}" | median)" \
+    "$(printf '%s\n' "${cb[@]}" | median)"
 }
 
 echo "redis+cluster:// vs redis:// ($runs runs each, medians; ratio = median"
@@ -118,10 +130,11 @@ echo "$("$server" --version | cut -d' ' -f1-3), $ncpu cores: servers on core" \
   "$(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%F)," \
   "load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-printf '| %-50s | %10s | %10s | %7s | %-7s |\n' "cluster vs one plain server" \
-  "redis://" "cluster" ratio target
-printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..52})" ------------ \
-  ------------ --------- ---------
+printf '| %-50s | %10s | %10s | %7s | %-7s | %s |\n' \
+  "cluster vs one plain server" "redis://" "cluster" ratio target \
+  "client CPU µs/op"
+printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..52})" ------------ \
+  ------------ --------- --------- -----------------
 n=$req
 pair "get, 64 in flight, one-primary cluster" ">= 0.9" "$plain" "$one" \
   --op get --clients 64 --requests $((n * 5))

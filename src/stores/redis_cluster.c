@@ -984,7 +984,10 @@ static int keys_spread(kv__rcl_t *cl, kv_req_t *req) {
   const char *cur = req->in.cursor, *inner = NULL;
   size_t node = 0;
   fan_t *f;
-  if (cl->nprim == 0) return 0;
+  if (cl->nprim == 0) { /* nothing is served: nothing to list */
+    kv_req_complete(req, 0);
+    return 0;
+  }
   if (cur != NULL) {
     const char *at = cur[0] == '@' ? strchr(cur + 1, '@') : NULL;
     size_t alen;
@@ -1002,7 +1005,10 @@ static int keys_spread(kv__rcl_t *cl, kv_req_t *req) {
       }
       if (c > 0) break;
     }
-    if (node == cl->nprim) return 0; /* past the last: complete */
+    if (node == cl->nprim) { /* past the last primary: complete */
+      kv_req_complete(req, 0);
+      return 0;
+    }
   }
   f = fan_new(cl, req, 1);
   if (f == NULL) return kv_req_set_error(req, KV_ENOMEM, "out of memory");
@@ -1013,68 +1019,55 @@ static int keys_spread(kv__rcl_t *cl, kv_req_t *req) {
 }
 
 /* Bulk operations: one part per slot, unless every key is in one. */
+typedef struct {
+  unsigned slot;
+  size_t idx;
+} keyslot_t;
+
+static int keyslot_cmp(const void *a, const void *b) {
+  const keyslot_t *x = a, *y = b;
+  if (x->slot != y->slot) return x->slot < y->slot ? -1 : 1;
+  return x->idx < y->idx ? -1 : x->idx > y->idx; /* the caller's order */
+}
+
 static int many(kv__rcl_t *cl, kv_req_t *req) {
-  size_t n = req->in.n, ngroups = 0;
-  unsigned *slot;
-  size_t *order;
+  size_t n = req->in.n, ngroups = 1;
+  keyslot_t *ks;
   fan_t *f;
-  if (n <= 1) return run(cl, req, NULL);
-  slot = kv_malloc(n * sizeof *slot);
-  order = kv_malloc(n * sizeof *order);
-  if (slot == NULL || order == NULL) {
-    kv_free(slot);
-    kv_free(order);
-    return kv_req_set_error(req, KV_ENOMEM, "out of memory");
-  }
+  /* slots=collection (no brace in the prefix): one slot for them all */
+  if (n <= 1 || !cl->spread) return run(cl, req, NULL);
+  ks = kv_malloc(n * sizeof *ks);
+  if (ks == NULL) return kv_req_set_error(req, KV_ENOMEM, "out of memory");
   for (size_t i = 0; i < n; i++) {
-    slot[i] = slot_of(cl, req->in.collection, req->in.collection_len,
-                      req->in.keys[i].base, req->in.keys[i].len);
-    order[i] = i;
+    ks[i].slot = slot_of(cl, req->in.collection, req->in.collection_len,
+                         req->in.keys[i].base, req->in.keys[i].len);
+    ks[i].idx = i;
+    if (i > 0 && ks[i].slot != ks[0].slot) ngroups = 2;
   }
-  /* counting sort by slot: stable, so each part keeps the caller's order */
-  {
-    size_t *count = kv_calloc(NSLOTS + 1, sizeof *count);
-    size_t *tmp = kv_malloc(n * sizeof *tmp);
-    if (count == NULL || tmp == NULL) {
-      kv_free(count);
-      kv_free(tmp);
-      kv_free(slot);
-      kv_free(order);
-      return kv_req_set_error(req, KV_ENOMEM, "out of memory");
-    }
-    for (size_t i = 0; i < n; i++)
-      if (count[slot[i] + 1]++ == 0) ngroups++;
-    if (ngroups == 1) {
-      kv_free(count);
-      kv_free(tmp);
-      kv_free(slot);
-      kv_free(order);
-      return run(cl, req, NULL);
-    }
-    for (size_t s = 1; s <= NSLOTS; s++)
-      count[s] += count[s - 1];
-    for (size_t i = 0; i < n; i++)
-      tmp[count[slot[i]]++] = i;
-    kv_free(count);
-    kv_free(order);
-    order = tmp;
+  if (ngroups == 1) {
+    kv_free(ks);
+    return run(cl, req, NULL);
   }
+  qsort(ks, n, sizeof *ks, keyslot_cmp);
+  ngroups = 1;
+  for (size_t i = 1; i < n; i++)
+    if (ks[i].slot != ks[i - 1].slot) ngroups++;
   f = fan_new(cl, req, ngroups);
   if (f == NULL || (f->keys = kv_malloc(n * sizeof *f->keys)) == NULL ||
+      (f->map = kv_malloc(n * sizeof *f->map)) == NULL ||
       (req->in.values != NULL &&
        (f->values = kv_malloc(n * sizeof *f->values)) == NULL) ||
       ((req->op == KV_OP_GET_MANY || req->op == KV_OP_TTL_MANY) &&
        kv_req_alloc_results(req) != 0)) {
     if (f) fan_free(f);
-    kv_free(slot);
-    kv_free(order);
+    kv_free(ks);
     return kv_req_set_error(req, KV_ENOMEM, "out of memory");
   }
-  f->map = order;
   for (size_t i = 0, g = 0; i < n; i++) {
-    f->keys[i] = req->in.keys[order[i]];
-    if (f->values) f->values[i] = req->in.values[order[i]];
-    if (i == 0 || slot[order[i]] != slot[order[i - 1]]) {
+    f->map[i] = ks[i].idx;
+    f->keys[i] = req->in.keys[ks[i].idx];
+    if (f->values) f->values[i] = req->in.values[ks[i].idx];
+    if (i == 0 || ks[i].slot != ks[i - 1].slot) {
       part_t *p = &f->parts[g++];
       p->off = i;
       p->req.in.keys = &f->keys[i];
@@ -1083,7 +1076,7 @@ static int many(kv__rcl_t *cl, kv_req_t *req) {
     }
     f->parts[g - 1].req.in.n++;
   }
-  kv_free(slot);
+  kv_free(ks);
   fan_start(cl, f);
   return 0;
 }

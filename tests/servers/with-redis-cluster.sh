@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# with-redis-cluster.sh [--primaries N] [--replicas R] CMD ARGS...
+# with-redis-cluster.sh [--tls] [--primaries N] [--replicas R] CMD ARGS...
 #
 # Start a throwaway Redis Cluster on loopback — N primaries (default 3), each
 # with R replicas (default 0) — from a temporary directory, run CMD with
@@ -10,10 +10,15 @@
 #   @PORT@    the first node's port
 #   @SEEDS@   every node as "127.0.0.1:port,127.0.0.1:port,..."
 #   @RTMP@    the temporary directory
+#   @CA@      (--tls) the CA that signed the nodes' certificate
+#
+# --tls: every node speaks TLS only (clients, cluster bus, replication),
+# with a certificate for 127.0.0.1 signed by a throwaway CA.
 #
 # Exported for tests that reshard, kill or restart nodes: KV_CLUSTER_PORTS
 # (space-separated, primaries first as created), KV_CLUSTER_PIDS (same
-# order), KV_CLUSTER_DIR, KV_CLUSTER_SEEDS, KV_REDIS_SERVER, KV_REDIS_CLI.
+# order), KV_CLUSTER_DIR, KV_CLUSTER_SEEDS, KV_CLUSTER_CA (--tls),
+# KV_REDIS_SERVER, KV_REDIS_CLI.
 # Node i's process id is also in $KV_CLUSTER_DIR/<port>.pid and its log in
 # $KV_CLUSTER_DIR/<port>/redis.log. cluster-node-timeout is 1000 ms so that
 # a killed primary's replica takes over within a few seconds.
@@ -23,15 +28,17 @@ set -u
 
 primaries=3
 replicas=0
+tls=0
 while [ $# -gt 0 ]; do
   case $1 in
+  --tls) tls=1; shift ;;
   --primaries) primaries=$2; shift 2 ;;
   --replicas) replicas=$2; shift 2 ;;
   *) break ;;
   esac
 done
 if [ $# -lt 1 ]; then
-  echo "usage: $0 [--primaries N] [--replicas R] CMD ARGS..." >&2
+  echo "usage: $0 [--tls] [--primaries N] [--replicas R] CMD ARGS..." >&2
   exit 2
 fi
 
@@ -68,6 +75,35 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+ca=''
+tlsargs=()
+clitls=()
+if [ $tls = 1 ]; then
+  if ! command -v openssl >/dev/null; then
+    echo "with-redis-cluster: openssl not found" >&2
+    [ "${CI:-}" = true ] && exit 1
+    exit 77
+  fi
+  (
+    cd "$dir" || exit 1
+    ec="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+    # shellcheck disable=SC2086
+    openssl req -x509 $ec -keyout ca.key -out ca.crt -days 2 \
+      -subj "/CN=kvio test CA" &&
+      openssl req $ec -keyout server.key -out server.csr \
+        -subj "/CN=localhost" &&
+      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >ext.cnf &&
+      openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key \
+        -CAcreateserial -out server.crt -days 2 -extfile ext.cnf
+  ) >"$dir/openssl.log" 2>&1 || {
+    echo "with-redis-cluster: generating certificates failed:" >&2
+    cat "$dir/openssl.log" >&2
+    exit 1
+  }
+  ca=$dir/ca.crt
+  clitls=(--tls --cacert "$ca")
+fi
+
 port_free() { # a port and its cluster bus port (+10000) both unused
   ! (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null &&
     ! (echo >"/dev/tcp/127.0.0.1/$(($1 + 10000))") 2>/dev/null
@@ -76,7 +112,14 @@ port_free() { # a port and its cluster bus port (+10000) both unused
 start_node() { # port
   local p=$1
   mkdir -p "$dir/$p"
-  "$server" --bind 127.0.0.1 --port "$p" --save '' --appendonly no \
+  if [ $tls = 1 ]; then
+    tlsargs=(--port 0 --tls-port "$p" --tls-cert-file "$dir/server.crt"
+      --tls-key-file "$dir/server.key" --tls-ca-cert-file "$ca"
+      --tls-auth-clients no --tls-cluster yes --tls-replication yes)
+  else
+    tlsargs=(--port "$p")
+  fi
+  "$server" --bind 127.0.0.1 "${tlsargs[@]}" --save '' --appendonly no \
     --dir "$dir/$p" --daemonize no --logfile "$dir/$p/redis.log" \
     --cluster-enabled yes --cluster-config-file "$dir/$p/nodes.conf" \
     --cluster-node-timeout 1000 --cluster-replica-validity-factor 0 \
@@ -85,7 +128,7 @@ start_node() { # port
   disown $! # a test may kill it: no "Killed" notice from this shell
   for _ in $(seq 1 100); do
     kill -0 "$(cat "$dir/$p.pid")" 2>/dev/null || return 1
-    [ "$("$cli" -p "$p" ping 2>/dev/null)" = PONG ] && return 0
+    [ "$("$cli" "${clitls[@]}" -p "$p" ping 2>/dev/null)" = PONG ] && return 0
     sleep 0.05
   done
   return 1
@@ -111,7 +154,7 @@ done
 
 nodes=()
 for p in "${ports[@]}"; do nodes+=("127.0.0.1:$p"); done
-if ! "$cli" --cluster create "${nodes[@]}" --cluster-replicas "$replicas" \
+if ! "$cli" "${clitls[@]}" --cluster create "${nodes[@]}" --cluster-replicas "$replicas" \
   --cluster-yes >"$dir/create.log" 2>&1; then
   echo "with-redis-cluster: cluster create failed:" >&2
   cat "$dir/create.log" >&2
@@ -123,11 +166,12 @@ ok=0
 for _ in $(seq 1 200); do
   ok=1
   for p in "${ports[@]}"; do
-    "$cli" -p "$p" cluster info 2>/dev/null | grep -q 'cluster_state:ok' || ok=0
+    "$cli" "${clitls[@]}" -p "$p" cluster info 2>/dev/null |
+      grep -q 'cluster_state:ok' || ok=0
   done
   # replicas: attached to their primary and in sync
   if [ $ok = 1 ] && [ "$replicas" -gt 0 ]; then
-    up=$(for p in "${ports[@]}"; do "$cli" -p "$p" info replication; done |
+    up=$(for p in "${ports[@]}"; do "$cli" "${clitls[@]}" -p "$p" info replication; done |
       grep -c 'master_link_status:up')
     [ "$up" -ge $((primaries * replicas)) ] || ok=0
   fi
@@ -142,12 +186,13 @@ fi
 seeds=$(IFS=,; echo "${nodes[*]}")
 export KV_CLUSTER_PORTS="${ports[*]}" KV_CLUSTER_PIDS="${pids[*]}"
 export KV_CLUSTER_DIR=$dir KV_CLUSTER_SEEDS=$seeds
-export KV_REDIS_SERVER=$server KV_REDIS_CLI=$cli
+export KV_REDIS_SERVER=$server KV_REDIS_CLI=$cli KV_CLUSTER_CA=$ca
 cmd=()
 for a in "$@"; do
   a=${a//@PORT@/${ports[0]}}
   a=${a//@SEEDS@/$seeds}
   a=${a//@RTMP@/$dir}
+  a=${a//@CA@/$ca}
   cmd+=("$a")
 done
 "${cmd[@]}"

@@ -77,34 +77,39 @@ wait_ping() { # port pidfile
   return 1
 }
 
-start_redis() { # name port [args...]
-  local name=$1 p=$2
-  shift 2
+# start_redis NAME [args...]: on a free port (sets $port); another port
+# when this one was taken meanwhile
+start_redis() {
+  local name=$1
+  shift
   mkdir -p "$dir/$name"
-  "$server" --bind 127.0.0.1 --port "$p" --save '' --appendonly no \
-    --dir "$dir/$name" --daemonize no --logfile "$dir/$name/redis.log" \
-    "$@" >/dev/null 2>&1 &
-  echo $! >"$dir/$name.pid"
-  disown $!
-  wait_ping "$p" "$dir/$name.pid" || {
-    echo "with-redis-sentinel: $name did not start; its log:" >&2
-    cat "$dir/$name/redis.log" >&2
-    exit 1
-  }
+  for _ in $(seq 1 20); do
+    free_port
+    "$server" --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+      --dir "$dir/$name" --daemonize no --logfile "$dir/$name/redis.log" \
+      "$@" >/dev/null 2>&1 &
+    echo $! >"$dir/$name.pid"
+    disown $!
+    wait_ping "$port" "$dir/$name.pid" && return 0
+    kill "$(cat "$dir/$name.pid")" 2>/dev/null
+  done
+  echo "with-redis-sentinel: $name did not start; its log:" >&2
+  cat "$dir/$name/redis.log" >&2
+  exit 1
 }
 
-free_port
+start_redis primary
 primary=$port
-start_redis primary "$primary"
-free_port
+start_redis replica --replicaof 127.0.0.1 "$primary"
 replica=$port
-start_redis replica "$replica" --replicaof 127.0.0.1 "$primary"
 
 sports=()
 for i in 1 2 3; do
-  free_port
   mkdir -p "$dir/sentinel$i"
-  cat >"$dir/sentinel$i/sentinel.conf" <<CONF
+  started=0
+  for _ in $(seq 1 20); do
+    free_port
+    cat >"$dir/sentinel$i/sentinel.conf" <<CONF
 port $port
 bind 127.0.0.1
 dir $dir/sentinel$i
@@ -114,14 +119,20 @@ sentinel down-after-milliseconds kvprimary 1000
 sentinel failover-timeout kvprimary 5000
 sentinel parallel-syncs kvprimary 1
 CONF
-  "$server" "$dir/sentinel$i/sentinel.conf" --sentinel >/dev/null 2>&1 &
-  echo $! >"$dir/sentinel$i.pid"
-  disown $!
-  wait_ping "$port" "$dir/sentinel$i.pid" || {
+    "$server" "$dir/sentinel$i/sentinel.conf" --sentinel >/dev/null 2>&1 &
+    echo $! >"$dir/sentinel$i.pid"
+    disown $!
+    if wait_ping "$port" "$dir/sentinel$i.pid"; then
+      started=1
+      break
+    fi
+    kill "$(cat "$dir/sentinel$i.pid")" 2>/dev/null
+  done
+  if [ $started != 1 ]; then
     echo "with-redis-sentinel: sentinel $i did not start; its log:" >&2
     cat "$dir/sentinel$i/sentinel.log" >&2
     exit 1
-  }
+  fi
   sports+=("$port")
 done
 

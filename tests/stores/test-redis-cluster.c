@@ -284,6 +284,19 @@ static void placement(fx_t *fx, const char *opts, int spread) {
     } while (cursor != NULL && pages < 100);
     assert_int_equal(total, NK);
   }
+  if (spread) { /* a cursor past the last primary ends the listing; a
+                   malformed one is refused */
+    assert_int_equal(RUN(fx, r, kv_keys(fx->store, &r, "one", "@zzz:1@", 7,
+                                        done_cb)),
+                     0);
+    assert_int_equal(r.nnames, 0);
+    assert_null(r.cursor);
+    kv_req_cleanup(&r);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(kv_keys(fx->store, &r, "one", "bogus", 7, done_cb),
+                     KV_EINVAL);
+    kv_req_cleanup(&r);
+  }
   /* delete_many across slots counts what it removed */
   {
     const char *del[] = {"k1", "k2", "k3", "nope", "k29"};
