@@ -14,6 +14,7 @@
 #      over every primary, one MGET per slot).
 #
 #   RUNS=3 REQ=200000 bench/redis-cluster.sh build
+#   ONLY=routing ...   the one-primary lines only
 set -euo pipefail
 build=${1:-build}
 kvio=$build/kvio
@@ -36,23 +37,26 @@ cleanup() {
 trap cleanup EXIT
 
 next=$((20000 + RANDOM % 30000))
-start() { # NAME [ARGS...] → sets $port
+start() { # NAME [ARGS...] → sets $port (another port if this one is taken)
   local name=$1
   shift
-  while (echo >"/dev/tcp/127.0.0.1/$next") 2>/dev/null ||
-    (echo >"/dev/tcp/127.0.0.1/$((next + 10000))") 2>/dev/null; do
-    next=$((next + 1))
-  done
-  port=$next
-  next=$((next + 1))
   mkdir -p "$dir/$name"
-  "${spin[@]}" "$server" --port "$port" --bind 127.0.0.1 --save '' \
-    --appendonly no --dir "$dir/$name" --logfile "$dir/$name/log" "$@" \
-    >/dev/null 2>&1 &
-  pids+=($!)
-  for _ in $(seq 1 100); do
-    [ "$("$cli" -p "$port" ping 2>/dev/null)" = PONG ] && return 0
-    sleep 0.05
+  for _ in $(seq 1 10); do
+    while (echo >"/dev/tcp/127.0.0.1/$next") 2>/dev/null ||
+      (echo >"/dev/tcp/127.0.0.1/$((next + 10000))") 2>/dev/null; do
+      next=$((next + 1))
+    done
+    port=$next
+    next=$((next + 1))
+    "${spin[@]}" "$server" --port "$port" --bind 127.0.0.1 --save '' \
+      --appendonly no --dir "$dir/$name" --logfile "$dir/$name/log" "$@" \
+      >/dev/null 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 100); do
+      [ "$("$cli" -p "$port" ping 2>/dev/null)" = PONG ] && return 0
+      kill -0 "${pids[-1]}" 2>/dev/null || break
+      sleep 0.05
+    done
   done
   echo "cannot start redis-server $name" >&2
   exit 1
@@ -76,6 +80,7 @@ start one --cluster-enabled yes --cluster-config-file "$dir/one/nodes.conf"
 "$cli" -p "$port" cluster addslotsrange 0 16383 >/dev/null
 cluster_ok "$port"
 one="redis+cluster://127.0.0.1:$port"
+one_plain="redis://127.0.0.1:$port/0?prefix=%7Bb%7D:" # one slot: no CROSSSLOT
 three=()
 for i in 1 2 3; do
   start "n$i" --cluster-enabled yes --cluster-config-file "$dir/n$i/nodes.conf"
@@ -140,6 +145,12 @@ pair "get, 64 in flight, one-primary cluster" ">= 0.9" "$plain" "$one" \
   --op get --clients 64 --requests $((n * 5))
 pair "put, 64 in flight, one-primary cluster" ">= 0.9" "$plain" "$one" \
   --op put --clients 64 --requests $((n * 5))
+# routing alone: the same cluster node through redis:// and redis+cluster://
+pair "get, 64 in flight, same node: redis:// vs cluster" ">= 0.9" \
+  "$one_plain" "$one" --op get --clients 64 --requests $((n * 5))
+KEYS=1 pair "get-many of 100 keys, 16 in flight, same node" "-" \
+  "$one_plain" "$one" --op get-many --clients 16 --requests $((n / 20))
+[ "${ONLY:-}" = routing ] && exit 0
 # kvio bench uses one collection: with slots=collection it lives on one
 # primary, so the 3-primary lines spread the keys (slots=key)
 for c in 64 192; do

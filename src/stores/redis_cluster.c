@@ -107,12 +107,14 @@ struct kv__rcl_s {
   int spread;    /* slots=key */
   uint64_t timeout_ms;
   kv__rds_t *layout; /* a node, for its key layout */
+  char last_coll[64]; /* slots=collection: the last collection routed */
+  size_t last_len;
+  unsigned last_slot;
   /* nodes and the slot map */
   node_t *nodes;
   node_t **prim; /* the primaries of the map, sorted by address */
   size_t nprim;
   node_t *slots[NSLOTS];
-  uint16_t crc[256];
   int map_ready;
   int loading; /* CLUSTER SLOTS in flight */
   node_t *probe; /* the node asked */
@@ -137,16 +139,20 @@ static uint64_t now_ms(void) {
 /* ---- Slots: CRC16 (XMODEM: polynomial 0x1021, no reflection), as the
  * Redis Cluster specification defines it; the hash tag rule. --------------- */
 
-static void crc_init(uint16_t *t) {
+static uint16_t crc_table[256];
+static uv_once_t crc_once = UV_ONCE_INIT;
+
+static void crc_init(void) {
   for (unsigned i = 0; i < 256; i++) {
     uint16_t c = (uint16_t)(i << 8);
     for (int b = 0; b < 8; b++)
       c = (uint16_t)((c & 0x8000) ? (c << 1) ^ 0x1021 : c << 1);
-    t[i] = c;
+    crc_table[i] = c;
   }
 }
 
-static unsigned key_slot(const uint16_t *t, const char *k, size_t n) {
+static unsigned key_slot(const char *k, size_t n) {
+  const uint16_t *t = crc_table;
   const char *open = memchr(k, '{', n);
   uint16_t c = 0;
   if (open != NULL) {
@@ -163,9 +169,8 @@ static unsigned key_slot(const uint16_t *t, const char *k, size_t n) {
 }
 
 unsigned kv__rcl_slot(const char *key, size_t len) {
-  uint16_t t[256];
-  crc_init(t);
-  return key_slot(t, key, len);
+  uv_once(&crc_once, crc_init);
+  return key_slot(key, len);
 }
 
 static unsigned slot_of(kv__rcl_t *cl, const char *c, size_t clen,
@@ -177,7 +182,7 @@ static unsigned slot_of(kv__rcl_t *cl, const char *c, size_t clen,
     if ((p = kv_malloc(n)) == NULL) return 0; /* routed anywhere: MOVED */
     kv__rds_format_key(cl->layout, c, clen, k, klen, p, n);
   }
-  slot = key_slot(cl->crc, p, n);
+  slot = key_slot(p, n);
   if (p != buf) kv_free(p);
   return slot;
 }
@@ -186,6 +191,15 @@ static unsigned slot_of(kv__rcl_t *cl, const char *c, size_t clen,
 static unsigned req_slot(kv__rcl_t *cl, const kv_req_t *req) {
   const char *c = req->in.collection;
   size_t clen = req->in.collection_len;
+  if (!cl->spread) { /* the collection's slot; the last one is kept */
+    if (clen != cl->last_len || clen > sizeof cl->last_coll ||
+        memcmp(c, cl->last_coll, clen) != 0) {
+      cl->last_slot = slot_of(cl, c, clen, "", 0);
+      cl->last_len = clen <= sizeof cl->last_coll ? clen : 0;
+      memcpy(cl->last_coll, c, cl->last_len);
+    }
+    return cl->last_slot;
+  }
   switch (req->op) {
   case KV_OP_KEYS:
   case KV_OP_DESTROY_COLLECTION: /* slots=collection: any key will do */
@@ -1332,7 +1346,7 @@ static int rcl_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
   cl->shared.hook.finish = hook_finish;
   cl->shared.hook.error_reply = hook_error_reply;
   cl->shared.cl = cl;
-  crc_init(cl->crc);
+  uv_once(&crc_once, crc_init);
   if ((err = kv_url_param_double(url, "timeout", 0, 1e6, 10, &timeout, errbuf,
                                  errbuf_len)) != 0)
     return err;

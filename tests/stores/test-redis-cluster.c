@@ -154,6 +154,43 @@ static void destroy_all(fx_t *fx) {
   kv_req_cleanup(&r);
 }
 
+/* ---- Slots ------------------------------------------------------------------ */
+
+/* The store's slot function (src/stores/redis_cluster.c, in libkvio). */
+unsigned kv__rcl_slot(const char *key, size_t len);
+
+/* The store computes the slot of every key as the server does
+ * (CLUSTER KEYSLOT), hash tags included. */
+static void test_key_slots(void **state) {
+  fx_t *fx = *state;
+  static const char *const keys[] = {
+      "123456789", "foo", "somekey", "{user1000}.following",
+      "{user1000}.followers", "foo{}{bar}", "foo{{bar}}zap", "{}", "{",
+      "a}{b", "{%3Ax}:k", "x", "\xc3\xa9t\xc3\xa9", "p1:{c}:k"};
+  kv_store_t *s;
+  char url[64];
+  assert_int_equal(kv__rcl_slot("123456789", 9), 0x31C3 & 16383);
+  snprintf(url, sizeof url, "redis://127.0.0.1:%d", port_at(0));
+  assert_int_equal(kv_open(&fx->loop, url, &s), 0);
+  for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+    kv_redis_req_t r;
+    const char *argv[] = {"CLUSTER", "KEYSLOT", keys[i]};
+    memset(&r, 0, sizeof r);
+    assert_int_equal(kv_redis_command(s, &r, 3, argv, NULL, raw_cb), 0);
+    g_done = 0;
+    run_until(fx, 1);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.reply->type, KV_REDIS_REPLY_INTEGER);
+    if ((unsigned)r.reply->integer != kv__rcl_slot(keys[i], strlen(keys[i])))
+      fail_msg("'%s': server %lld, store %u", keys[i], r.reply->integer,
+               kv__rcl_slot(keys[i], strlen(keys[i])));
+    kv_redis_req_cleanup(&r);
+  }
+  g_done = 0;
+  kv_store_close(s, close_cb);
+  run_until(fx, 1);
+}
+
 /* ---- URLs ------------------------------------------------------------------ */
 
 static void test_bad_urls(void **state) {
@@ -555,6 +592,7 @@ static void test_failover(void **state) {
 
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_key_slots, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_urls, setup, teardown),
       cmocka_unit_test_setup_teardown(test_no_server, setup, teardown),
       cmocka_unit_test_setup_teardown(test_placement_collection_slots, setup,
