@@ -207,7 +207,8 @@ static void cmd_int(kv__rds_t *st, int64_t v) {
   st->scratch_len += n;
 }
 
-/* The Redis key of (collection, key): prefix + E(c) + ':' + key. */
+/* The Redis key of (collection, key): prefix + E(c) + ':' + key (E: see
+ * esc_len). */
 static void cmd_key(kv__rds_t *st, const char *c, size_t clen, const char *k,
                     size_t klen) {
   size_t n = st->prefix_len + esc_len(st, c, clen) + 1 + klen;
@@ -885,9 +886,8 @@ static int parse_key(kv__rds_t *st, const char *k, size_t len, char *cbuf,
 static int keys_page(kv__rds_t *st, kv_req_t *req, kv_redis_reply_t *batch,
                      unsigned long long next) {
   keys_state_t *ks = req->priv.store_data[2];
-  size_t plen =
-      st->prefix_len + esc_len(st, req->in.collection, req->in.collection_len) +
-      1;
+  size_t plen = st->prefix_len +
+                esc_len(st, req->in.collection, req->in.collection_len) + 1;
   span_t *v = kv_malloc((batch->elements ? batch->elements : 1) * sizeof *v);
   size_t n = 0, i = 0, room;
   char cur[40];
@@ -1095,7 +1095,8 @@ static void unlink_keys(kv__rds_t *st, kv_req_t *req, kv_redis_reply_t *keys) {
     const char *key;
     size_t clen, klen;
     if (e->type != KV_REDIS_REPLY_STRING) continue;
-    if (n > 0 && st->cluster_slots && e->integer != keys->element[j - 1]->integer) {
+    if (n > 0 && st->cluster_slots &&
+        e->integer != keys->element[j - 1]->integer) {
       if (send_part(st, req, TAG(T_UNLINK, 0)) != 0) break;
       cmd_begin(st);
       cmd_lit(st, "UNLINK");

@@ -106,7 +106,7 @@ struct kv__rcl_s {
   char *scheme;  /* "redis" or "rediss" */
   int spread;    /* slots=key */
   uint64_t timeout_ms;
-  kv__rds_t *layout; /* a node, for its key layout */
+  kv__rds_t *layout;  /* a node, for its key layout */
   char last_coll[64]; /* slots=collection: the last collection routed */
   size_t last_len;
   unsigned last_slot;
@@ -116,7 +116,7 @@ struct kv__rcl_s {
   size_t nprim;
   node_t *slots[NSLOTS];
   int map_ready;
-  int loading; /* CLUSTER SLOTS in flight */
+  int loading;   /* CLUSTER SLOTS in flight */
   node_t *probe; /* the node asked */
   int want_refresh;
   uint64_t last_load;
@@ -215,7 +215,8 @@ static unsigned req_slot(kv__rcl_t *cl, const kv_req_t *req) {
   }
 }
 
-/* ---- Nodes ----------------------------------------------------------------- */
+/* ---- Nodes -----------------------------------------------------------------
+ */
 
 /* Open a redis:// store for host:port with the options of `tmpl` (what
  * kv_open does, without a URL string to parse). */
@@ -313,7 +314,8 @@ static node_t *node_by_addr(kv__rcl_t *cl, const char *a, size_t len) {
   return node_get(cl, a, (size_t)(colon - a), (int)port);
 }
 
-/* ---- The slot map ---------------------------------------------------------- */
+/* ---- The slot map ----------------------------------------------------------
+ */
 
 static void map_load(kv__rcl_t *cl);
 static int start(kv__rcl_t *cl, kv_req_t *req);
@@ -414,8 +416,7 @@ static int map_range(kv__rcl_t *cl, node_t **slots, const kv_redis_reply_t *e,
   if (m->elements < 2 || m->element[0]->type != KV_REDIS_REPLY_STRING ||
       m->element[1]->type != KV_REDIS_REPLY_INTEGER ||
       m->element[1]->integer <= 0 || m->element[1]->integer > 65535 ||
-      e->element[0]->integer < 0 ||
-      e->element[1]->integer >= NSLOTS ||
+      e->element[0]->integer < 0 || e->element[1]->integer >= NSLOTS ||
       e->element[0]->integer > e->element[1]->integer)
     return KV_EPROTO;
   host = m->element[0]->str;
@@ -540,7 +541,8 @@ static void map_load(kv__rcl_t *cl) {
   probe_next(cl, NULL);
 }
 
-/* ---- Running a request on a node ------------------------------------------- */
+/* ---- Running a request on a node -------------------------------------------
+ */
 
 kv_op_fn kv__rds_method(kv_op_t op) {
   const kv_store_methods_t *m = &kv__redis_methods;
@@ -617,8 +619,7 @@ static int run(kv__rcl_t *cl, kv_req_t *req, ctx_t *ctx) {
         fresh = 1;
       }
       if (ctx->deadline == 0)
-        ctx->deadline =
-            now_ms() + (cl->timeout_ms ? cl->timeout_ms : 60000);
+        ctx->deadline = now_ms() + (cl->timeout_ms ? cl->timeout_ms : 60000);
       kv_req_set_error(req, KV_EBACKEND,
                        "slot %u is not served by any node (CLUSTERDOWN)", slot);
       if (now_ms() >= ctx->deadline || cl->closing) {
@@ -778,7 +779,8 @@ static void hook_error_reply(kv__rds_hook_t *h, kv__rds_t *st, kv_req_t *req,
   if (kind > ctx->kind) ctx->kind = kind;
 }
 
-/* ---- Requests split into parts --------------------------------------------- */
+/* ---- Requests split into parts ---------------------------------------------
+ */
 
 static void fan_part_done(fan_t *f, size_t i, int err);
 
@@ -1129,8 +1131,7 @@ static int rcl_submit(kv_store_t *s, kv_req_t *req) {
   if (!cl->loading && now_ms() < cl->map_retry_at) {
     uint64_t now = now_ms();
     kv_req_set_error(req, cl->map_err, "%s (next attempt in %llu ms)",
-                     cl->map_msg,
-                     (unsigned long long)(cl->map_retry_at - now));
+                     cl->map_msg, (unsigned long long)(cl->map_retry_at - now));
     kv_req_complete(req, cl->map_err);
     return 0;
   }
@@ -1144,15 +1145,15 @@ static int rcl_submit(kv_store_t *s, kv_req_t *req) {
   return 0;
 }
 
-/* ---- Timer: retries and refreshes ------------------------------------------ */
+/* ---- Timer: retries and refreshes ------------------------------------------
+ */
 
 static void on_timer(uv_timer_t *t) {
   kv__rcl_t *cl = t->data;
   uint64_t now = now_ms();
   ctx_t *due = NULL, **pp = &cl->retry_head;
   if (cl->closing) return;
-  if (cl->want_refresh && !cl->loading &&
-      now >= cl->last_load + REFRESH_MIN_MS)
+  if (cl->want_refresh && !cl->loading && now >= cl->last_load + REFRESH_MIN_MS)
     map_load(cl);
   else if (!cl->map_ready && !cl->loading && cl->wait_head != NULL)
     map_load(cl);
@@ -1198,7 +1199,8 @@ static void timer_arm(kv__rcl_t *cl) {
   uv_timer_start(&cl->timer, on_timer, at > now ? at - now : 0, 0);
 }
 
-/* ---- Lifetime -------------------------------------------------------------- */
+/* ---- Lifetime --------------------------------------------------------------
+ */
 
 static void free_config(kv__rcl_t *cl) {
   for (size_t i = 0; i < cl->tmpl.nparams; i++) {
@@ -1325,9 +1327,9 @@ static int add_seeds(kv__rcl_t *cl, const kv_url_t *url, char *errbuf,
       }
       if (pass == 1 && node_find(cl, host, hlen, port) == NULL &&
           node_get_ex(cl, host, hlen, port, errbuf, errbuf_len) == NULL)
-        return errbuf[0] ? KV_EINVAL
-                         : kv__errbuf(errbuf, errbuf_len, KV_ENOMEM,
-                                      "out of memory");
+        return errbuf[0]
+                   ? KV_EINVAL
+                   : kv__errbuf(errbuf, errbuf_len, KV_ENOMEM, "out of memory");
       p += len + (end ? 1 : 0);
     }
   }
@@ -1373,12 +1375,11 @@ static int rcl_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
   cl->tmpl.raw = url->raw;
   cl->scheme = kv_strndup(tls ? "rediss" : "redis", tls ? 6 : 5);
   if (cl->scheme == NULL) goto nomem;
-  if (url->user && (cl->tmpl.user = kv_strndup(url->user, strlen(url->user))) ==
-                       NULL)
+  if (url->user &&
+      (cl->tmpl.user = kv_strndup(url->user, strlen(url->user))) == NULL)
     goto nomem;
-  if (url->password &&
-      (cl->tmpl.password = kv_strndup(url->password, strlen(url->password))) ==
-          NULL)
+  if (url->password && (cl->tmpl.password = kv_strndup(
+                            url->password, strlen(url->password))) == NULL)
     goto nomem;
   cl->tmpl.port = -1;
   for (size_t i = 0; i < url->nparams; i++) {

@@ -72,7 +72,8 @@ static uint64_t now_ms(void) {
 static void lookup(rsn_t *sn);
 static void timer_arm(rsn_t *sn);
 
-/* ---- Running requests on the primary ---------------------------------------- */
+/* ---- Running requests on the primary ----------------------------------------
+ */
 
 static int run(rsn_t *sn, kv_req_t *req, hook_t *hook) {
   kv_op_fn fn = kv__rds_method(req->op);
@@ -149,7 +150,8 @@ static void hook_finish(kv__rds_hook_t *h, kv_req_t *req, int err) {
   kv_req_complete(req, err);
 }
 
-/* ---- Asking the sentinels ---------------------------------------------------- */
+/* ---- Asking the sentinels
+ * ---------------------------------------------------- */
 
 static void lookup_failed(rsn_t *sn, int err, const char *why) {
   uint64_t wait = 50;
@@ -170,8 +172,8 @@ static void ask_next(rsn_t *sn, const char *why);
 
 static void on_closed(kv_store_t *s);
 
-static void on_addr(kv__rds_t *st, const kv__rds_pend_t *p,
-                    kv_redis_reply_t *r, int err, const char *msg) {
+static void on_addr(kv__rds_t *st, const kv__rds_pend_t *p, kv_redis_reply_t *r,
+                    int err, const char *msg) {
   rsn_t *sn = p->ctx;
   char why[400];
   int64_t port;
@@ -220,9 +222,9 @@ static void on_addr(kv__rds_t *st, const kv__rds_pend_t *p,
     kv_store_t *np;
     char *h = kv_strndup(host, strlen(host));
     char err2[256] = "";
-    if (h == NULL || kv__rds_node_open(sn->base.loop, &sn->dtmpl, sn->scheme,
-                                       h, (int)port, &np, err2,
-                                       sizeof err2) != 0) {
+    if (h == NULL ||
+        kv__rds_node_open(sn->base.loop, &sn->dtmpl, sn->scheme, h, (int)port,
+                          &np, err2, sizeof err2) != 0) {
       kv_free(h);
       lookup_failed(sn, KV_ENOMEM, err2[0] ? err2 : "out of memory");
       return;
@@ -303,7 +305,8 @@ static void timer_arm(rsn_t *sn) {
   uv_timer_start(&sn->timer, on_timer, at > now ? at - now : 0, 0);
 }
 
-/* ---- Operations ------------------------------------------------------------ */
+/* ---- Operations ------------------------------------------------------------
+ */
 
 static int rsn_submit(kv_store_t *s, kv_req_t *req) {
   rsn_t *sn = SN(s);
@@ -336,7 +339,8 @@ static int rsn_ctl(kv_store_t *s, int op, void *arg) {
   return KV_ENOTSUP;
 }
 
-/* ---- Lifetime -------------------------------------------------------------- */
+/* ---- Lifetime --------------------------------------------------------------
+ */
 
 static void url_free(kv_url_t *u) {
   for (size_t i = 0; i < u->nparams; i++) {
@@ -539,7 +543,8 @@ static int rsn_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
                      (url->user && url->user[0] && !url->password)))
       err = kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
                        "a user without a password in URL '%s'", url->raw);
-    if (err == 0 && (kv_url_param(url, "user") || kv_url_param(url, "password")) &&
+    if (err == 0 &&
+        (kv_url_param(url, "user") || kv_url_param(url, "password")) &&
         (url->user || url->password))
       err = kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
                        "credentials given both in the URL and as options");
@@ -563,9 +568,9 @@ static int rsn_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
 }
 
 static const char *const rsn_options[] = {
-    "db",          "prefix",          "timeout",       "user",
-    "password",    "ca",              "cert",          "key",
-    "server_name", "verify_name",     "sentinel_user", "sentinel_password",
+    "db",          "prefix",      "timeout",       "user",
+    "password",    "ca",          "cert",          "key",
+    "server_name", "verify_name", "sentinel_user", "sentinel_password",
     NULL};
 
 const kv_store_methods_t kv__redis_sentinel_methods = {

@@ -154,7 +154,8 @@ static void destroy_all(fx_t *fx) {
   kv_req_cleanup(&r);
 }
 
-/* ---- Slots ------------------------------------------------------------------ */
+/* ---- Slots ------------------------------------------------------------------
+ */
 
 /* The store's slot function (src/stores/redis_cluster.c, in libkvio). */
 unsigned kv__rcl_slot(const char *key, size_t len);
@@ -163,10 +164,20 @@ unsigned kv__rcl_slot(const char *key, size_t len);
  * (CLUSTER KEYSLOT), hash tags included. */
 static void test_key_slots(void **state) {
   fx_t *fx = *state;
-  static const char *const keys[] = {
-      "123456789", "foo", "somekey", "{user1000}.following",
-      "{user1000}.followers", "foo{}{bar}", "foo{{bar}}zap", "{}", "{",
-      "a}{b", "{%3Ax}:k", "x", "\xc3\xa9t\xc3\xa9", "p1:{c}:k"};
+  static const char *const keys[] = {"123456789",
+                                     "foo",
+                                     "somekey",
+                                     "{user1000}.following",
+                                     "{user1000}.followers",
+                                     "foo{}{bar}",
+                                     "foo{{bar}}zap",
+                                     "{}",
+                                     "{",
+                                     "a}{b",
+                                     "{%3Ax}:k",
+                                     "x",
+                                     "\xc3\xa9t\xc3\xa9",
+                                     "p1:{c}:k"};
   kv_store_t *s;
   char url[64];
   assert_int_equal(kv__rcl_slot("123456789", 9), 0x31C3 & 16383);
@@ -191,7 +202,8 @@ static void test_key_slots(void **state) {
   run_until(fx, 1);
 }
 
-/* ---- URLs ------------------------------------------------------------------ */
+/* ---- URLs ------------------------------------------------------------------
+ */
 
 static void test_bad_urls(void **state) {
   fx_t *fx = *state;
@@ -255,7 +267,8 @@ static void placement(fx_t *fx, const char *opts, int spread) {
   for (int c = 0; c < NC; c++) {
     snprintf(coll, sizeof coll, "coll%d", c);
     assert_int_equal(
-        RUN(fx, r, kv_put_many(fx->store, &r, coll, keys, vals, NK, 0, done_cb)),
+        RUN(fx, r,
+            kv_put_many(fx->store, &r, coll, keys, vals, NK, 0, done_cb)),
         0);
     kv_req_cleanup(&r);
   }
@@ -270,9 +283,10 @@ static void placement(fx_t *fx, const char *opts, int spread) {
     kv_req_t d;
     assert_int_equal(RUN(fx, d, kv_destroy(fx->store, &d, done_cb)), 0);
     kv_req_cleanup(&d);
-    assert_int_equal(RUN(fx, r, kv_put_many(fx->store, &r, "one", keys, vals,
-                                            NK, 0, done_cb)),
-                     0);
+    assert_int_equal(
+        RUN(fx, r,
+            kv_put_many(fx->store, &r, "one", keys, vals, NK, 0, done_cb)),
+        0);
     kv_req_cleanup(&r);
     for (int i = 0; i < 3; i++)
       assert_true(dbsize(fx, port_at(i)) > 0);
@@ -285,9 +299,9 @@ static void placement(fx_t *fx, const char *opts, int spread) {
     ask[NK] = "missing";
     kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &rs);
     uint64_t before = rs.commands;
-    assert_int_equal(RUN(fx, r, kv_get_many(fx->store, &r,
-                                            spread ? "one" : "coll3", ask,
-                                            NK + 1, done_cb)),
+    assert_int_equal(RUN(fx, r,
+                         kv_get_many(fx->store, &r, spread ? "one" : "coll3",
+                                     ask, NK + 1, done_cb)),
                      0);
     assert_int_equal(r.nresults, NK + 1);
     for (int i = 0; i < NK; i++) {
@@ -308,9 +322,9 @@ static void placement(fx_t *fx, const char *opts, int spread) {
     char *cursor = NULL;
     int pages = 0;
     do {
-      assert_int_equal(RUN(fx, r, kv_keys(fx->store, &r,
-                                          spread ? "one" : "coll3", cursor, 7,
-                                          done_cb)),
+      assert_int_equal(RUN(fx, r,
+                           kv_keys(fx->store, &r, spread ? "one" : "coll3",
+                                   cursor, 7, done_cb)),
                        0);
       free(cursor);
       cursor = r.cursor ? strdup(r.cursor) : NULL;
@@ -323,9 +337,8 @@ static void placement(fx_t *fx, const char *opts, int spread) {
   }
   if (spread) { /* a cursor past the last primary ends the listing; a
                    malformed one is refused */
-    assert_int_equal(RUN(fx, r, kv_keys(fx->store, &r, "one", "@zzz:1@", 7,
-                                        done_cb)),
-                     0);
+    assert_int_equal(
+        RUN(fx, r, kv_keys(fx->store, &r, "one", "@zzz:1@", 7, done_cb)), 0);
     assert_int_equal(r.nnames, 0);
     assert_null(r.cursor);
     kv_req_cleanup(&r);
@@ -337,9 +350,9 @@ static void placement(fx_t *fx, const char *opts, int spread) {
   /* delete_many across slots counts what it removed */
   {
     const char *del[] = {"k1", "k2", "k3", "nope", "k29"};
-    assert_int_equal(RUN(fx, r, kv_delete_many(fx->store, &r,
-                                               spread ? "one" : "coll3", del,
-                                               5, done_cb)),
+    assert_int_equal(RUN(fx, r,
+                         kv_delete_many(fx->store, &r, spread ? "one" : "coll3",
+                                        del, 5, done_cb)),
                      0);
     assert_int_equal(r.count, 4);
     kv_req_cleanup(&r);
@@ -358,7 +371,8 @@ static void test_placement_key_slots(void **state) {
   placement(*state, "?slots=key", 1);
 }
 
-/* ---- Resharding under load ------------------------------------------------ */
+/* ---- Resharding under load ------------------------------------------------
+ */
 
 enum { INFLIGHT = 64, NKEYS = 4000 };
 
@@ -376,7 +390,7 @@ typedef struct {
   int next; /* next key to write */
   int stop;
   int completed, failed;
-  int *acked; /* per key: the value number last acknowledged, -1 none */
+  int *acked;   /* per key: the value number last acknowledged, -1 none */
   int *pending; /* per key: requests in flight for it */
   char failmsg[512];
 } load_t;
@@ -394,8 +408,8 @@ static void load_cb(kv_req_t *req) {
   l->pending[op->key]--;
   if (req->status != 0) {
     l->failed++;
-    snprintf(l->failmsg, sizeof l->failmsg, "%s: %s",
-             kv_err_name(req->status), kv_req_errmsg(req));
+    snprintf(l->failmsg, sizeof l->failmsg, "%s: %s", kv_err_name(req->status),
+             kv_req_errmsg(req));
   } else if (op->put) {
     l->acked[op->key] = atoi(op->val + 1);
   } else if (l->acked[op->key] >= 0) {
@@ -527,7 +541,8 @@ static void test_reshard_key_slots(void **state) {
   reshard(*state, "?slots=key");
 }
 
-/* ---- Failover (under --replicas 1) ---------------------------------------- */
+/* ---- Failover (under --replicas 1) ----------------------------------------
+ */
 
 static void test_failover(void **state) {
   fx_t *fx = *state;
@@ -543,9 +558,10 @@ static void test_failover(void **state) {
   for (int i = 0; i < N; i++) {
     snprintf(coll, sizeof coll, "fo%d", i % 30);
     snprintf(key, sizeof key, "k%d", i);
-    assert_int_equal(RUN(fx, r, kv_put(fx->store, &r, coll, key, key,
-                                       strlen(key), 0, done_cb)),
-                     0);
+    assert_int_equal(
+        RUN(fx, r,
+            kv_put(fx->store, &r, coll, key, key, strlen(key), 0, done_cb)),
+        0);
     kv_req_cleanup(&r);
   }
   snprintf(cmd, sizeof cmd, "%s -p %d role", g_cli, port_at(0));
@@ -582,9 +598,9 @@ static void test_failover(void **state) {
   assert_int_equal(cs.primaries, 3);
   for (int i = 0; i < N; i++) { /* writes go on */
     snprintf(coll, sizeof coll, "fo%d", i % 30);
-    assert_int_equal(RUN(fx, r, kv_put(fx->store, &r, coll, "after", "x", 1,
-                                       0, done_cb)),
-                     0);
+    assert_int_equal(
+        RUN(fx, r, kv_put(fx->store, &r, coll, "after", "x", 1, 0, done_cb)),
+        0);
     kv_req_cleanup(&r);
   }
   fx_close(fx);

@@ -130,7 +130,8 @@ static long long fence(fx_t *fx, int port) {
   return n;
 }
 
-/* ---- URLs and lookups -------------------------------------------------------- */
+/* ---- URLs and lookups
+ * -------------------------------------------------------- */
 
 static void test_bad_urls(void **state) {
   fx_t *fx = *state;
@@ -175,9 +176,9 @@ static void test_unknown_name(void **state) {
   fx_t *fx = *state;
   kv_req_t r;
   fx_open(fx, url_of("/nosuchprimary"));
-  assert_int_equal(RUN(fx, r, kv_put(fx->store, &r, "c", "k", "v", 1, 0,
-                                     done_cb)),
-                   KV_ECONN);
+  assert_int_equal(
+      RUN(fx, r, kv_put(fx->store, &r, "c", "k", "v", 1, 0, done_cb)),
+      KV_ECONN);
   assert_non_null(strstr(kv_req_errmsg(&r), "does not know it"));
   kv_req_cleanup(&r);
 }
@@ -188,9 +189,8 @@ static void test_lookup(void **state) {
   kv_redis_sentinel_stats_t ss;
   char want[32];
   fx_open(fx, url_of("/kvprimary?db=2&prefix=t:"));
-  assert_int_equal(RUN(fx, r, kv_put(fx->store, &r, "c", "k", "v", 1, 0,
-                                     done_cb)),
-                   0);
+  assert_int_equal(
+      RUN(fx, r, kv_put(fx->store, &r, "c", "k", "v", 1, 0, done_cb)), 0);
   kv_req_cleanup(&r);
   assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_SENTINEL_STATS, &ss),
                    0);
@@ -202,7 +202,8 @@ static void test_lookup(void **state) {
   kv_req_cleanup(&r);
 }
 
-/* ---- Failover ---------------------------------------------------------------- */
+/* ---- Failover
+ * ---------------------------------------------------------------- */
 
 enum { INFLIGHT = 64, NKEYS = 2000 };
 
@@ -216,12 +217,12 @@ static struct {
   fx_t *fx;
   op_t ops[INFLIGHT];
   int next, stop, submitted, completed, ok, failed, ok_streak;
-  int *acked;     /* per key: value number acknowledged last, -1 none */
-  int *window;    /* per key: that ack came between the failover's start
-                     and the store's switch (the old primary may have
-                     acknowledged a write its demotion then discarded) */
-  int phase;      /* 0 before the failover, 1 during, 2 after the switch */
-  int *inflight;  /* per key: a put is in flight */
+  int *acked;    /* per key: value number acknowledged last, -1 none */
+  int *window;   /* per key: that ack came between the failover's start
+                    and the store's switch (the old primary may have
+                    acknowledged a write its demotion then discarded) */
+  int phase;     /* 0 before the failover, 1 during, 2 after the switch */
+  int *inflight; /* per key: a put is in flight */
   int first_err;
 } L;
 
@@ -307,9 +308,8 @@ static void failover(fx_t *fx, int kill_it) {
     assert_int_equal(kill(g_primary_pid, SIGKILL), 0);
   } else {
     char cmd[256];
-    snprintf(cmd, sizeof cmd,
-             "%s -p %s sentinel failover kvprimary >/dev/null", g_cli,
-             strrchr(g_seeds, ':') + 1);
+    snprintf(cmd, sizeof cmd, "%s -p %s sentinel failover kvprimary >/dev/null",
+             g_cli, strrchr(g_seeds, ':') + 1);
     assert_int_equal(system(cmd), 0);
   }
   L.ok_streak = 0;
@@ -320,8 +320,8 @@ static void failover(fx_t *fx, int kill_it) {
       kv_store_ctl(fx->store, KV_REDIS_CTL_SENTINEL_STATS, &ss);
       if (ss.failovers >= 1 && L.ok_streak >= 5000) break;
       if (uv_hrtime() > deadline)
-        fail_msg("no failover within 60 s (%d ok, %d failed, primary %s)",
-                 L.ok, L.failed, ss.primary);
+        fail_msg("no failover within 60 s (%d ok, %d failed, primary %s)", L.ok,
+                 L.failed, ss.primary);
     }
   }
   L.stop = 1;
