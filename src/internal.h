@@ -26,8 +26,8 @@ enum {
 };
 
 /* src/core/store.c */
-int kv__store_init(kv_store_t *s);        /* default collection; 0 or ENOMEM */
-void kv__store_start(kv_store_t *s);      /* the delivery handle */
+KV__MODULE_API int kv__store_init(kv_store_t *s);        /* default collection; 0 or ENOMEM */
+KV__MODULE_API void kv__store_start(kv_store_t *s);      /* the delivery handle */
 int kv__store_deliver_now(kv_store_t *s); /* deliver queued completions */
 
 /* src/wrappers/wrap.c: a completion hook of `layer` has run. */

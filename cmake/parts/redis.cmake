@@ -11,12 +11,21 @@ if(HIREDIS_FOUND AND LIBSSL_FOUND)
       valkeys valkey+tls valkey+unix valkey+unix+tls)
     list(APPEND kv_redis_stores "${scheme}=kv__redis_methods")
   endforeach()
+  foreach(scheme redis+cluster rediss+cluster valkey+cluster valkeys+cluster)
+    list(APPEND kv_redis_stores "${scheme}=kv__redis_cluster_methods")
+  endforeach()
+  foreach(scheme redis+sentinel rediss+sentinel valkey+sentinel
+      valkeys+sentinel)
+    list(APPEND kv_redis_stores "${scheme}=kv__redis_sentinel_methods")
+  endforeach()
   kv_part(redis
     SOURCES ${CMAKE_SOURCE_DIR}/src/stores/redis.c
       ${CMAKE_SOURCE_DIR}/src/stores/redis_conn.c
       ${CMAKE_SOURCE_DIR}/src/stores/redis_pool.c
       ${CMAKE_SOURCE_DIR}/src/stores/redis_tx.c
       ${CMAKE_SOURCE_DIR}/src/stores/redis_pubsub.c
+      ${CMAKE_SOURCE_DIR}/src/stores/redis_cluster.c
+      ${CMAKE_SOURCE_DIR}/src/stores/redis_sentinel.c
     LIBS PkgConfig::HIREDIS PkgConfig::LIBSSL PkgConfig::LIBCRYPTO
     STORES ${kv_redis_stores}
     SHIMS ${CMAKE_SOURCE_DIR}/src/shims/redis.c

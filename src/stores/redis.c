@@ -79,37 +79,53 @@ static const char cas_script[] = "local v = redis.call('GET', KEYS[1])\n"
 
 /* ---- Names ------------------------------------------------------------- */
 
-static size_t esc_len(const char *c, size_t n) {
-  size_t len = n;
+/* E(c), the collection as it appears in keys; with st->tag_collections it
+ * is wrapped in a hash tag, "{" + E(c) + "}", E also escaping '}' as "%7D"
+ * (so a collection's keys share one Redis Cluster slot). */
+static size_t esc_len(const kv__rds_t *st, const char *c, size_t n) {
+  size_t len = n + (st->tag_collections ? 2 : 0);
   for (size_t i = 0; i < n; i++)
-    if (c[i] == '%' || c[i] == ':') len += 2;
+    if (c[i] == '%' || c[i] == ':' || (c[i] == '}' && st->tag_collections))
+      len += 2;
   return len;
 }
 
-static char *esc_write(char *o, const char *c, size_t n) {
+static char *esc_write(const kv__rds_t *st, char *o, const char *c, size_t n) {
+  if (st->tag_collections) *o++ = '{';
   for (size_t i = 0; i < n; i++) {
     if (c[i] == '%') {
       memcpy(o, "%25", 3), o += 3;
     } else if (c[i] == ':') {
       memcpy(o, "%3A", 3), o += 3;
+    } else if (c[i] == '}' && st->tag_collections) {
+      memcpy(o, "%7D", 3), o += 3;
     } else {
       *o++ = c[i];
     }
   }
+  if (st->tag_collections) *o++ = '}';
   return o;
 }
 
 /* Decode an escaped collection (no ':' inside) into out (>= n bytes).
  * Returns the length, or (size_t)-1 when it is not a valid escape. */
-static size_t unesc(const char *e, size_t n, char *out) {
+static size_t unesc(const kv__rds_t *st, const char *e, size_t n, char *out) {
   size_t o = 0;
+  if (st->tag_collections) {
+    if (n < 2 || e[0] != '{' || e[n - 1] != '}') return (size_t)-1;
+    e++, n -= 2;
+  }
   for (size_t i = 0; i < n; i++) {
     if (e[i] != '%') {
+      if (e[i] == '}' && st->tag_collections) return (size_t)-1;
       out[o++] = e[i];
     } else if (i + 2 < n && e[i + 1] == '2' && e[i + 2] == '5') {
       out[o++] = '%', i += 2;
     } else if (i + 2 < n && e[i + 1] == '3' && e[i + 2] == 'A') {
       out[o++] = ':', i += 2;
+    } else if (i + 2 < n && e[i + 1] == '7' && e[i + 2] == 'D' &&
+               st->tag_collections) {
+      out[o++] = '}', i += 2;
     } else {
       return (size_t)-1;
     }
@@ -192,31 +208,44 @@ static void cmd_int(kv__rds_t *st, int64_t v) {
   st->scratch_len += n;
 }
 
-/* The Redis key of (collection, key): prefix + E(c) + ':' + key. */
+/* The Redis key of (collection, key): prefix + E(c) + ':' + key (E: see
+ * esc_len). */
 static void cmd_key(kv__rds_t *st, const char *c, size_t clen, const char *k,
                     size_t klen) {
-  size_t n = st->prefix_len + esc_len(c, clen) + 1 + klen;
+  size_t n = st->prefix_len + esc_len(st, c, clen) + 1 + klen;
   char *o = scratch_grow(st, n);
   if (o == NULL) return;
   memcpy(o, st->prefix, st->prefix_len);
-  o = esc_write(o + st->prefix_len, c, clen);
+  o = esc_write(st, o + st->prefix_len, c, clen);
   *o++ = ':';
   memcpy(o, k, klen);
   cmd_push(st, NULL, st->scratch_len, n);
   st->scratch_len += n;
 }
 
+size_t kv__rds_format_key(const kv__rds_t *st, const char *c, size_t clen,
+                          const char *k, size_t klen, char *buf, size_t cap) {
+  size_t n = st->prefix_len + esc_len(st, c, clen) + 1 + klen;
+  char *o = buf;
+  if (n > cap) return n;
+  memcpy(o, st->prefix, st->prefix_len);
+  o = esc_write(st, o + st->prefix_len, c, clen);
+  *o++ = ':';
+  memcpy(o, k, klen);
+  return n;
+}
+
 /* The MATCH pattern of a collection's keys (c NULL: of every key of the
  * store): the prefix and E(c) with glob characters escaped, then ":*". */
 static void cmd_pattern(kv__rds_t *st, const char *c, size_t clen) {
-  size_t elen = c ? esc_len(c, clen) : 0;
+  size_t elen = c ? esc_len(st, c, clen) : 0;
   char *tmp = NULL, *o, *start;
   if (c != NULL) {
     if ((tmp = kv_malloc(elen + 1)) == NULL) {
       st->cmd_err = KV_ENOMEM;
       return;
     }
-    esc_write(tmp, c, clen);
+    esc_write(st, tmp, c, clen);
   }
   o = start = scratch_grow(st, 2 * (st->prefix_len + elen) + 2);
   if (o != NULL) {
@@ -279,10 +308,14 @@ static void state_free(kv_req_t *req);
 
 static void req_finish(kv_req_t *req) {
   int err = FIRST_ERR(req);
+  kv__rds_hook_t *hook = KV__RDS_HOOK(req);
   state_free(req);
   if (req->op == KV_OP_TTL_MANY) req->ttl = 0;
   if (err != 0 && req->op == KV_OP_CAS) req->found = 0;
-  kv_req_complete(req, err);
+  if (hook != NULL) /* run for redis+cluster:// or redis+sentinel:// */
+    hook->finish(hook, req, err);
+  else
+    kv_req_complete(req, err);
 }
 
 static void part_done(kv_req_t *req) {
@@ -510,6 +543,8 @@ static void on_reply(kv__rds_t *st, const kv__rds_pend_t *p,
   if (err != 0) {
     req_fail(req, err, "%s", msg);
   } else if (r->type == KV_REDIS_REPLY_ERROR) {
+    if (KV__RDS_HOOK(req) != NULL && KV__RDS_HOOK(req)->error_reply != NULL)
+      KV__RDS_HOOK(req)->error_reply(KV__RDS_HOOK(req), st, req, r);
     if (r->len >= 8 && memcmp(r->str, "NOSCRIPT", 8) == 0 &&
         FIRST_ERR(req) == 0 && (kind == T_SCRIPT || kind == T_CAS)) {
       /* The script cache was flushed: send the script itself. */
@@ -843,7 +878,7 @@ static int parse_key(kv__rds_t *st, const char *k, size_t len, char *cbuf,
   k += st->prefix_len, len -= st->prefix_len;
   colon = memchr(k, ':', len);
   if (colon == NULL) return 0;
-  *clen = unesc(k, (size_t)(colon - k), cbuf);
+  *clen = unesc(st, k, (size_t)(colon - k), cbuf);
   *key = colon + 1;
   *klen = len - (size_t)(colon - k) - 1;
   return *clen != (size_t)-1 && name_ok(cbuf, *clen) && name_ok(*key, *klen);
@@ -852,8 +887,8 @@ static int parse_key(kv__rds_t *st, const char *k, size_t len, char *cbuf,
 static int keys_page(kv__rds_t *st, kv_req_t *req, kv_redis_reply_t *batch,
                      unsigned long long next) {
   keys_state_t *ks = req->priv.store_data[2];
-  size_t plen =
-      st->prefix_len + esc_len(req->in.collection, req->in.collection_len) + 1;
+  size_t plen = st->prefix_len +
+                esc_len(st, req->in.collection, req->in.collection_len) + 1;
   span_t *v = kv_malloc((batch->elements ? batch->elements : 1) * sizeof *v);
   size_t n = 0, i = 0, room;
   char cur[40];
@@ -1035,10 +1070,25 @@ static void scan_reply(kv__rds_t *st, kv_req_t *req, kv_redis_reply_t *r) {
   }
 }
 
+static int slot_cmp(const void *a, const void *b) {
+  long long x = (*(kv_redis_reply_t *const *)a)->integer;
+  long long y = (*(kv_redis_reply_t *const *)b)->integer;
+  return x < y ? -1 : x > y;
+}
+
 static void unlink_keys(kv__rds_t *st, kv_req_t *req, kv_redis_reply_t *keys) {
   size_t n = 0;
   char *cbuf = NULL;
   size_t cap = 0;
+  if (st->cluster_slots) { /* one UNLINK per slot (CROSSSLOT otherwise) */
+    for (size_t j = 0; j < keys->elements; j++) {
+      kv_redis_reply_t *e = keys->element[j];
+      e->integer = e->type == KV_REDIS_REPLY_STRING
+                       ? (long long)kv__rcl_slot(e->str, e->len)
+                       : -1;
+    }
+    qsort(keys->element, keys->elements, sizeof *keys->element, slot_cmp);
+  }
   cmd_begin(st);
   cmd_lit(st, "UNLINK");
   for (size_t j = 0; j < keys->elements; j++) {
@@ -1046,6 +1096,13 @@ static void unlink_keys(kv__rds_t *st, kv_req_t *req, kv_redis_reply_t *keys) {
     const char *key;
     size_t clen, klen;
     if (e->type != KV_REDIS_REPLY_STRING) continue;
+    if (n > 0 && st->cluster_slots &&
+        e->integer != keys->element[j - 1]->integer) {
+      if (send_part(st, req, TAG(T_UNLINK, 0)) != 0) break;
+      cmd_begin(st);
+      cmd_lit(st, "UNLINK");
+      n = 0;
+    }
     if (req->op == KV_OP_DESTROY) { /* only keys of our layout */
       if (e->len > cap) {
         kv_free(cbuf);

@@ -115,6 +115,10 @@ struct kv__rds_s {
   uint64_t leases_total;
   /* raw requests completed, to be called back from the prepare handle */
   kv_redis_req_t *raw_done, *raw_done_tail;
+  /* appended for redis+cluster:// and redis+sentinel:// */
+  int tag_collections; /* layout P + "{" + E(c) + "}:" + k (E also escapes
+                          '}' as %7D): a collection's keys share a slot */
+  int cluster_slots;   /* a node of a Redis Cluster: one UNLINK per slot */
 };
 
 /* A connection lent to one user (transactions, kv_redis_lease). */
@@ -130,6 +134,26 @@ struct kv__rds_lease_s {
   int watching;                 /* WATCH sent, EXEC/DISCARD/UNWATCH not yet */
   int tx; /* lent to kv_redis_transaction (not the user) */
 };
+
+/* A request run by redis.c for another store (redis_cluster.c,
+ * redis_sentinel.c) carries a hook in priv.store_data[3] (redis.c itself
+ * uses [0..2]). Its finish() is called instead of kv_req_complete() when the
+ * request is done (the other store completes it, or retries it elsewhere);
+ * error_reply() (may be NULL) sees every error reply before it becomes the
+ * request's error (MOVED, ASK, ...). */
+typedef struct kv__rds_hook_s kv__rds_hook_t;
+struct kv__rds_hook_s {
+  void (*finish)(kv__rds_hook_t *h, kv_req_t *req, int err);
+  void (*error_reply)(kv__rds_hook_t *h, kv__rds_t *st, kv_req_t *req,
+                      const kv_redis_reply_t *r);
+};
+/* redis.c: the Redis key of (c, k) in st's layout, written to buf when it
+ * fits in cap bytes; returns its length either way. */
+size_t kv__rds_format_key(const kv__rds_t *st, const char *c, size_t clen,
+                          const char *k, size_t klen, char *buf, size_t cap);
+/* redis_cluster.c: the Redis Cluster slot of a key. */
+unsigned kv__rcl_slot(const char *key, size_t len);
+#define KV__RDS_HOOK(req) ((kv__rds_hook_t *)(req)->priv.store_data[3])
 
 extern const kv_store_methods_t kv__redis_methods;
 

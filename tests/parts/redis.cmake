@@ -16,6 +16,12 @@ if(KV_HAVE_REDIS)
       ${KV_WITH_REDIS})
     kv_conformance(redis-pool "redis://127.0.0.1:@PORT@/3?connections=4"
       ${KV_WITH_REDIS})
+    kv_conformance(redis-cluster "redis+cluster://@SEEDS@"
+      ${CMAKE_CURRENT_SOURCE_DIR}/servers/with-redis-cluster.sh)
+    kv_conformance(redis-cluster-tls "rediss+cluster://@SEEDS@?ca=@CA@"
+      ${CMAKE_CURRENT_SOURCE_DIR}/servers/with-redis-cluster.sh --tls)
+    kv_conformance(redis-sentinel "redis+sentinel://@SENTINELS@/kvprimary?db=3"
+      ${CMAKE_CURRENT_SOURCE_DIR}/servers/with-redis-sentinel.sh)
   endif()
   add_executable(test-redis ${CMAKE_CURRENT_SOURCE_DIR}/stores/test-redis.c)
   target_include_directories(test-redis PRIVATE ${CMAKE_SOURCE_DIR}/src
@@ -59,4 +65,36 @@ if(KV_HAVE_REDIS AND TARGET example-redis-swapcase)
   set_tests_properties(example-redis-swapcase PROPERTIES
     TIMEOUT ${KV_TEST_TIMEOUT} SKIP_RETURN_CODE 77 LABELS unit
     PASS_REGULAR_EXPRESSION "foo: \"default VALUE\" -> \"DEFAULT value\".*foo: \"DEFAULT value\" -> \"default VALUE\".*swapcase-ok")
+  # redis+cluster://: a 3-primary cluster (with one replica each for the
+  # failover test) started by with-redis-cluster.sh.
+  set(KV_WITH_CLUSTER ${CMAKE_CURRENT_SOURCE_DIR}/servers/with-redis-cluster.sh)
+  add_executable(test-redis-cluster
+    ${CMAKE_CURRENT_SOURCE_DIR}/stores/test-redis-cluster.c)
+  target_compile_options(test-redis-cluster PRIVATE ${KV_WARNINGS})
+  target_link_libraries(test-redis-cluster PRIVATE kvio_static
+    PkgConfig::CMOCKA ${KV_PART_LIBS} m)
+  add_test(NAME test-redis-cluster
+    COMMAND ${KV_WITH_CLUSTER} $<TARGET_FILE:test-redis-cluster>)
+  add_test(NAME test-redis-cluster-failover
+    COMMAND ${KV_WITH_CLUSTER} --replicas 1
+    $<TARGET_FILE:test-redis-cluster> failover)
+  set_tests_properties(test-redis-cluster test-redis-cluster-failover
+    PROPERTIES TIMEOUT ${KV_TEST_TIMEOUT} SKIP_RETURN_CODE 77 LABELS unit)
+  # redis+sentinel://: a primary, a replica and 3 sentinels started by
+  # with-redis-sentinel.sh; each failover test gets a fresh set.
+  set(KV_WITH_SENTINEL ${CMAKE_CURRENT_SOURCE_DIR}/servers/with-redis-sentinel.sh)
+  add_executable(test-redis-sentinel
+    ${CMAKE_CURRENT_SOURCE_DIR}/stores/test-redis-sentinel.c)
+  target_compile_options(test-redis-sentinel PRIVATE ${KV_WARNINGS})
+  target_link_libraries(test-redis-sentinel PRIVATE kvio_static
+    PkgConfig::CMOCKA ${KV_PART_LIBS} m)
+  add_test(NAME test-redis-sentinel
+    COMMAND ${KV_WITH_SENTINEL} $<TARGET_FILE:test-redis-sentinel>)
+  add_test(NAME test-redis-sentinel-kill
+    COMMAND ${KV_WITH_SENTINEL} $<TARGET_FILE:test-redis-sentinel> kill)
+  add_test(NAME test-redis-sentinel-failover
+    COMMAND ${KV_WITH_SENTINEL} $<TARGET_FILE:test-redis-sentinel> manual)
+  set_tests_properties(test-redis-sentinel test-redis-sentinel-kill
+    test-redis-sentinel-failover PROPERTIES TIMEOUT ${KV_TEST_TIMEOUT}
+    SKIP_RETURN_CODE 77 LABELS unit)
 endif()
