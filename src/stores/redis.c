@@ -30,7 +30,7 @@
 #define CHUNK 1000 /* keys per MGET / MSET / DEL / script call */
 #define SCAN_COUNT 1000
 
-#define STORE(s) ((kv__rds_t *)(s))
+#define STORE(s) ((kv__redis_t *)(s))
 
 /* Tags: the kind of a command in the high bits, an index below. */
 enum {
@@ -82,7 +82,7 @@ static const char cas_script[] = "local v = redis.call('GET', KEYS[1])\n"
 /* E(c), the collection as it appears in keys; with st->tag_collections it
  * is wrapped in a hash tag, "{" + E(c) + "}", E also escaping '}' as "%7D"
  * (so a collection's keys share one Redis Cluster slot). */
-static size_t esc_len(const kv__rds_t *st, const char *c, size_t n) {
+static size_t esc_len(const kv__redis_t *st, const char *c, size_t n) {
   size_t len = n + (st->tag_collections ? 2 : 0);
   for (size_t i = 0; i < n; i++)
     if (c[i] == '%' || c[i] == ':' || (c[i] == '}' && st->tag_collections))
@@ -90,7 +90,8 @@ static size_t esc_len(const kv__rds_t *st, const char *c, size_t n) {
   return len;
 }
 
-static char *esc_write(const kv__rds_t *st, char *o, const char *c, size_t n) {
+static char *esc_write(const kv__redis_t *st, char *o, const char *c,
+                       size_t n) {
   if (st->tag_collections) *o++ = '{';
   for (size_t i = 0; i < n; i++) {
     if (c[i] == '%') {
@@ -109,7 +110,7 @@ static char *esc_write(const kv__rds_t *st, char *o, const char *c, size_t n) {
 
 /* Decode an escaped collection (no ':' inside) into out (>= n bytes).
  * Returns the length, or (size_t)-1 when it is not a valid escape. */
-static size_t unesc(const kv__rds_t *st, const char *e, size_t n, char *out) {
+static size_t unesc(const kv__redis_t *st, const char *e, size_t n, char *out) {
   size_t o = 0;
   if (st->tag_collections) {
     if (n < 2 || e[0] != '{' || e[n - 1] != '}') return (size_t)-1;
@@ -149,7 +150,7 @@ static int name_ok(const char *s, size_t n) {
 
 /* ---- Building commands ------------------------------------------------- */
 
-static char *scratch_grow(kv__rds_t *st, size_t n) {
+static char *scratch_grow(kv__redis_t *st, size_t n) {
   if (st->scratch_len + n > st->scratch_cap) {
     size_t cap = st->scratch_cap ? st->scratch_cap : 1024;
     char *p;
@@ -166,7 +167,7 @@ static char *scratch_grow(kv__rds_t *st, size_t n) {
   return st->scratch + st->scratch_len;
 }
 
-static void cmd_begin(kv__rds_t *st) {
+static void cmd_begin(kv__redis_t *st) {
   st->nargs = 0;
   st->scratch_len = 0;
   st->cmd_err = 0;
@@ -174,7 +175,7 @@ static void cmd_begin(kv__rds_t *st) {
 
 /* An argument: external bytes (p, valid until cmd_send) or, with p NULL,
  * the `len` bytes last written at the end of the scratch buffer. */
-static void cmd_push(kv__rds_t *st, const char *p, size_t off, size_t len) {
+static void cmd_push(kv__redis_t *st, const char *p, size_t off, size_t len) {
   if (st->nargs == st->cap_args) {
     size_t cap = st->cap_args ? st->cap_args * 2 : 16;
     void *a = kv_realloc(st->args, cap * sizeof *st->args);
@@ -191,15 +192,15 @@ static void cmd_push(kv__rds_t *st, const char *p, size_t off, size_t len) {
   st->nargs++;
 }
 
-static void cmd_ext(kv__rds_t *st, const void *p, size_t len) {
+static void cmd_ext(kv__redis_t *st, const void *p, size_t len) {
   cmd_push(st, p ? p : "", 0, len);
 }
 
-static void cmd_lit(kv__rds_t *st, const char *s) {
+static void cmd_lit(kv__redis_t *st, const char *s) {
   cmd_ext(st, s, strlen(s));
 }
 
-static void cmd_int(kv__rds_t *st, int64_t v) {
+static void cmd_int(kv__redis_t *st, int64_t v) {
   char *o = scratch_grow(st, 24);
   size_t n;
   if (o == NULL) return;
@@ -210,7 +211,7 @@ static void cmd_int(kv__rds_t *st, int64_t v) {
 
 /* The Redis key of (collection, key): prefix + E(c) + ':' + key (E: see
  * esc_len). */
-static void cmd_key(kv__rds_t *st, const char *c, size_t clen, const char *k,
+static void cmd_key(kv__redis_t *st, const char *c, size_t clen, const char *k,
                     size_t klen) {
   size_t n = st->prefix_len + esc_len(st, c, clen) + 1 + klen;
   char *o = scratch_grow(st, n);
@@ -223,8 +224,8 @@ static void cmd_key(kv__rds_t *st, const char *c, size_t clen, const char *k,
   st->scratch_len += n;
 }
 
-size_t kv__rds_format_key(const kv__rds_t *st, const char *c, size_t clen,
-                          const char *k, size_t klen, char *buf, size_t cap) {
+size_t kv__redis_format_key(const kv__redis_t *st, const char *c, size_t clen,
+                            const char *k, size_t klen, char *buf, size_t cap) {
   size_t n = st->prefix_len + esc_len(st, c, clen) + 1 + klen;
   char *o = buf;
   if (n > cap) return n;
@@ -237,7 +238,7 @@ size_t kv__rds_format_key(const kv__rds_t *st, const char *c, size_t clen,
 
 /* The MATCH pattern of a collection's keys (c NULL: of every key of the
  * store): the prefix and E(c) with glob characters escaped, then ":*". */
-static void cmd_pattern(kv__rds_t *st, const char *c, size_t clen) {
+static void cmd_pattern(kv__redis_t *st, const char *c, size_t clen) {
   size_t elen = c ? esc_len(st, c, clen) : 0;
   char *tmp = NULL, *o, *start;
   if (c != NULL) {
@@ -262,7 +263,7 @@ static void cmd_pattern(kv__rds_t *st, const char *c, size_t clen) {
 }
 
 /* Format the command built since cmd_begin and queue it. */
-static int cmd_send(kv__rds_t *st, kv__rds_reply_fn fn, void *ctx,
+static int cmd_send(kv__redis_t *st, kv__redis_reply_fn fn, void *ctx,
                     uint64_t tag) {
   if (st->cmd_err) return st->cmd_err;
   if (st->nargs > st->cap_argv) {
@@ -279,7 +280,8 @@ static int cmd_send(kv__rds_t *st, kv__rds_reply_fn fn, void *ctx,
     st->argv[i] = st->args[i].p ? st->args[i].p : st->scratch + st->args[i].off;
     st->argvlen[i] = st->args[i].len;
   }
-  return kv__rds_queue_argv(st, st->nargs, st->argv, st->argvlen, fn, ctx, tag);
+  return kv__redis_queue_argv(st, st->nargs, st->argv, st->argvlen, fn, ctx,
+                              tag);
 }
 
 /* ---- Requests ------------------------------------------------------------ */
@@ -308,7 +310,7 @@ static void state_free(kv_req_t *req);
 
 static void req_finish(kv_req_t *req) {
   int err = FIRST_ERR(req);
-  kv__rds_hook_t *hook = KV__RDS_HOOK(req);
+  kv__redis_hook_t *hook = KV__REDIS_HOOK(req);
   state_free(req);
   if (req->op == KV_OP_TTL_MANY) req->ttl = 0;
   if (err != 0 && req->op == KV_OP_CAS) req->found = 0;
@@ -324,11 +326,11 @@ static void part_done(kv_req_t *req) {
   if (left == 0) req_finish(req);
 }
 
-static void on_reply(kv__rds_t *st, const kv__rds_pend_t *p,
+static void on_reply(kv__redis_t *st, const kv__redis_pend_t *p,
                      kv_redis_reply_t *r, int err, const char *msg);
 
 /* Send the command built for req; counts it as one outstanding reply. */
-static int send_part(kv__rds_t *st, kv_req_t *req, uint64_t tag) {
+static int send_part(kv__redis_t *st, kv_req_t *req, uint64_t tag) {
   int rc = cmd_send(st, on_reply, req, tag);
   if (rc == 0) {
     LEFT(req) = (void *)((uintptr_t)LEFT(req) + 1);
@@ -346,11 +348,11 @@ static int submitted(kv_req_t *req) {
 
 /* Connect if needed; when the store is backing off, the request fails with
  * the last attempt's error (completed, not refused: it is a result). */
-static int begin(kv__rds_t *st, kv_req_t *req) {
-  int err = kv__rds_ready(st);
+static int begin(kv__redis_t *st, kv_req_t *req) {
+  int err = kv__redis_ready(st);
   if (err == 0) return 0;
-  if (st->state == KV__RDS_BACKOFF) {
-    uint64_t now = kv__rds_now_ms();
+  if (st->state == KV__REDIS_BACKOFF) {
+    uint64_t now = kv__redis_now_ms();
     req_fail(req, err, "%s (next attempt in %llu ms)", st->last_msg,
              (unsigned long long)(st->retry_at > now ? st->retry_at - now : 0));
   } else {
@@ -384,15 +386,16 @@ static void drop_value(kv_req_t *req) {
   req->found = 0;
 }
 
-static void bad_reply(kv__rds_t *st, kv_req_t *req, const kv_redis_reply_t *r) {
+static void bad_reply(kv__redis_t *st, kv_req_t *req,
+                      const kv_redis_reply_t *r) {
   req_fail(req, KV_EPROTO, "unexpected reply of type %d from %s", r->type,
            st->endpoint);
 }
 
-static void scan_reply(kv__rds_t *st, kv_req_t *req, kv_redis_reply_t *r);
-static void unlink_keys(kv__rds_t *st, kv_req_t *req, kv_redis_reply_t *keys);
+static void scan_reply(kv__redis_t *st, kv_req_t *req, kv_redis_reply_t *r);
+static void unlink_keys(kv__redis_t *st, kv_req_t *req, kv_redis_reply_t *keys);
 
-static void handle(kv__rds_t *st, kv_req_t *req, uint64_t tag,
+static void handle(kv__redis_t *st, kv_req_t *req, uint64_t tag,
                    kv_redis_reply_t *r) {
   size_t idx = TAG_INDEX(tag);
   switch (TAG_KIND(tag)) {
@@ -532,19 +535,19 @@ static void handle(kv__rds_t *st, kv_req_t *req, uint64_t tag,
   }
 }
 
-static void send_put_script(kv__rds_t *st, kv_req_t *req, size_t start,
+static void send_put_script(kv__redis_t *st, kv_req_t *req, size_t start,
                             int eval);
-static void send_cas(kv__rds_t *st, kv_req_t *req, int eval);
+static void send_cas(kv__redis_t *st, kv_req_t *req, int eval);
 
-static void on_reply(kv__rds_t *st, const kv__rds_pend_t *p,
+static void on_reply(kv__redis_t *st, const kv__redis_pend_t *p,
                      kv_redis_reply_t *r, int err, const char *msg) {
   kv_req_t *req = p->ctx;
   int kind = TAG_KIND(p->tag);
   if (err != 0) {
     req_fail(req, err, "%s", msg);
   } else if (r->type == KV_REDIS_REPLY_ERROR) {
-    if (KV__RDS_HOOK(req) != NULL && KV__RDS_HOOK(req)->error_reply != NULL)
-      KV__RDS_HOOK(req)->error_reply(KV__RDS_HOOK(req), st, req, r);
+    if (KV__REDIS_HOOK(req) != NULL && KV__REDIS_HOOK(req)->error_reply != NULL)
+      KV__REDIS_HOOK(req)->error_reply(KV__REDIS_HOOK(req), st, req, r);
     if (r->len >= 8 && memcmp(r->str, "NOSCRIPT", 8) == 0 &&
         FIRST_ERR(req) == 0 && (kind == T_SCRIPT || kind == T_CAS)) {
       /* The script cache was flushed: send the script itself. */
@@ -556,8 +559,8 @@ static void on_reply(kv__rds_t *st, const kv__rds_pend_t *p,
                (r->len >= 4 && memcmp(r->str, "ERR ", 4) == 0)) {
       req_fail(req, KV_EINVAL, "incr of key '%s': %s", req->in.key, r->str);
     } else {
-      req_fail(req, kv__rds_error_code(r->str, r->len), "%s: %s", st->endpoint,
-               r->str);
+      req_fail(req, kv__redis_error_code(r->str, r->len), "%s: %s",
+               st->endpoint, r->str);
     }
   } else if (FIRST_ERR(req) == 0) {
     handle(st, req, p->tag, r);
@@ -568,7 +571,7 @@ static void on_reply(kv__rds_t *st, const kv__rds_pend_t *p,
 /* ---- Single-key operations --------------------------------------------- */
 
 static int rds_single(kv_store_t *s, kv_req_t *req, const char *cmd) {
-  kv__rds_t *st = kv__rds_pick(STORE(s));
+  kv__redis_t *st = kv__redis_pick(STORE(s));
   if (begin(st, req)) return 0;
   cmd_begin(st);
   cmd_lit(st, cmd);
@@ -583,7 +586,7 @@ static int rds_get(kv_store_t *s, kv_req_t *req) {
 }
 
 static int rds_ttl(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = kv__rds_pick(STORE(s));
+  kv__redis_t *st = kv__redis_pick(STORE(s));
   if (begin(st, req)) return 0;
   cmd_begin(st);
   cmd_lit(st, "GET");
@@ -607,7 +610,7 @@ static int rds_take(kv_store_t *s, kv_req_t *req) {
   return rds_single(s, req, "GETDEL");
 }
 
-static void cmd_set(kv__rds_t *st, kv_req_t *req, int nx) {
+static void cmd_set(kv__redis_t *st, kv_req_t *req, int nx) {
   cmd_begin(st);
   cmd_lit(st, "SET");
   cmd_key(st, req->in.collection, req->in.collection_len, req->in.key,
@@ -621,7 +624,7 @@ static void cmd_set(kv__rds_t *st, kv_req_t *req, int nx) {
 }
 
 static int rds_put(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = kv__rds_pick(STORE(s));
+  kv__redis_t *st = kv__redis_pick(STORE(s));
   if (begin(st, req)) return 0;
   cmd_set(st, req, 0);
   send_part(st, req, TAG(T_MAIN, 0));
@@ -629,7 +632,7 @@ static int rds_put(kv_store_t *s, kv_req_t *req) {
 }
 
 static int rds_put_if_absent(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = kv__rds_pick(STORE(s));
+  kv__redis_t *st = kv__redis_pick(STORE(s));
   if (begin(st, req)) return 0;
   cmd_set(st, req, 1);
   send_part(st, req, TAG(T_MAIN, 0));
@@ -637,7 +640,7 @@ static int rds_put_if_absent(kv_store_t *s, kv_req_t *req) {
 }
 
 static int rds_incr(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = kv__rds_pick(STORE(s));
+  kv__redis_t *st = kv__redis_pick(STORE(s));
   if (begin(st, req)) return 0;
   if (req->in.expires_at_ms == 0) {
     cmd_begin(st);
@@ -676,7 +679,7 @@ static int rds_incr(kv_store_t *s, kv_req_t *req) {
   return submitted(req);
 }
 
-static void send_cas(kv__rds_t *st, kv_req_t *req, int eval) {
+static void send_cas(kv__redis_t *st, kv_req_t *req, int eval) {
   int64_t px = req->in.expires_at_ms ? px_of(req) : 0;
   cmd_begin(st);
   if (eval) {
@@ -697,7 +700,7 @@ static void send_cas(kv__rds_t *st, kv_req_t *req, int eval) {
 }
 
 static int rds_cas(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = kv__rds_pick(STORE(s));
+  kv__redis_t *st = kv__redis_pick(STORE(s));
   if (begin(st, req)) return 0;
   send_cas(st, req, 0);
   return submitted(req);
@@ -705,7 +708,7 @@ static int rds_cas(kv_store_t *s, kv_req_t *req) {
 
 /* ---- Bulk operations ----------------------------------------------------- */
 
-static void cmd_keys(kv__rds_t *st, kv_req_t *req, size_t start, size_t end) {
+static void cmd_keys(kv__redis_t *st, kv_req_t *req, size_t start, size_t end) {
   for (size_t i = start; i < end; i++)
     cmd_key(st, req->in.collection, req->in.collection_len,
             req->in.keys[i].base, req->in.keys[i].len);
@@ -716,7 +719,7 @@ static size_t chunk_end(const kv_req_t *req, size_t start) {
 }
 
 static int rds_get_many(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = kv__rds_pick(STORE(s));
+  kv__redis_t *st = kv__redis_pick(STORE(s));
   if (kv_req_alloc_results(req) != 0) {
     req_fail(req, KV_ENOMEM, "out of memory");
     return submitted(req);
@@ -745,7 +748,7 @@ static int rds_get_many(kv_store_t *s, kv_req_t *req) {
   return submitted(req);
 }
 
-static void send_put_script(kv__rds_t *st, kv_req_t *req, size_t start,
+static void send_put_script(kv__redis_t *st, kv_req_t *req, size_t start,
                             int eval) {
   size_t end = chunk_end(req, start);
   cmd_begin(st);
@@ -765,7 +768,7 @@ static void send_put_script(kv__rds_t *st, kv_req_t *req, size_t start,
 }
 
 static int rds_put_many(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = kv__rds_pick(STORE(s));
+  kv__redis_t *st = kv__redis_pick(STORE(s));
   if (req->in.n == 0) return submitted(req);
   if (begin(st, req)) return 0;
   for (size_t i = 0; i < req->in.n; i = chunk_end(req, i)) {
@@ -787,7 +790,7 @@ static int rds_put_many(kv_store_t *s, kv_req_t *req) {
 }
 
 static int rds_delete_many(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = kv__rds_pick(STORE(s));
+  kv__redis_t *st = kv__redis_pick(STORE(s));
   if (req->in.n == 0) return submitted(req);
   if (begin(st, req)) return 0;
   for (size_t i = 0; i < req->in.n; i = chunk_end(req, i)) {
@@ -851,7 +854,7 @@ static size_t sort_unique(kv_buf_t *v, size_t n) {
   return o;
 }
 
-static void send_scan(kv__rds_t *st, kv_req_t *req, unsigned long long cur) {
+static void send_scan(kv__redis_t *st, kv_req_t *req, unsigned long long cur) {
   char num[24];
   int whole = req->op != KV_OP_KEYS && req->op != KV_OP_DESTROY_COLLECTION;
   size_t count = SCAN_COUNT;
@@ -870,7 +873,7 @@ static void send_scan(kv__rds_t *st, kv_req_t *req, unsigned long long cur) {
 
 /* Parse a key of this store: the collection (decoded into cbuf, >= len
  * bytes) and the key. 0 if it is not one of ours. */
-static int parse_key(kv__rds_t *st, const char *k, size_t len, char *cbuf,
+static int parse_key(kv__redis_t *st, const char *k, size_t len, char *cbuf,
                      size_t *clen, const char **key, size_t *klen) {
   const char *colon;
   if (len < st->prefix_len || memcmp(k, st->prefix, st->prefix_len) != 0)
@@ -884,7 +887,7 @@ static int parse_key(kv__rds_t *st, const char *k, size_t len, char *cbuf,
   return *clen != (size_t)-1 && name_ok(cbuf, *clen) && name_ok(*key, *klen);
 }
 
-static int keys_page(kv__rds_t *st, kv_req_t *req, kv_redis_reply_t *batch,
+static int keys_page(kv__redis_t *st, kv_req_t *req, kv_redis_reply_t *batch,
                      unsigned long long next) {
   keys_state_t *ks = req->priv.store_data[2];
   size_t plen = st->prefix_len +
@@ -1014,7 +1017,7 @@ static void state_free(kv_req_t *req) {
   req->priv.store_data[2] = NULL;
 }
 
-static void scan_reply(kv__rds_t *st, kv_req_t *req, kv_redis_reply_t *r) {
+static void scan_reply(kv__redis_t *st, kv_req_t *req, kv_redis_reply_t *r) {
   kv_redis_reply_t *batch;
   unsigned long long next;
   char *end;
@@ -1076,7 +1079,8 @@ static int slot_cmp(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-static void unlink_keys(kv__rds_t *st, kv_req_t *req, kv_redis_reply_t *keys) {
+static void unlink_keys(kv__redis_t *st, kv_req_t *req,
+                        kv_redis_reply_t *keys) {
   size_t n = 0;
   char *cbuf = NULL;
   size_t cap = 0;
@@ -1122,7 +1126,7 @@ static void unlink_keys(kv__rds_t *st, kv_req_t *req, kv_redis_reply_t *keys) {
 }
 
 static int rds_keys(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = kv__rds_pick(STORE(s));
+  kv__redis_t *st = kv__redis_pick(STORE(s));
   keys_state_t *ks;
   unsigned long long cur = 0;
   const char *after = NULL;
@@ -1156,7 +1160,7 @@ static int rds_keys(kv_store_t *s, kv_req_t *req) {
 }
 
 static int rds_collections(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = kv__rds_pick(STORE(s));
+  kv__redis_t *st = kv__redis_pick(STORE(s));
   coll_state_t *cs;
   if (req->in.cursor != NULL && req->in.cursor[0] != 'c')
     return kv_req_set_error(req, KV_EINVAL, "invalid cursor '%s'",
@@ -1172,7 +1176,7 @@ static int rds_collections(kv_store_t *s, kv_req_t *req) {
 }
 
 static int rds_destroy(kv_store_t *s, kv_req_t *req) {
-  kv__rds_t *st = kv__rds_pick(STORE(s));
+  kv__redis_t *st = kv__redis_pick(STORE(s));
   if (begin(st, req)) return 0;
   send_scan(st, req, 0);
   return submitted(req);
@@ -1194,8 +1198,8 @@ static int raw_error(kv_redis_req_t *req, int err, const char *msg) {
 /* A raw request's answer (or failure): kept in the request and queued; the
  * callback runs from the prepare handle of the connection (never from
  * inside a submit or a ctl call), exactly once. */
-void kv__rds_raw_reply(kv__rds_t *st, const kv__rds_pend_t *p,
-                       kv_redis_reply_t *r, int err, const char *msg) {
+void kv__redis_raw_reply(kv__redis_t *st, const kv__redis_pend_t *p,
+                         kv_redis_reply_t *r, int err, const char *msg) {
   kv_redis_req_t *req = p->ctx;
   if (err != 0) {
     req->status = err;
@@ -1216,10 +1220,10 @@ void kv__rds_raw_reply(kv__rds_t *st, const kv__rds_pend_t *p,
   else
     st->raw_done = req;
   st->raw_done_tail = req;
-  kv__rds_kick(st);
+  kv__redis_kick(st);
 }
 
-void kv__rds_deliver_raw(kv__rds_t *st) {
+void kv__redis_deliver_raw(kv__redis_t *st) {
   while (st->raw_done != NULL) {
     kv_redis_req_t *req = st->raw_done;
     st->raw_done = req->next_done;
@@ -1246,15 +1250,15 @@ static const char *const conn_state_cmds[] = {
 static const char *const tx_cmds[] = {"WATCH", "UNWATCH", "MULTI",
                                       "EXEC",  "DISCARD", NULL};
 
-int kv__rds_cmd_kind(const char *name, size_t len) {
+int kv__redis_cmd_kind(const char *name, size_t len) {
   return cmd_is(name, len, conn_state_cmds) ? 1
          : cmd_is(name, len, tx_cmds)       ? 2
                                             : 0;
 }
 
 /* Check a raw command's arguments (shared: the store's connections). */
-int kv__rds_raw_check(kv_redis_req_t *req, int argc, const char **argv,
-                      const size_t *argvlen, kv_redis_cb cb, int shared) {
+int kv__redis_raw_check(kv_redis_req_t *req, int argc, const char **argv,
+                        const size_t *argvlen, kv_redis_cb cb, int shared) {
   size_t len0;
   if (cb == NULL || argc < 1 || argv == NULL)
     return raw_error(req, KV_EINVAL,
@@ -1282,7 +1286,7 @@ int kv__rds_raw_check(kv_redis_req_t *req, int argc, const char **argv,
   return 0;
 }
 
-void kv__rds_raw_init(kv_redis_req_t *req, kv_store_t *s, kv_redis_cb cb) {
+void kv__redis_raw_init(kv_redis_req_t *req, kv_store_t *s, kv_redis_cb cb) {
   req->store = s;
   req->status = 0;
   req->reply = NULL;
@@ -1293,22 +1297,23 @@ void kv__rds_raw_init(kv_redis_req_t *req, kv_store_t *s, kv_redis_cb cb) {
 
 int kv_redis_command(kv_store_t *s, kv_redis_req_t *req, int argc,
                      const char **argv, const size_t *argvlen, kv_redis_cb cb) {
-  kv__rds_t *st;
+  kv__redis_t *st;
   char *cmd;
   int len, rc;
   if (req == NULL) return KV_EINVAL;
-  kv__rds_raw_init(req, s, cb);
+  kv__redis_raw_init(req, s, cb);
   if (s == NULL || s->methods != &kv__redis_methods)
     return raw_error(req, KV_EINVAL, "kv_redis_command: not a redis store");
-  if ((rc = kv__rds_raw_check(req, argc, argv, argvlen, cb, 1)) != 0) return rc;
+  if ((rc = kv__redis_raw_check(req, argc, argv, argvlen, cb, 1)) != 0)
+    return rc;
   if (kv_store_is_closing(s))
     return raw_error(req, KV_ECLOSED, "the store is closing");
-  st = kv__rds_pick(STORE(s));
-  rc = kv__rds_ready(st);
+  st = kv__redis_pick(STORE(s));
+  rc = kv__redis_ready(st);
   if (rc != 0) return raw_error(req, rc, st->last_msg);
   len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
   if (len < 0) return raw_error(req, KV_ENOMEM, "out of memory");
-  rc = kv__rds_queue(st, cmd, (size_t)len, kv__rds_raw_reply, req, 0);
+  rc = kv__redis_queue(st, cmd, (size_t)len, kv__redis_raw_reply, req, 0);
   redisFreeCommand(cmd);
   if (rc != 0) return raw_error(req, rc, "out of memory");
   return 0;
@@ -1320,7 +1325,7 @@ int kv_redis_publish(kv_store_t *s, kv_redis_req_t *req, const char *channel,
   size_t argl[3];
   if (req == NULL) return KV_EINVAL;
   if (channel == NULL || (msg == NULL && len > 0)) {
-    kv__rds_raw_init(req, s, cb);
+    kv__redis_raw_init(req, s, cb);
     return raw_error(req, KV_EINVAL,
                      "kv_redis_publish: NULL channel or "
                      "message");
@@ -1333,7 +1338,7 @@ int kv_redis_publish(kv_store_t *s, kv_redis_req_t *req, const char *channel,
 
 void kv_redis_req_cleanup(kv_redis_req_t *req) {
   if (req == NULL) return;
-  kv__rds_reply_free(req->reply);
+  kv__redis_reply_free(req->reply);
   kv_free(req->errmsg);
   req->reply = NULL;
   req->errmsg = NULL;
@@ -1344,19 +1349,19 @@ const char *kv_redis_req_errmsg(const kv_redis_req_t *req) {
 }
 
 void kv_redis_reply_free(kv_redis_reply_t *reply) {
-  kv__rds_reply_free(reply);
+  kv__redis_reply_free(reply);
 }
 
 /* ---- Lifetime ------------------------------------------------------------ */
 
 static int rds_ctl(kv_store_t *s, int op, void *arg, size_t size) {
-  kv__rds_t *st = STORE(s);
+  kv__redis_t *st = STORE(s);
   if (op == KV_REDIS_CTL_STATS) {
     kv_redis_stats_t *out = arg;
     KV_CTL_EXPECT(arg, size, kv_redis_stats_t);
     memset(out, 0, sizeof *out);
     for (size_t i = 0; i < st->nlanes; i++) {
-      const kv__rds_t *ln = st->lanes[i];
+      const kv__redis_t *ln = st->lanes[i];
       const kv_redis_stats_t *x;
       if (ln == NULL) continue;
       x = &ln->stats;
@@ -1370,26 +1375,26 @@ static int rds_ctl(kv_store_t *s, int op, void *arg, size_t size) {
       out->connect_failures += x->connect_failures;
       out->in_flight += ln->fifo_sent;
       out->queued += ln->fifo_n - ln->fifo_sent;
-      out->pool_connected += ln->state == KV__RDS_READY;
+      out->pool_connected += ln->state == KV__REDIS_READY;
     }
     out->pool_size = st->nlanes;
     out->leases = st->leases_total;
-    for (const kv__rds_lease_t *l = st->leases; l != NULL; l = l->next) {
+    for (const kv__redis_lease_t *l = st->leases; l != NULL; l = l->next) {
       if (l->out)
         out->leased++;
       else
         out->lease_idle++;
     }
     for (const struct kv_redis_sub_s *sub = st->subs; sub != NULL;
-         sub = kv__rds_sub_next(sub))
+         sub = kv__redis_sub_next(sub))
       out->subscribers++;
     return 0;
   }
   if (op == KV_REDIS_CTL_DISCONNECT) {
     for (size_t i = 0; i < st->nlanes; i++)
       if (st->lanes[i] != NULL)
-        kv__rds_disconnect(st->lanes[i], KV_ECONN,
-                           "disconnected by KV_REDIS_CTL_DISCONNECT");
+        kv__redis_disconnect(st->lanes[i], KV_ECONN,
+                             "disconnected by KV_REDIS_CTL_DISCONNECT");
     return 0;
   }
   return KV_ENOTSUP;
@@ -1408,7 +1413,7 @@ static char *dup_str(const char *s) {
   return s ? kv_strndup(s, strlen(s)) : NULL;
 }
 
-static void free_config(kv__rds_t *st) {
+static void free_config(kv__redis_t *st) {
   kv_free(st->host);
   kv_free(st->sock);
   kv_free(st->endpoint);
@@ -1422,7 +1427,7 @@ static void free_config(kv__rds_t *st) {
   st->ssl_ctx = NULL;
 }
 
-static int tls_setup(kv__rds_t *st, const kv_url_t *url, char *errbuf,
+static int tls_setup(kv__redis_t *st, const kv_url_t *url, char *errbuf,
                      size_t errbuf_len) {
   const char *ca = kv_url_param(url, "ca");
   const char *cert = kv_url_param(url, "cert");
@@ -1465,7 +1470,7 @@ static int is_ip(const char *h) {
   return uv_ip4_addr(h, 0, &a4) == 0 || uv_ip6_addr(h, 0, &a6) == 0;
 }
 
-static int parse_config(kv__rds_t *st, const kv_url_t *url, char *errbuf,
+static int parse_config(kv__redis_t *st, const kv_url_t *url, char *errbuf,
                         size_t errbuf_len) {
   const char *sc = url->scheme;
   int is_unix = strstr(sc, "+unix") != NULL;
@@ -1486,7 +1491,7 @@ static int parse_config(kv__rds_t *st, const kv_url_t *url, char *errbuf,
                               errbuf_len)) ||
       (err = kv_url_param_int(url, "database", 0, INT_MAX, -1, &db2, errbuf,
                               errbuf_len)) ||
-      (err = kv_url_param_int(url, "connections", 1, KV__RDS_MAX_POOL, 1,
+      (err = kv_url_param_int(url, "connections", 1, KV__REDIS_MAX_POOL, 1,
                               &nconn, errbuf, errbuf_len)) ||
       (err = kv_url_param_double(url, "timeout", 0, 1e6, 10, &timeout, errbuf,
                                  errbuf_len)) ||
@@ -1580,7 +1585,7 @@ static int parse_config(kv__rds_t *st, const kv_url_t *url, char *errbuf,
 
 static int rds_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
                     size_t errbuf_len) {
-  kv__rds_t *st = STORE(s);
+  kv__redis_t *st = STORE(s);
   int err = parse_config(st, url, errbuf, errbuf_len);
   if (err) {
     free_config(st);
@@ -1594,19 +1599,19 @@ static int rds_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
     return kv__errbuf(errbuf, errbuf_len, KV_ENOMEM, "out of memory");
   }
   st->lanes[0] = st; /* the others connect when first used */
-  return kv__rds_init_handles(st);
+  return kv__redis_init_handles(st);
 }
 
 static void rds_close(kv_store_t *s) {
-  kv__rds_t *st = STORE(s);
+  kv__redis_t *st = STORE(s);
   /* Raw requests still waiting are cancelled (a blocking command must not
    * hold the close); the kvio requests in flight finish (or time out). */
   for (size_t i = 0; i < st->nlanes; i++)
     if (st->lanes[i] != NULL)
-      kv__rds_cancel_fifo(st->lanes[i], kv__rds_raw_reply,
-                          "the store was closed");
-  kv__rds_pool_close(st);
-  kv__rds_close(st);
+      kv__redis_cancel_fifo(st->lanes[i], kv__redis_raw_reply,
+                            "the store was closed");
+  kv__redis_pool_close(st);
+  kv__redis_close(st);
 }
 
 static const char *const rds_options[] = {
@@ -1617,7 +1622,7 @@ static const char *const rds_options[] = {
 const kv_store_methods_t kv__redis_methods = {
     .version = KV_STORE_METHODS_VERSION,
     .name = "redis",
-    .store_size = sizeof(kv__rds_t),
+    .store_size = sizeof(kv__redis_t),
     .caps = KV_CAP_ENUMERATE | KV_CAP_DESTROY | KV_CAP_CULL | KV_CAP_ATOMIC |
             KV_CAP_PERSISTENT | KV_CAP_SHARED,
     .options = rds_options,

@@ -6,7 +6,7 @@
  * the cluster store's loop and never seen by the user. A request is routed
  * by the slot of its Redis key and run on the node that serves the slot by
  * redis.c's own method for the op; the request carries a hook
- * (kv__rds_hook_t in priv.store_data[3]) so that redis.c hands it back here
+ * (kv__redis_hook_t in priv.store_data[3]) so that redis.c hands it back here
  * when it is done instead of completing it, and shows us its error replies:
  *
  *   MOVED slot addr   the slot map is corrected at once, a full refresh
@@ -49,7 +49,7 @@ enum { K_NONE = 0, K_MOVED, K_ASK, K_TRYAGAIN, K_DOWN };
 
 typedef struct node_s node_t;
 struct node_s {
-  kv_store_t *store; /* a redis:// store (kv__rds_t) */
+  kv_store_t *store; /* a redis:// store (kv__redis_t) */
   char *host;
   int port;
   char *addr; /* "host:port" */
@@ -63,7 +63,7 @@ typedef struct fan_s fan_t;
  * a split request have theirs inside the fan. */
 typedef struct ctx_s ctx_t;
 struct ctx_s {
-  kv__rds_hook_t hook;
+  kv__redis_hook_t hook;
   kv__rcl_t *cl;
   int owned; /* allocated for one request, freed when it completes */
   int kind;  /* the redirect of the last run (K_*) */
@@ -106,8 +106,8 @@ struct kv__rcl_s {
   char *scheme;  /* "redis" or "rediss" */
   int spread;    /* slots=key */
   uint64_t timeout_ms;
-  kv__rds_t *layout;  /* a node, for its key layout */
-  char last_coll[64]; /* slots=collection: the last collection routed */
+  kv__redis_t *layout; /* a node, for its key layout */
+  char last_coll[64];  /* slots=collection: the last collection routed */
   size_t last_len;
   unsigned last_slot;
   /* nodes and the slot map */
@@ -133,7 +133,7 @@ struct kv__rcl_s {
 };
 
 static uint64_t now_ms(void) {
-  return kv__rds_now_ms();
+  return kv__redis_now_ms();
 }
 
 /* ---- Slots: CRC16 (XMODEM: polynomial 0x1021, no reflection), as the
@@ -176,11 +176,12 @@ unsigned kv__rcl_slot(const char *key, size_t len) {
 static unsigned slot_of(kv__rcl_t *cl, const char *c, size_t clen,
                         const char *k, size_t klen) {
   char buf[512], *p = buf;
-  size_t n = kv__rds_format_key(cl->layout, c, clen, k, klen, buf, sizeof buf);
+  size_t n =
+      kv__redis_format_key(cl->layout, c, clen, k, klen, buf, sizeof buf);
   unsigned slot;
   if (n > sizeof buf) {
     if ((p = kv_malloc(n)) == NULL) return 0; /* routed anywhere: MOVED */
-    kv__rds_format_key(cl->layout, c, clen, k, klen, p, n);
+    kv__redis_format_key(cl->layout, c, clen, k, klen, p, n);
   }
   slot = key_slot(p, n);
   if (p != buf) kv_free(p);
@@ -220,9 +221,9 @@ static unsigned req_slot(kv__rcl_t *cl, const kv_req_t *req) {
 
 /* Open a redis:// store for host:port with the options of `tmpl` (what
  * kv_open does, without a URL string to parse). */
-int kv__rds_node_open(uv_loop_t *loop, const kv_url_t *tmpl, const char *scheme,
-                      const char *host, int port, kv_store_t **out,
-                      char *errbuf, size_t errbuf_len) {
+int kv__redis_node_open(uv_loop_t *loop, const kv_url_t *tmpl,
+                        const char *scheme, const char *host, int port,
+                        kv_store_t **out, char *errbuf, size_t errbuf_len) {
   const kv_store_methods_t *m = &kv__redis_methods;
   kv_url_t u = *tmpl;
   kv_store_t *s;
@@ -273,8 +274,8 @@ static node_t *node_get_ex(kv__rcl_t *cl, const char *host, size_t hlen,
   alen = hlen + 24;
   n->addr = kv_malloc(alen);
   if (n->host == NULL || n->addr == NULL ||
-      kv__rds_node_open(cl->base.loop, &cl->tmpl, cl->scheme, n->host, port,
-                        &n->store, errbuf, errbuf_len) != 0) {
+      kv__redis_node_open(cl->base.loop, &cl->tmpl, cl->scheme, n->host, port,
+                          &n->store, errbuf, errbuf_len) != 0) {
     kv_free(n->host);
     kv_free(n->addr);
     kv_free(n);
@@ -283,8 +284,8 @@ static node_t *node_get_ex(kv__rcl_t *cl, const char *host, size_t hlen,
   snprintf(n->addr, alen, memchr(host, ':', hlen) ? "[%s]:%d" : "%s:%d",
            n->host, port);
   n->port = port;
-  ((kv__rds_t *)n->store)->tag_collections = !cl->spread;
-  ((kv__rds_t *)n->store)->cluster_slots = 1;
+  ((kv__redis_t *)n->store)->tag_collections = !cl->spread;
+  ((kv__redis_t *)n->store)->cluster_slots = 1;
   n->next = cl->nodes;
   cl->nodes = n;
   return n;
@@ -402,7 +403,7 @@ static void map_failed(kv__rcl_t *cl, int err, const char *why) {
 
 /* One range of CLUSTER SLOTS: [start, end, [host, port, id, ...], ...]. */
 static int map_range(kv__rcl_t *cl, node_t **slots, const kv_redis_reply_t *e,
-                     kv__rds_t *asked) {
+                     kv__redis_t *asked) {
   const kv_redis_reply_t *m;
   const char *host;
   size_t hlen;
@@ -435,7 +436,7 @@ static int map_range(kv__rcl_t *cl, node_t **slots, const kv_redis_reply_t *e,
 
 static void probe_next(kv__rcl_t *cl, const char *why);
 
-static void on_slots(kv__rds_t *st, const kv__rds_pend_t *p,
+static void on_slots(kv__redis_t *st, const kv__redis_pend_t *p,
                      kv_redis_reply_t *r, int err, const char *msg) {
   kv__rcl_t *cl = p->ctx;
   node_t **slots;
@@ -499,20 +500,20 @@ static void probe_next(kv__rcl_t *cl, const char *why) {
   static const size_t argl[] = {7, 5};
   for (;;) {
     node_t *n = cl->probe ? cl->probe->next : cl->nodes;
-    kv__rds_t *st;
+    kv__redis_t *st;
     int rc;
     cl->probe = n;
     if (n == NULL) {
       map_failed(cl, KV_ECONN, why ? why : "no node to ask");
       return;
     }
-    st = (kv__rds_t *)n->store;
-    rc = kv__rds_ready(st);
+    st = (kv__redis_t *)n->store;
+    rc = kv__redis_ready(st);
     if (rc != 0) {
       why = st->last_msg;
       continue;
     }
-    if (kv__rds_queue_argv(st, 2, argv, argl, on_slots, cl, 0) != 0) {
+    if (kv__redis_queue_argv(st, 2, argv, argl, on_slots, cl, 0) != 0) {
       map_failed(cl, KV_ENOMEM, "out of memory");
       return;
     }
@@ -544,7 +545,7 @@ static void map_load(kv__rcl_t *cl) {
 /* ---- Running a request on a node -------------------------------------------
  */
 
-kv_op_fn kv__rds_method(kv_op_t op) {
+kv_op_fn kv__redis_method(kv_op_t op) {
   const kv_store_methods_t *m = &kv__redis_methods;
   switch (op) {
   case KV_OP_GET:
@@ -584,7 +585,7 @@ kv_op_fn kv__rds_method(kv_op_t op) {
   }
 }
 
-static void ignore_reply(kv__rds_t *st, const kv__rds_pend_t *p,
+static void ignore_reply(kv__redis_t *st, const kv__redis_pend_t *p,
                          kv_redis_reply_t *r, int err, const char *msg) {
   (void)st, (void)p, (void)r, (void)err, (void)msg;
 }
@@ -597,7 +598,7 @@ static void retry_later(kv__rcl_t *cl, ctx_t *ctx, kv_req_t *req);
 static int run(kv__rcl_t *cl, kv_req_t *req, ctx_t *ctx) {
   node_t *node;
   int asking = 0, rc;
-  kv_op_fn fn = kv__rds_method(req->op);
+  kv_op_fn fn = kv__redis_method(req->op);
   if (ctx == NULL) ctx = &cl->shared;
   if (ctx->fixed != NULL) {
     node = ctx->fixed;
@@ -641,9 +642,9 @@ static int run(kv__rcl_t *cl, kv_req_t *req, ctx_t *ctx) {
   if (asking) {
     static const char *const argv[] = {"ASKING"};
     static const size_t argl[] = {6};
-    kv__rds_t *st = (kv__rds_t *)node->store;
-    if (kv__rds_ready(st) == 0)
-      kv__rds_queue_argv(st, 1, argv, argl, ignore_reply, NULL, 0);
+    kv__redis_t *st = (kv__redis_t *)node->store;
+    if (kv__redis_ready(st) == 0)
+      kv__redis_queue_argv(st, 1, argv, argl, ignore_reply, NULL, 0);
   }
   rc = fn(node->store, req);
   if (rc < 0) req->priv.store_data[3] = NULL;
@@ -690,7 +691,7 @@ static void retry_later(kv__rcl_t *cl, ctx_t *ctx, kv_req_t *req) {
   timer_arm(cl);
 }
 
-static void hook_finish(kv__rds_hook_t *h, kv_req_t *req, int err) {
+static void hook_finish(kv__redis_hook_t *h, kv_req_t *req, int err) {
   ctx_t *ctx = (ctx_t *)h;
   kv__rcl_t *cl = ctx->cl;
   uint64_t now;
@@ -720,8 +721,8 @@ static void hook_finish(kv__rds_hook_t *h, kv_req_t *req, int err) {
 }
 
 /* "MOVED 3999 127.0.0.1:6381" and the like. */
-static void hook_error_reply(kv__rds_hook_t *h, kv__rds_t *st, kv_req_t *req,
-                             const kv_redis_reply_t *r) {
+static void hook_error_reply(kv__redis_hook_t *h, kv__redis_t *st,
+                             kv_req_t *req, const kv_redis_reply_t *r) {
   ctx_t *ctx = (ctx_t *)h;
   kv__rcl_t *cl = ctx->cl;
   int kind = K_NONE;
@@ -1394,7 +1395,7 @@ static int rcl_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
                      url->raw);
     goto fail;
   }
-  cl->layout = (kv__rds_t *)cl->nodes->store;
+  cl->layout = (kv__redis_t *)cl->nodes->store;
   uv_timer_init(s->loop, &cl->timer);
   cl->timer.data = cl;
   uv_unref((uv_handle_t *)&cl->timer);

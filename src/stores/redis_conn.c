@@ -36,8 +36,8 @@
 #define IDLE_TIMER_MS 3600000   /* keeps the loop alive without a timeout */
 #define OUT_KEEP_MAX (1u << 20) /* larger write buffers are not kept */
 
-struct kv__rds_conn_s {
-  kv__rds_t *st;
+struct kv__redis_conn_s {
+  kv__redis_t *st;
   int attached; /* st->conn == this */
   int was_ready;
   int handle_init;
@@ -67,7 +67,7 @@ typedef struct {
 
 enum { HELLO_AUTH = 1, HELLO_SELECT };
 
-static void conn_fail(kv__rds_conn_t *c, int err, int timed_out,
+static void conn_fail(kv__redis_conn_t *c, int err, int timed_out,
                       const char *fmt, ...)
 #if defined(__GNUC__) || defined(__clang__)
     __attribute__((format(printf, 4, 5)))
@@ -77,16 +77,16 @@ static void conn_fail(kv__rds_conn_t *c, int err, int timed_out,
 /* Deadlines and backoff use the real clock, not uv_now(): the loop's time
  * is stale when it has not run for a while (the blocking facade between
  * calls). */
-uint64_t kv__rds_now_ms(void) {
+uint64_t kv__redis_now_ms(void) {
   return uv_hrtime() / 1000000u;
 }
 
 /* ---- Replies ------------------------------------------------------------- */
 
-void kv__rds_reply_free(kv_redis_reply_t *r) {
+void kv__redis_reply_free(kv_redis_reply_t *r) {
   if (r == NULL) return;
   for (size_t i = 0; i < r->elements; i++)
-    kv__rds_reply_free(r->element[i]);
+    kv__redis_reply_free(r->element[i]);
   kv_free(r->element);
   kv_free(r->str);
   kv_free(r);
@@ -111,14 +111,14 @@ static void *reply_attach(const redisReadTask *task, kv_redis_reply_t *r) {
     kv_redis_reply_t *parent = task->parent->obj;
     size_t count = (size_t)task->parent->elements, idx = (size_t)task->idx;
     if (idx != parent->elements || idx >= count) {
-      kv__rds_reply_free(r);
+      kv__redis_reply_free(r);
       return NULL;
     }
     if (array_room(idx + 1, count) > array_room(idx, count)) {
       size_t need = array_room(idx + 1, count);
       kv_redis_reply_t **e = kv_realloc(parent->element, need * sizeof *e);
       if (e == NULL) {
-        kv__rds_reply_free(r);
+        kv__redis_reply_free(r);
         return NULL;
       }
       parent->element = e;
@@ -170,13 +170,13 @@ static void *create_nil(const redisReadTask *task) {
 }
 
 static void free_object(void *obj) {
-  kv__rds_reply_free(obj);
+  kv__redis_reply_free(obj);
 }
 
 static redisReplyObjectFunctions reply_fns = {
     create_string, create_array, create_integer, create_nil, free_object};
 
-int kv__rds_error_code(const char *msg, size_t len) {
+int kv__redis_error_code(const char *msg, size_t len) {
   static const struct {
     const char *prefix;
     int err;
@@ -196,14 +196,14 @@ int kv__rds_error_code(const char *msg, size_t len) {
 
 /* ---- The FIFO ------------------------------------------------------------ */
 
-static kv__rds_pend_t *fifo_at(kv__rds_t *st, size_t i) {
+static kv__redis_pend_t *fifo_at(kv__redis_t *st, size_t i) {
   return &st->fifo[(st->fifo_head + i) & (st->fifo_cap - 1)];
 }
 
-static int fifo_push(kv__rds_t *st, const kv__rds_pend_t *e) {
+static int fifo_push(kv__redis_t *st, const kv__redis_pend_t *e) {
   if (st->fifo_n == st->fifo_cap) {
     size_t cap = st->fifo_cap ? st->fifo_cap * 2 : 64;
-    kv__rds_pend_t *v = kv_malloc(cap * sizeof *v);
+    kv__redis_pend_t *v = kv_malloc(cap * sizeof *v);
     if (v == NULL) return KV_ENOMEM;
     for (size_t i = 0; i < st->fifo_n; i++)
       v[i] = *fifo_at(st, i);
@@ -217,12 +217,12 @@ static int fifo_push(kv__rds_t *st, const kv__rds_pend_t *e) {
   return 0;
 }
 
-static void timer_update(kv__rds_t *st);
+static void timer_update(kv__redis_t *st);
 
 /* ---- Writing ------------------------------------------------------------- */
 
 static void on_written(uv_write_t *w, int status) {
-  kv__rds_conn_t *c = w->data;
+  kv__redis_conn_t *c = w->data;
   kv_free(w);
   if (status < 0 && c->attached)
     conn_fail(c, KV_ECONN, 0, "write to %s failed: %s", c->st->endpoint,
@@ -230,8 +230,8 @@ static void on_written(uv_write_t *w, int status) {
 }
 
 /* Write bytes on the socket: one try_write, the rest queued. */
-static void write_raw(kv__rds_conn_t *c, const char *data, size_t len) {
-  kv__rds_t *st = c->st;
+static void write_raw(kv__redis_conn_t *c, const char *data, size_t len) {
+  kv__redis_t *st = c->st;
   uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
   int n;
   wreq_t *w;
@@ -279,7 +279,7 @@ static void write_raw(kv__rds_conn_t *c, const char *data, size_t len) {
 
 /* The TLS engine's output (handshake records, encrypted data) to the
  * socket. */
-static void tls_flush(kv__rds_conn_t *c) {
+static void tls_flush(kv__redis_conn_t *c) {
   size_t pending = BIO_ctrl_pending(c->wbio);
   char *buf;
   int n;
@@ -303,7 +303,7 @@ static void tls_error_text(char *buf, size_t len) {
   ERR_clear_error();
 }
 
-static void conn_write(kv__rds_conn_t *c, const char *data, size_t len) {
+static void conn_write(kv__redis_conn_t *c, const char *data, size_t len) {
   if (c->ssl == NULL) {
     write_raw(c, data, len);
     return;
@@ -326,10 +326,10 @@ static void conn_write(kv__rds_conn_t *c, const char *data, size_t len) {
 }
 
 /* Write every queued command (the prepare handle calls it once a turn). */
-static void flush(kv__rds_t *st) {
-  kv__rds_conn_t *c = st->conn;
+static void flush(kv__redis_t *st) {
+  kv__redis_conn_t *c = st->conn;
   size_t len = st->out_len;
-  if (c == NULL || st->state != KV__RDS_READY || len == 0) return;
+  if (c == NULL || st->state != KV__REDIS_READY || len == 0) return;
   st->out_len = 0;
   st->fifo_sent = st->fifo_n;
   conn_write(c, st->out, len);
@@ -340,27 +340,28 @@ static void flush(kv__rds_t *st) {
   }
 }
 
-static void teardown(kv__rds_t *st);
-static int only_ignored(kv__rds_t *st);
+static void teardown(kv__redis_t *st);
+static int only_ignored(kv__redis_t *st);
 
 static void on_prepare(uv_prepare_t *h) {
-  kv__rds_t *st = h->data;
+  kv__redis_t *st = h->data;
   flush(st);
   if (st->closing && !st->torn_down) {
-    if (st->fifo_n == 0 || st->state != KV__RDS_READY || only_ignored(st)) {
+    if (st->fifo_n == 0 || st->state != KV__REDIS_READY || only_ignored(st)) {
       if (st->fifo_n != 0)
-        kv__rds_disconnect(st, KV_ECANCELED,
-                           "the store was closed before the connection to the "
-                           "server was ready");
+        kv__redis_disconnect(
+            st, KV_ECANCELED,
+            "the store was closed before the connection to the "
+            "server was ready");
       teardown(st);
       return;
     }
     return; /* draining: replies still to come */
   }
-  if (st->out_len == 0 || st->state != KV__RDS_READY) uv_prepare_stop(h);
+  if (st->out_len == 0 || st->state != KV__REDIS_READY) uv_prepare_stop(h);
 }
 
-static void kick(kv__rds_t *st) {
+static void kick(kv__redis_t *st) {
   if (!st->torn_down && !uv_is_active((uv_handle_t *)&st->prep))
     uv_prepare_start(&st->prep, on_prepare);
 }
@@ -370,42 +371,43 @@ static void kick(kv__rds_t *st) {
  * the turn that delivers does not block in poll (a caller running the loop
  * with UV_RUN_ONCE sees its callback). */
 static void on_idle(uv_idle_t *h) {
-  kv__rds_t *st = h->data;
+  kv__redis_t *st = h->data;
   if (st->raw_done == NULL) {
     uv_idle_stop(h);
     return;
   }
-  kv__rds_deliver_raw(st);
+  kv__redis_deliver_raw(st);
 }
 
-void kv__rds_kick(kv__rds_t *st) {
+void kv__redis_kick(kv__redis_t *st) {
   if (!st->torn_down && !uv_is_active((uv_handle_t *)&st->idle))
     uv_idle_start(&st->idle, on_idle);
 }
 
-void kv__rds_ignore_reply(kv__rds_t *st, const kv__rds_pend_t *p,
-                          kv_redis_reply_t *reply, int err, const char *msg) {
+void kv__redis_ignore_reply(kv__redis_t *st, const kv__redis_pend_t *p,
+                            kv_redis_reply_t *reply, int err, const char *msg) {
   (void)st, (void)p, (void)reply, (void)err, (void)msg;
 }
 
-void kv__rds_cancel_fifo(kv__rds_t *st, kv__rds_reply_fn fn, const char *msg) {
+void kv__redis_cancel_fifo(kv__redis_t *st, kv__redis_reply_fn fn,
+                           const char *msg) {
   for (size_t i = 0; i < st->fifo_n; i++) {
-    kv__rds_pend_t *e = fifo_at(st, i);
+    kv__redis_pend_t *e = fifo_at(st, i);
     if (e->fn != fn) continue;
-    e->fn = kv__rds_ignore_reply;
+    e->fn = kv__redis_ignore_reply;
     fn(st, e, NULL, KV_ECANCELED, msg);
   }
 }
 
 /* Whether every command still awaiting a reply was cancelled (its reply
  * is only to be dropped): then a closing store need not wait for it. */
-static int only_ignored(kv__rds_t *st) {
+static int only_ignored(kv__redis_t *st) {
   for (size_t i = 0; i < st->fifo_n; i++)
-    if (fifo_at(st, i)->fn != kv__rds_ignore_reply) return 0;
+    if (fifo_at(st, i)->fn != kv__redis_ignore_reply) return 0;
   return 1;
 }
 
-static int out_reserve(kv__rds_t *st, size_t len) {
+static int out_reserve(kv__redis_t *st, size_t len) {
   if (st->out_len + len > st->out_cap) {
     size_t cap = st->out_cap ? st->out_cap : 4096;
     char *p;
@@ -420,22 +422,22 @@ static int out_reserve(kv__rds_t *st, size_t len) {
 }
 
 /* The bytes are already in st->out: add the FIFO entry. */
-static int queue_entry(kv__rds_t *st, kv__rds_reply_fn fn, void *ctx,
+static int queue_entry(kv__redis_t *st, kv__redis_reply_fn fn, void *ctx,
                        uint64_t tag) {
-  kv__rds_pend_t e;
+  kv__redis_pend_t e;
   e.fn = fn;
   e.ctx = ctx;
   e.tag = tag;
-  e.deadline = st->timeout_ms ? kv__rds_now_ms() + st->timeout_ms : 0;
+  e.deadline = st->timeout_ms ? kv__redis_now_ms() + st->timeout_ms : 0;
   if (fifo_push(st, &e) != 0) return KV_ENOMEM;
   st->stats.commands++;
-  if (st->state == KV__RDS_READY) kick(st);
+  if (st->state == KV__REDIS_READY) kick(st);
   if (!uv_is_active((uv_handle_t *)&st->timer)) timer_update(st);
   return 0;
 }
 
-int kv__rds_queue(kv__rds_t *st, const char *cmd, size_t len,
-                  kv__rds_reply_fn fn, void *ctx, uint64_t tag) {
+int kv__redis_queue(kv__redis_t *st, const char *cmd, size_t len,
+                    kv__redis_reply_fn fn, void *ctx, uint64_t tag) {
   int rc;
   if (out_reserve(st, len) != 0) return KV_ENOMEM;
   if ((rc = queue_entry(st, fn, ctx, tag)) != 0) return rc;
@@ -459,9 +461,9 @@ static char *put_header(char *o, char c, size_t v) {
   return o;
 }
 
-int kv__rds_queue_argv(kv__rds_t *st, size_t argc, const char *const *argv,
-                       const size_t *argvlen, kv__rds_reply_fn fn, void *ctx,
-                       uint64_t tag) {
+int kv__redis_queue_argv(kv__redis_t *st, size_t argc, const char *const *argv,
+                         const size_t *argvlen, kv__redis_reply_fn fn,
+                         void *ctx, uint64_t tag) {
   size_t need = 24; /* "*N\r\n" */
   char *o;
   int rc;
@@ -481,8 +483,8 @@ int kv__rds_queue_argv(kv__rds_t *st, size_t argc, const char *const *argv,
   return 0;
 }
 
-int kv__rds_write_argv(kv__rds_t *st, size_t argc, const char *const *argv,
-                       const size_t *argvlen) {
+int kv__redis_write_argv(kv__redis_t *st, size_t argc, const char *const *argv,
+                         const size_t *argvlen) {
   size_t need = 24;
   char *o;
   for (size_t i = 0; i < argc; i++)
@@ -498,7 +500,7 @@ int kv__rds_write_argv(kv__rds_t *st, size_t argc, const char *const *argv,
   }
   st->out_len = (size_t)(o - st->out);
   st->stats.commands++;
-  if (st->state == KV__RDS_READY) kick(st);
+  if (st->state == KV__REDIS_READY) kick(st);
   return 0;
 }
 
@@ -507,10 +509,10 @@ int kv__rds_write_argv(kv__rds_t *st, size_t argc, const char *const *argv,
 /* Fail every pending command: the timed-out ones (deadline passed) with
  * KV_ETIMEDOUT when `timed_out`, the others with err. The FIFO is detached
  * first, so handlers may queue new commands (on a new connection). */
-static void fail_all(kv__rds_t *st, int err, int timed_out, const char *msg) {
-  kv__rds_pend_t *v = st->fifo;
+static void fail_all(kv__redis_t *st, int err, int timed_out, const char *msg) {
+  kv__redis_pend_t *v = st->fifo;
   size_t head = st->fifo_head, n = st->fifo_n, mask = st->fifo_cap - 1;
-  uint64_t now = kv__rds_now_ms();
+  uint64_t now = kv__redis_now_ms();
   char tmsg[160];
   st->fifo = NULL;
   st->fifo_cap = st->fifo_head = st->fifo_n = st->fifo_sent = 0;
@@ -518,7 +520,7 @@ static void fail_all(kv__rds_t *st, int err, int timed_out, const char *msg) {
   snprintf(tmsg, sizeof tmsg, "no reply from %s within %.3f s", st->endpoint,
            (double)st->timeout_ms / 1000.0);
   for (size_t i = 0; i < n; i++) {
-    kv__rds_pend_t e = v[(head + i) & mask];
+    kv__redis_pend_t e = v[(head + i) & mask];
     if (timed_out && e.deadline != 0 && e.deadline <= now)
       e.fn(st, &e, NULL, KV_ETIMEDOUT, tmsg);
     else
@@ -528,11 +530,11 @@ static void fail_all(kv__rds_t *st, int err, int timed_out, const char *msg) {
   timer_update(st);
 }
 
-static void conn_release(kv__rds_conn_t *c);
+static void conn_release(kv__redis_conn_t *c);
 
-static void conn_fail(kv__rds_conn_t *c, int err, int timed_out,
+static void conn_fail(kv__redis_conn_t *c, int err, int timed_out,
                       const char *fmt, ...) {
-  kv__rds_t *st = c->st;
+  kv__redis_t *st = c->st;
   va_list ap;
   if (!c->attached) return;
   c->attached = 0;
@@ -542,7 +544,7 @@ static void conn_fail(kv__rds_conn_t *c, int err, int timed_out,
   va_end(ap);
   st->last_err = err;
   if (c->was_ready || err == KV_ECANCELED) {
-    st->state = KV__RDS_DOWN; /* reconnect at once on the next command */
+    st->state = KV__REDIS_DOWN; /* reconnect at once on the next command */
     st->attempts = 0;
   } else {
     uint64_t wait = BACKOFF_MIN_MS;
@@ -551,8 +553,8 @@ static void conn_fail(kv__rds_conn_t *c, int err, int timed_out,
     if (wait > BACKOFF_MAX_MS) wait = BACKOFF_MAX_MS;
     st->attempts++;
     st->stats.connect_failures++;
-    st->state = KV__RDS_BACKOFF;
-    st->retry_at = kv__rds_now_ms() + wait;
+    st->state = KV__REDIS_BACKOFF;
+    st->retry_at = kv__redis_now_ms() + wait;
   }
   conn_release(c);
   {
@@ -564,7 +566,7 @@ static void conn_fail(kv__rds_conn_t *c, int err, int timed_out,
   if (st->closing) kick(st);
 }
 
-void kv__rds_disconnect(kv__rds_t *st, int err, const char *msg) {
+void kv__redis_disconnect(kv__redis_t *st, int err, const char *msg) {
   if (st->conn != NULL) {
     conn_fail(st->conn, err, 0, "%s", msg);
   } else if (st->fifo_n != 0) {
@@ -573,8 +575,8 @@ void kv__rds_disconnect(kv__rds_t *st, int err, const char *msg) {
 }
 
 static void on_timer(uv_timer_t *t) {
-  kv__rds_t *st = t->data;
-  uint64_t now = kv__rds_now_ms();
+  kv__redis_t *st = t->data;
+  uint64_t now = kv__redis_now_ms();
   if (st->fifo_n != 0 && st->timeout_ms != 0 &&
       fifo_at(st, 0)->deadline <= now) {
     if (st->conn != NULL)
@@ -591,14 +593,14 @@ static void on_timer(uv_timer_t *t) {
 
 /* Arm the timer for the oldest command (a long idle period without a
  * timeout: it only keeps the loop alive), or stop it when nothing waits. */
-static void timer_update(kv__rds_t *st) {
+static void timer_update(kv__redis_t *st) {
   uint64_t due = IDLE_TIMER_MS, now;
   if (st->torn_down) return;
   if (st->fifo_n == 0) {
     uv_timer_stop(&st->timer);
     return;
   }
-  now = kv__rds_now_ms();
+  now = kv__redis_now_ms();
   if (st->timeout_ms != 0) {
     uint64_t d = fifo_at(st, 0)->deadline;
     due = d > now ? d - now : 0;
@@ -608,8 +610,8 @@ static void timer_update(kv__rds_t *st) {
 
 /* ---- Reading ------------------------------------------------------------- */
 
-static void hello_reply(kv__rds_conn_t *c, kv_redis_reply_t *r) {
-  kv__rds_t *st = c->st;
+static void hello_reply(kv__redis_conn_t *c, kv_redis_reply_t *r) {
+  kv__redis_t *st = c->st;
   int kind = c->hello_kind[0];
   c->hello_kind[0] = c->hello_kind[1];
   c->hello_left--;
@@ -619,12 +621,12 @@ static void hello_reply(kv__rds_conn_t *c, kv_redis_reply_t *r) {
                 st->user ? " as " : "", st->user ? st->user : "", st->endpoint,
                 r->str);
     else
-      conn_fail(c, kv__rds_error_code(r->str, r->len), 0,
+      conn_fail(c, kv__redis_error_code(r->str, r->len), 0,
                 "SELECT %d on %s failed: %s", st->db, st->endpoint, r->str);
     return;
   }
   if (c->hello_left == 0) {
-    st->state = KV__RDS_READY;
+    st->state = KV__REDIS_READY;
     c->was_ready = 1;
     st->attempts = 0;
     st->stats.connects++;
@@ -633,22 +635,22 @@ static void hello_reply(kv__rds_conn_t *c, kv_redis_reply_t *r) {
   }
 }
 
-static void dispatch(kv__rds_conn_t *c, kv_redis_reply_t *r) {
-  kv__rds_t *st = c->st;
-  kv__rds_pend_t e;
+static void dispatch(kv__redis_conn_t *c, kv_redis_reply_t *r) {
+  kv__redis_t *st = c->st;
+  kv__redis_pend_t e;
   st->stats.replies++;
-  if (st->state == KV__RDS_HELLO && c->hello_left > 0) {
+  if (st->state == KV__REDIS_HELLO && c->hello_left > 0) {
     hello_reply(c, r);
-    kv__rds_reply_free(r);
+    kv__redis_reply_free(r);
     return;
   }
   if (st->on_push != NULL) { /* a subscriber: no FIFO */
     st->on_push(st, r);
-    kv__rds_reply_free(r);
+    kv__redis_reply_free(r);
     return;
   }
   if (st->fifo_sent == 0) {
-    kv__rds_reply_free(r);
+    kv__redis_reply_free(r);
     conn_fail(c, KV_EPROTO, 0, "unexpected reply from %s", st->endpoint);
     return;
   }
@@ -657,11 +659,11 @@ static void dispatch(kv__rds_conn_t *c, kv_redis_reply_t *r) {
   st->fifo_n--;
   st->fifo_sent--;
   e.fn(st, &e, r, 0, NULL);
-  kv__rds_reply_free(r);
+  kv__redis_reply_free(r);
   if (st->fifo_n == 0) timer_update(st);
 }
 
-static void process_replies(kv__rds_conn_t *c) {
+static void process_replies(kv__redis_conn_t *c) {
   while (c->attached) {
     void *reply = NULL;
     if (redisReaderGetReply(c->reader, &reply) != REDIS_OK) {
@@ -674,10 +676,10 @@ static void process_replies(kv__rds_conn_t *c) {
   }
 }
 
-static void hello_start(kv__rds_conn_t *c);
+static void hello_start(kv__redis_conn_t *c);
 
-static void tls_input(kv__rds_conn_t *c, const char *data, size_t len) {
-  kv__rds_t *st = c->st;
+static void tls_input(kv__redis_conn_t *c, const char *data, size_t len) {
+  kv__redis_t *st = c->st;
   char plain[16384];
   int n;
   ERR_clear_error();
@@ -738,14 +740,14 @@ static void tls_input(kv__rds_conn_t *c, const char *data, size_t len) {
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  kv__rds_conn_t *c = h->data;
+  kv__redis_conn_t *c = h->data;
   (void)suggested;
   *buf = uv_buf_init(c->rbuf, sizeof c->rbuf);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  kv__rds_conn_t *c = s->data;
-  kv__rds_t *st = c->st;
+  kv__redis_conn_t *c = s->data;
+  kv__redis_t *st = c->st;
   if (!c->attached) return;
   if (nread < 0) {
     if (nread == UV_EOF)
@@ -772,8 +774,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 /* ---- Connecting ---------------------------------------------------------- */
 
 /* AUTH and SELECT, before any user command; ready at once without them. */
-static void hello_start(kv__rds_conn_t *c) {
-  kv__rds_t *st = c->st;
+static void hello_start(kv__redis_conn_t *c) {
+  kv__redis_t *st = c->st;
   const char *argv[3];
   size_t argl[3];
   int argc = 0;
@@ -781,7 +783,7 @@ static void hello_start(kv__rds_conn_t *c) {
   int len;
   char dbs[16];
   c->hello_left = 0;
-  st->state = KV__RDS_HELLO;
+  st->state = KV__REDIS_HELLO;
   if (st->password != NULL) {
     argv[argc] = "AUTH", argl[argc++] = 4;
     if (st->user != NULL)
@@ -812,7 +814,7 @@ static void hello_start(kv__rds_conn_t *c) {
     if (!c->attached) return;
   }
   if (c->hello_left == 0) {
-    st->state = KV__RDS_READY;
+    st->state = KV__REDIS_READY;
     c->was_ready = 1;
     st->attempts = 0;
     st->stats.connects++;
@@ -821,8 +823,8 @@ static void hello_start(kv__rds_conn_t *c) {
   }
 }
 
-static void tls_start(kv__rds_conn_t *c) {
-  kv__rds_t *st = c->st;
+static void tls_start(kv__redis_conn_t *c) {
+  kv__redis_t *st = c->st;
   char msg[256];
   int rc;
   ERR_clear_error();
@@ -852,7 +854,7 @@ static void tls_start(kv__rds_conn_t *c) {
     }
   }
   if (!st->tls_name_is_ip) SSL_set_tlsext_host_name(c->ssl, st->tls_name);
-  st->state = KV__RDS_TLS;
+  st->state = KV__REDIS_TLS;
   rc = SSL_do_handshake(c->ssl);
   if (rc != 1) {
     int e = SSL_get_error(c->ssl, rc);
@@ -867,8 +869,8 @@ static void tls_start(kv__rds_conn_t *c) {
 }
 
 static void on_connect(uv_connect_t *req, int status) {
-  kv__rds_conn_t *c = req->data;
-  kv__rds_t *st = c->st;
+  kv__redis_conn_t *c = req->data;
+  kv__redis_t *st = c->st;
   int rc;
   if (!c->attached) return;
   if (status < 0) {
@@ -892,7 +894,7 @@ static void on_connect(uv_connect_t *req, int status) {
     hello_start(c);
 }
 
-static int tcp_connect(kv__rds_conn_t *c, const struct sockaddr *addr) {
+static int tcp_connect(kv__redis_conn_t *c, const struct sockaddr *addr) {
   int rc = uv_tcp_init(c->st->base.loop, &c->h.tcp);
   if (rc < 0) return rc;
   c->handle_init = 1;
@@ -904,8 +906,8 @@ static int tcp_connect(kv__rds_conn_t *c, const struct sockaddr *addr) {
 
 static void on_resolved(uv_getaddrinfo_t *req, int status,
                         struct addrinfo *res) {
-  kv__rds_conn_t *c = req->data;
-  kv__rds_t *st = c->st;
+  kv__redis_conn_t *c = req->data;
+  kv__redis_t *st = c->st;
   int rc;
   c->gai_pending = 0;
   if (!c->attached) {
@@ -927,15 +929,15 @@ static void on_resolved(uv_getaddrinfo_t *req, int status,
 }
 
 static void on_conn_closed(uv_handle_t *h) {
-  kv__rds_conn_t *c = h->data;
+  kv__redis_conn_t *c = h->data;
   c->handle_init = 0;
   conn_release(c);
 }
 
 /* Release a detached connection: close its handle, then free it (once its
  * DNS request, if any, has come back). */
-static void conn_release(kv__rds_conn_t *c) {
-  kv__rds_t *st = c->st;
+static void conn_release(kv__redis_conn_t *c) {
+  kv__redis_t *st = c->st;
   if (c->gai_pending) return; /* on_resolved comes back here */
   if (c->handle_init) {
     if (!uv_is_closing(&c->h.handle)) uv_close(&c->h.handle, on_conn_closed);
@@ -948,8 +950,8 @@ static void conn_release(kv__rds_conn_t *c) {
   if (st->torn_down && st->nhandles == 0) teardown(st);
 }
 
-static int conn_start(kv__rds_t *st) {
-  kv__rds_conn_t *c = kv_calloc(1, sizeof *c);
+static int conn_start(kv__redis_t *st) {
+  kv__redis_conn_t *c = kv_calloc(1, sizeof *c);
   struct sockaddr_storage ss;
   int rc = 0;
   if (c == NULL ||
@@ -963,7 +965,7 @@ static int conn_start(kv__rds_t *st) {
   c->connect_req.data = c;
   st->nhandles++;
   st->conn = c;
-  st->state = KV__RDS_CONNECTING;
+  st->state = KV__REDIS_CONNECTING;
   if (st->sock != NULL) {
     rc = uv_pipe_init(st->base.loop, &c->h.pipe, 0);
     if (rc == 0) {
@@ -995,24 +997,24 @@ static int conn_start(kv__rds_t *st) {
   return 0;
 }
 
-int kv__rds_ready(kv__rds_t *st) {
-  if (st->state == KV__RDS_BACKOFF) {
-    if (kv__rds_now_ms() < st->retry_at) return st->last_err;
-    st->state = KV__RDS_DOWN;
+int kv__redis_ready(kv__redis_t *st) {
+  if (st->state == KV__REDIS_BACKOFF) {
+    if (kv__redis_now_ms() < st->retry_at) return st->last_err;
+    st->state = KV__REDIS_DOWN;
   }
-  if (st->state == KV__RDS_DOWN) return conn_start(st);
+  if (st->state == KV__REDIS_DOWN) return conn_start(st);
   return 0;
 }
 
 /* ---- Lifetime ------------------------------------------------------------ */
 
 static void on_handle_closed(uv_handle_t *h) {
-  kv__rds_t *st = h->data;
+  kv__redis_t *st = h->data;
   st->nhandles--;
   if (st->nhandles == 0) teardown(st);
 }
 
-int kv__rds_init_handles(kv__rds_t *st) {
+int kv__redis_init_handles(kv__redis_t *st) {
   uv_timer_init(st->base.loop, &st->timer);
   uv_prepare_init(st->base.loop, &st->prep);
   uv_idle_init(st->base.loop, &st->idle);
@@ -1025,7 +1027,7 @@ int kv__rds_init_handles(kv__rds_t *st) {
 
 /* First call: drop the connection and close the handles. Last call (every
  * handle and connection released): free and tell the core. */
-static void teardown(kv__rds_t *st) {
+static void teardown(kv__redis_t *st) {
   if (!st->torn_down) {
     st->torn_down = 1;
     if (st->conn != NULL)
@@ -1036,7 +1038,7 @@ static void teardown(kv__rds_t *st) {
     return;
   }
   if (st->nhandles != 0) return;
-  kv__rds_deliver_raw(st); /* every raw callback before the close */
+  kv__redis_deliver_raw(st); /* every raw callback before the close */
   kv_free(st->fifo);
   kv_free(st->out);
   kv_free(st->args);
@@ -1049,13 +1051,13 @@ static void teardown(kv__rds_t *st) {
   st->argv = NULL;
   st->argvlen = NULL;
   if (st->parent != NULL) { /* a child: the configuration is the parent's */
-    kv__rds_t *parent = st->parent;
+    kv__redis_t *parent = st->parent;
     st->on_released(st); /* frees st */
     parent->nhandles--;
     if (parent->torn_down && parent->nhandles == 0) teardown(parent);
     return;
   }
-  kv__rds_pool_free(st);
+  kv__redis_pool_free(st);
   kv_free(st->lanes);
   kv_free(st->host);
   kv_free(st->sock);
@@ -1068,7 +1070,7 @@ static void teardown(kv__rds_t *st) {
   kv_store_closed(&st->base);
 }
 
-void kv__rds_close(kv__rds_t *st) {
+void kv__redis_close(kv__redis_t *st) {
   st->closing = 1;
   kick(st); /* the prepare handle drains, then tears down */
 }

@@ -31,8 +31,8 @@ typedef struct {
 } sub_name_t;
 
 struct kv_redis_sub_s {
-  kv__rds_t *st;   /* the store */
-  kv__rds_t *conn; /* the subscriber's connection (NULL once released) */
+  kv__redis_t *st;   /* the store */
+  kv__redis_t *conn; /* the subscriber's connection (NULL once released) */
   kv_redis_sub_cb cb;
   void *data;
   sub_name_t *names;
@@ -44,7 +44,8 @@ struct kv_redis_sub_s {
   kv_redis_sub_stats_t stats;
 };
 
-const struct kv_redis_sub_s *kv__rds_sub_next(const struct kv_redis_sub_s *s) {
+const struct kv_redis_sub_s *
+kv__redis_sub_next(const struct kv_redis_sub_s *s) {
   return s->next;
 }
 
@@ -62,12 +63,12 @@ static void deliver(kv_redis_sub_t *sub, kv_redis_msg_t *m) {
  * kind in the set). Only on a ready connection. */
 static int send_names(kv_redis_sub_t *sub, const char *cmd, int pattern, int n,
                       const char **names) {
-  kv__rds_t *c = sub->conn;
+  kv__redis_t *c = sub->conn;
   size_t argc = 1, cap = (size_t)(names ? n : (int)sub->nnames) + 1;
   const char **argv;
   size_t *argl;
   int rc;
-  if (c == NULL || c->state != KV__RDS_READY) return 0;
+  if (c == NULL || c->state != KV__REDIS_READY) return 0;
   argv = kv_malloc(cap * sizeof *argv);
   argl = kv_malloc(cap * sizeof *argl);
   if (argv == NULL || argl == NULL) {
@@ -84,7 +85,8 @@ static int send_names(kv_redis_sub_t *sub, const char *cmd, int pattern, int n,
       if (sub->names[i].pattern == pattern)
         argv[argc] = sub->names[i].name, argl[argc++] = sub->names[i].len;
   }
-  rc = argc > 1 || names != NULL ? kv__rds_write_argv(c, argc, argv, argl) : 0;
+  rc =
+      argc > 1 || names != NULL ? kv__redis_write_argv(c, argc, argv, argl) : 0;
   kv_free(argv);
   kv_free(argl);
   return rc;
@@ -98,13 +100,13 @@ static void schedule(kv_redis_sub_t *sub, uint64_t ms) {
   if (!sub->closing) uv_timer_start(&sub->timer, on_timer, ms, 0);
 }
 
-static void on_ready(kv__rds_t *c) {
+static void on_ready(kv__redis_t *c) {
   kv_redis_sub_t *sub = c->owner;
   sub->stats.connects++;
   uv_timer_stop(&sub->timer);
   if (send_names(sub, "SUBSCRIBE", 0, 0, NULL) != 0 ||
       send_names(sub, "PSUBSCRIBE", 1, 0, NULL) != 0) {
-    kv__rds_disconnect(c, KV_ENOMEM, "out of memory");
+    kv__redis_disconnect(c, KV_ENOMEM, "out of memory");
     return;
   }
   if (sub->down) {
@@ -117,11 +119,11 @@ static void on_ready(kv__rds_t *c) {
   }
 }
 
-static void on_down(kv__rds_t *c, int err, const char *msg) {
+static void on_down(kv__redis_t *c, int err, const char *msg) {
   kv_redis_sub_t *sub = c->owner;
-  uint64_t now = kv__rds_now_ms(), wait = 0;
+  uint64_t now = kv__redis_now_ms(), wait = 0;
   if (sub->closing) return;
-  if (c->state == KV__RDS_BACKOFF && c->retry_at > now)
+  if (c->state == KV__REDIS_BACKOFF && c->retry_at > now)
     wait = c->retry_at - now;
   schedule(sub, wait);
   if (!sub->down) {
@@ -140,17 +142,17 @@ static void on_down(kv__rds_t *c, int err, const char *msg) {
  * then the connection's job). */
 static void on_timer(uv_timer_t *t) {
   kv_redis_sub_t *sub = t->data;
-  kv__rds_t *c = sub->conn;
+  kv__redis_t *c = sub->conn;
   int rc;
   if (sub->closing || c == NULL) return;
   if (c->conn != NULL) { /* connecting or connected */
     schedule(sub, IDLE_MS);
     return;
   }
-  rc = kv__rds_ready(c); /* a failure comes back through on_down */
-  if (rc != 0 && c->state == KV__RDS_BACKOFF &&
+  rc = kv__redis_ready(c); /* a failure comes back through on_down */
+  if (rc != 0 && c->state == KV__REDIS_BACKOFF &&
       !uv_is_active((uv_handle_t *)t)) {
-    uint64_t now = kv__rds_now_ms();
+    uint64_t now = kv__redis_now_ms();
     schedule(sub, c->retry_at > now ? c->retry_at - now : 0);
   } else if (!uv_is_active((uv_handle_t *)t)) {
     schedule(sub, IDLE_MS);
@@ -167,7 +169,7 @@ static int is(const kv_redis_reply_t *r, const char *what) {
 }
 
 /* A reply on the subscriber's connection. */
-static void on_push(kv__rds_t *c, kv_redis_reply_t *r) {
+static void on_push(kv__redis_t *c, kv_redis_reply_t *r) {
   kv_redis_sub_t *sub = c->owner;
   kv_redis_msg_t m;
   kv_redis_reply_t **e = r->element;
@@ -216,9 +218,9 @@ static void sub_free(kv_redis_sub_t *sub) {
 }
 
 /* The connection is gone: the last event, then free. */
-static void on_released(kv__rds_t *c) {
+static void on_released(kv__redis_t *c) {
   kv_redis_sub_t *sub = c->owner;
-  kv__rds_t *st = sub->st;
+  kv__redis_t *st = sub->st;
   kv_redis_msg_t m;
   kv_free(c);
   sub->conn = NULL;
@@ -235,12 +237,12 @@ static void on_released(kv__rds_t *c) {
 
 static void on_timer_closed(uv_handle_t *h) {
   kv_redis_sub_t *sub = h->data;
-  kv__rds_child_close(sub->conn);
+  kv__redis_child_close(sub->conn);
 }
 
 int kv_redis_subscriber(kv_store_t *s, kv_redis_sub_cb cb, void *data,
                         kv_redis_sub_t **out) {
-  kv__rds_t *st = (kv__rds_t *)s;
+  kv__redis_t *st = (kv__redis_t *)s;
   kv_redis_sub_t *sub;
   if (out == NULL) return KV_EINVAL;
   *out = NULL;
@@ -249,7 +251,7 @@ int kv_redis_subscriber(kv_store_t *s, kv_redis_sub_cb cb, void *data,
   if (kv_store_is_closing(s)) return KV_ECLOSED;
   sub = kv_calloc(1, sizeof *sub);
   if (sub == NULL) return KV_ENOMEM;
-  sub->conn = kv__rds_child_new(st);
+  sub->conn = kv__redis_child_new(st);
   if (sub->conn == NULL) {
     kv_free(sub);
     return KV_ENOMEM;
@@ -282,7 +284,7 @@ int kv_redis_sub_close(kv_redis_sub_t *sub) {
   return 0;
 }
 
-void kv__rds_subs_close_all(kv__rds_t *st) {
+void kv__redis_subs_close_all(kv__redis_t *st) {
   for (kv_redis_sub_t *sub = st->subs; sub != NULL; sub = sub->next)
     if (!sub->closing) kv_redis_sub_close(sub);
 }

@@ -8,7 +8,7 @@
  * (SENTINEL get-master-addr-by-name NAME; the one that answered moves to the
  * front of the list, as the Sentinel client guidelines ask) and waits for
  * the answer; requests then run on the primary with redis.c's methods and
- * come back here through a hook (kv__rds_hook_t) when they are done.
+ * come back here through a hook (kv__redis_hook_t) when they are done.
  *
  * Failover: a request that fails because the primary went away (KV_ECONN,
  * KV_ETIMEDOUT) fails — it may have been executed — and makes the store ask
@@ -38,7 +38,7 @@ struct snode_s {
 typedef struct rsn_s rsn_t;
 
 typedef struct {
-  kv__rds_hook_t hook;
+  kv__redis_hook_t hook;
   rsn_t *sn;
   int retry; /* a READONLY reply runs the request again */
 } hook_t;
@@ -66,7 +66,7 @@ struct rsn_s {
 };
 
 static uint64_t now_ms(void) {
-  return kv__rds_now_ms();
+  return kv__redis_now_ms();
 }
 
 static void lookup(rsn_t *sn);
@@ -76,7 +76,7 @@ static void timer_arm(rsn_t *sn);
  */
 
 static int run(rsn_t *sn, kv_req_t *req, hook_t *hook) {
-  kv_op_fn fn = kv__rds_method(req->op);
+  kv_op_fn fn = kv__redis_method(req->op);
   int rc;
   if (fn == NULL) { /* cull: Redis expires entries by itself */
     kv_req_complete(req, 0);
@@ -130,7 +130,7 @@ static void want_lookup(rsn_t *sn) {
     timer_arm(sn);
 }
 
-static void hook_finish(kv__rds_hook_t *h, kv_req_t *req, int err) {
+static void hook_finish(kv__redis_hook_t *h, kv_req_t *req, int err) {
   hook_t *hk = (hook_t *)h;
   rsn_t *sn = hk->sn;
   if (err == KV_EREADONLY && hk->retry && !sn->closing) {
@@ -172,8 +172,8 @@ static void ask_next(rsn_t *sn, const char *why);
 
 static void on_closed(kv_store_t *s);
 
-static void on_addr(kv__rds_t *st, const kv__rds_pend_t *p, kv_redis_reply_t *r,
-                    int err, const char *msg) {
+static void on_addr(kv__redis_t *st, const kv__redis_pend_t *p,
+                    kv_redis_reply_t *r, int err, const char *msg) {
   rsn_t *sn = p->ctx;
   char why[400];
   int64_t port;
@@ -223,8 +223,8 @@ static void on_addr(kv__rds_t *st, const kv__rds_pend_t *p, kv_redis_reply_t *r,
     char *h = kv_strndup(host, strlen(host));
     char err2[256] = "";
     if (h == NULL ||
-        kv__rds_node_open(sn->base.loop, &sn->dtmpl, sn->scheme, h, (int)port,
-                          &np, err2, sizeof err2) != 0) {
+        kv__redis_node_open(sn->base.loop, &sn->dtmpl, sn->scheme, h, (int)port,
+                            &np, err2, sizeof err2) != 0) {
       kv_free(h);
       lookup_failed(sn, KV_ENOMEM, err2[0] ? err2 : "out of memory");
       return;
@@ -251,18 +251,18 @@ static void ask_next(rsn_t *sn, const char *why) {
   size_t argl[] = {8, 23, strlen(sn->name)};
   for (;;) {
     snode_t *n = sn->asking ? sn->asking->next : sn->sentinels;
-    kv__rds_t *st;
+    kv__redis_t *st;
     sn->asking = n;
     if (n == NULL) {
       lookup_failed(sn, KV_ECONN, why ? why : "no sentinel");
       return;
     }
-    st = (kv__rds_t *)n->store;
-    if (kv__rds_ready(st) != 0) {
+    st = (kv__redis_t *)n->store;
+    if (kv__redis_ready(st) != 0) {
       why = st->last_msg;
       continue;
     }
-    if (kv__rds_queue_argv(st, 3, argv, argl, on_addr, sn, 0) != 0) {
+    if (kv__redis_queue_argv(st, 3, argv, argl, on_addr, sn, 0) != 0) {
       lookup_failed(sn, KV_ENOMEM, "out of memory");
       return;
     }
@@ -447,8 +447,8 @@ static int add_sentinel(rsn_t *sn, const char *host, int port, char *errbuf,
   int err;
   if (n == NULL)
     return kv__errbuf(errbuf, errbuf_len, KV_ENOMEM, "out of memory");
-  err = kv__rds_node_open(sn->base.loop, &sn->stmpl, sn->scheme, host, port,
-                          &n->store, errbuf, errbuf_len);
+  err = kv__redis_node_open(sn->base.loop, &sn->stmpl, sn->scheme, host, port,
+                            &n->store, errbuf, errbuf_len);
   if (err) {
     kv_free(n);
     return err;

@@ -21,8 +21,8 @@
 enum { T_WATCH = 1, T_MGET, T_MULTI, T_QUEUED, T_EXEC, T_DISCARD };
 
 typedef struct {
-  kv__rds_t *st;
-  kv__rds_lease_t *lease;
+  kv__redis_t *st;
+  kv__redis_lease_t *lease;
   size_t nkeys;
   char **keys;
   size_t *klen;
@@ -48,8 +48,8 @@ static void impl_free(tx_impl_t *t) {
     kv_free(t->keys[i]);
   kv_free(t->keys);
   kv_free(t->klen);
-  kv__rds_reply_free(t->values);
-  kv__rds_reply_free(t->exec);
+  kv__redis_reply_free(t->values);
+  kv__redis_reply_free(t->exec);
   kv_free(t);
 }
 
@@ -57,7 +57,7 @@ static void finish(kv_redis_tx_t *tx, int status, const char *msg,
                    kv_redis_reply_t *reply) {
   tx_impl_t *t = tx->impl;
   kv_redis_tx_cb cb = t->cb;
-  kv__rds_lease_put(t->lease);
+  kv__redis_lease_put(t->lease);
   tx->impl = NULL;
   tx->status = status;
   tx->reply = reply;
@@ -66,18 +66,18 @@ static void finish(kv_redis_tx_t *tx, int status, const char *msg,
   cb(tx);
 }
 
-static void on_tx_reply(kv__rds_t *st, const kv__rds_pend_t *p,
+static void on_tx_reply(kv__redis_t *st, const kv__redis_pend_t *p,
                         kv_redis_reply_t *r, int err, const char *msg);
 
 static int tx_send(kv_redis_tx_t *tx, size_t argc, const char *const *argv,
                    const size_t *argvlen, int tag) {
   tx_impl_t *t = tx->impl;
-  int rc = kv__rds_lease_send(t->lease, argc, argv, argvlen, on_tx_reply, tx,
-                              (uint64_t)tag);
+  int rc = kv__redis_lease_send(t->lease, argc, argv, argvlen, on_tx_reply, tx,
+                                (uint64_t)tag);
   if (rc == 0) {
     t->left++;
   } else {
-    kv__rds_t *c = t->lease->conn;
+    kv__redis_t *c = t->lease->conn;
     tx_fail(t, rc,
             rc == KV_ECLOSED ? "the store was closed"
             : c != NULL      ? c->last_msg
@@ -93,8 +93,8 @@ static int attempt(kv_redis_tx_t *tx) {
   size_t *argl = kv_malloc((t->nkeys + 1) * sizeof *argl);
   int rc = KV_ENOMEM;
   t->err = 0;
-  kv__rds_reply_free(t->values);
-  kv__rds_reply_free(t->exec);
+  kv__redis_reply_free(t->values);
+  kv__redis_reply_free(t->exec);
   t->values = t->exec = NULL;
   if (argv != NULL && argl != NULL) {
     for (size_t i = 0; i < t->nkeys; i++) {
@@ -203,7 +203,7 @@ static void step_done(kv_redis_tx_t *tx) {
   if (t->left == 0) step_done(tx); /* nothing could be sent */
 }
 
-static void on_tx_reply(kv__rds_t *st, const kv__rds_pend_t *p,
+static void on_tx_reply(kv__redis_t *st, const kv__redis_pend_t *p,
                         kv_redis_reply_t *r, int err, const char *msg) {
   kv_redis_tx_t *tx = p->ctx;
   tx_impl_t *t = tx->impl;
@@ -215,7 +215,7 @@ static void on_tx_reply(kv__rds_t *st, const kv__rds_pend_t *p,
     if (tag == T_EXEC || tag == T_MGET || tag == T_WATCH) {
       char m[300];
       snprintf(m, sizeof m, "%s: %s", st->endpoint, r->str);
-      tx_fail(t, kv__rds_error_code(r->str, r->len), m);
+      tx_fail(t, kv__redis_error_code(r->str, r->len), m);
     } /* a refused queued command: EXEC answers EXECABORT */
   } else if (tag == T_MGET) {
     kv_redis_reply_t *own = kv_malloc(sizeof *own);
@@ -249,7 +249,7 @@ static int tx_error(kv_redis_tx_t *tx, int err, const char *msg) {
 int kv_redis_transaction(kv_store_t *s, kv_redis_tx_t *tx, int nkeys,
                          const char **keys, int max_attempts, kv_redis_tx_fn fn,
                          kv_redis_tx_cb cb) {
-  kv__rds_t *st = (kv__rds_t *)s;
+  kv__redis_t *st = (kv__redis_t *)s;
   tx_impl_t *t;
   int rc;
   if (tx == NULL) return KV_EINVAL;
@@ -292,7 +292,7 @@ int kv_redis_transaction(kv_store_t *s, kv_redis_tx_t *tx, int nkeys,
       return tx_error(tx, KV_ENOMEM, "out of memory");
     }
   }
-  t->lease = kv__rds_lease_get(st, 1);
+  t->lease = kv__redis_lease_get(st, 1);
   if (t->lease == NULL) {
     impl_free(t);
     return tx_error(tx, KV_ENOMEM, "out of memory");
@@ -300,7 +300,7 @@ int kv_redis_transaction(kv_store_t *s, kv_redis_tx_t *tx, int nkeys,
   tx->impl = t;
   rc = attempt(tx);
   if (rc != 0 && t->left == 0) { /* nothing sent: refuse, no callback */
-    kv__rds_lease_put(t->lease);
+    kv__redis_lease_put(t->lease);
     tx->impl = NULL;
     rc = tx_error(tx, t->err, t->msg);
     impl_free(t);
@@ -318,7 +318,7 @@ int kv_redis_tx_queue(kv_redis_tx_t *tx, int argc, const char **argv,
   for (int i = 0; i < argc; i++)
     if (argv[i] == NULL) return KV_EINVAL;
   len0 = argvlen ? argvlen[0] : strlen(argv[0]);
-  if (kv__rds_cmd_kind(argv[0], len0) != 0) return KV_EINVAL;
+  if (kv__redis_cmd_kind(argv[0], len0) != 0) return KV_EINVAL;
   if (argvlen == NULL) {
     lens = argc <= 16 ? stack : kv_malloc((size_t)argc * sizeof *lens);
     if (lens == NULL) return KV_ENOMEM;
@@ -333,7 +333,7 @@ int kv_redis_tx_queue(kv_redis_tx_t *tx, int argc, const char **argv,
 
 void kv_redis_tx_cleanup(kv_redis_tx_t *tx) {
   if (tx == NULL) return;
-  kv__rds_reply_free(tx->reply);
+  kv__redis_reply_free(tx->reply);
   kv_free(tx->errmsg);
   tx->reply = NULL;
   tx->errmsg = NULL;
