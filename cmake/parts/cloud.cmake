@@ -1,0 +1,21 @@
+# s3:// and dynamodb:// — the cloud stores, over libcurl driven by the loop
+# (src/stores/http.c: multi-socket API, SigV4 signing by curl >= 7.75).
+# S3's XML answers are parsed with expat, DynamoDB's JSON with jansson.
+pkg_check_modules(LIBCURL IMPORTED_TARGET libcurl>=7.75)
+pkg_check_modules(EXPAT IMPORTED_TARGET expat)
+if(LIBCURL_FOUND AND EXPAT_FOUND)
+  set(KV_HAVE_CLOUD ON)
+  list(APPEND KV_PART_SOURCES ${CMAKE_SOURCE_DIR}/src/stores/http.c
+    ${CMAKE_SOURCE_DIR}/src/stores/s3.c ${CMAKE_SOURCE_DIR}/src/stores/s3_xml.c)
+  list(APPEND KV_PART_LIBS PkgConfig::LIBCURL PkgConfig::EXPAT)
+  list(APPEND KV_BUILTINS "s3=kv__s3_methods")
+  list(APPEND KV_PC_PRIVATE "-lcurl" "-lexpat")
+  list(APPEND KV_PART_DEFINITIONS KV_HAVE_CLOUD KV_HAVE_S3)
+else()
+  set(KV_HAVE_CLOUD OFF)
+  if(NOT LIBCURL_FOUND)
+    kv_part_missing(cloud "libcurl4-openssl-dev (libcurl >= 7.75)")
+  else()
+    kv_part_missing(cloud "libexpat1-dev")
+  endif()
+endif()
