@@ -9,5 +9,8 @@ if(KV_HAVE_CLOUD)
     kv_conformance(s3-prefix
       "s3://kvio-test/app1/data?endpoint=@ENDPOINT@&create=1&region=us-east-1"
       ${KV_WITH_CLOUD} s3)
+    kv_conformance(dynamodb
+      "dynamodb://kvio_test?endpoint=@ENDPOINT@&create=1" ${KV_WITH_CLOUD}
+      dynamodb)
   endif()
 endif()
