@@ -949,7 +949,7 @@ static void on_scan_collections(kv_http_req_t *hr) {
 }
 
 static void collections_scan(ddb_job_t *job) {
-  json_t *body = json_pack("{s:s,s:b,s:I}", "ProjectionExpression", "c, cn, xm",
+  json_t *body = json_pack("{s:s,s:b,s:I}", "ProjectionExpression", "c, k, cn, xm",
                            "ConsistentRead", 1, "Limit", (json_int_t)DDB_PAGE);
   if (body && job->lek) json_object_set(body, "ExclusiveStartKey", job->lek);
   call(job, "Scan", body, on_scan_collections, 0);

@@ -40,6 +40,10 @@ struct kv_http_s {
   uv_timer_t retry_timer; /* backoff of retried requests */
   kv_http_req_t *active;  /* in curl's hands */
   kv_http_req_t *waiting; /* waiting for their retry time */
+  kv_http_req_t *queue_head; /* not started yet: more than max_active */
+  kv_http_req_t *queue_tail;
+  size_t nactive;
+  size_t max_active;
   http_sock_t *socks;
   CURL **pool;
   size_t npool;
@@ -302,6 +306,7 @@ static void retry_now(kv_http_req_t *hr) {
     return;
   }
   hr->in_multi = 1;
+  h->nactive++;
   list_push(&h->active, hr);
 }
 
@@ -332,20 +337,44 @@ static void schedule_retry_timer(kv_http_t *h) {
                  0);
 }
 
+static int activate(kv_http_req_t *hr);
+
+/* Start queued requests while there is room. */
+static void drain_queue(kv_http_t *h) {
+  while (h->queue_head && h->nactive < h->max_active && !h->closing) {
+    kv_http_req_t *hr = h->queue_head;
+    int err;
+    h->queue_head = hr->next;
+    if (h->queue_head == NULL) h->queue_tail = NULL;
+    hr->next = NULL;
+    hr->waiting = 0;
+    if ((err = activate(hr)) != 0) {
+      hr->err = err;
+      snprintf(hr->errmsg, sizeof hr->errmsg, "http: cannot start the request");
+      finish(hr);
+    }
+  }
+}
+
 static void done_transfer(kv_http_t *h, CURL *easy, CURLcode rc) {
   kv_http_req_t *hr = NULL;
   curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&hr);
   curl_multi_remove_handle(h->multi, easy);
   hr->in_multi = 0;
   list_remove(&h->active, hr);
-  if (rc != CURLE_OK) {
+  h->nactive--;
+  /* A body cut short (a server that rewrote the object while sending it,
+   * as s3rver does) is retried when the request is a read. */
+  int partial = rc == CURLE_PARTIAL_FILE &&
+                (strcmp(hr->method, "GET") == 0 || strcmp(hr->method, "HEAD") == 0);
+  if (rc != CURLE_OK && !partial) {
     hr->err = map_curl_error(rc);
     snprintf(hr->errmsg, sizeof hr->errmsg, "http: %s", curl_easy_strerror(rc));
     finish(hr);
     return;
   }
   curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &hr->status);
-  if (h->retryable && h->retryable(hr)) {
+  if (partial || (h->retryable && h->retryable(hr))) {
     /* Full jitter: a random wait in [0, min(cap, base * 2^attempt)]. */
     unsigned shift = hr->attempts < 10 ? hr->attempts : 10;
     uint64_t ceiling = (uint64_t)HTTP_BACKOFF_BASE << shift;
@@ -362,6 +391,10 @@ static void done_transfer(kv_http_t *h, CURL *easy, CURLcode rc) {
       return;
     }
     /* Out of time: the store reports the last answer (a transient error). */
+    if (partial) {
+      hr->err = KV_ECONN;
+      snprintf(hr->errmsg, sizeof hr->errmsg, "http: %s", curl_easy_strerror(rc));
+    }
   }
   finish(hr);
 }
@@ -372,6 +405,7 @@ static void check_multi_info(kv_http_t *h) {
   while ((msg = curl_multi_info_read(h->multi, &left)) != NULL) {
     if (msg->msg == CURLMSG_DONE) done_transfer(h, msg->easy_handle, msg->data.result);
   }
+  drain_queue(h);
 }
 
 /* ---- curl's callbacks ----------------------------------------------------- */
@@ -494,6 +528,9 @@ int kv__http_init(kv_http_t **out, uv_loop_t *loop, const kv_http_config_t *cfg,
   h->loop = loop;
   h->timeout_ms = cfg->timeout_ms;
   h->max_connections = cfg->max_connections > 0 ? cfg->max_connections : 64;
+  /* A few transfers per connection wait in curl; the rest wait here, where
+   * their deadline has not started yet. */
+  h->max_active = (size_t)h->max_connections * 2;
   h->verbose = cfg->verbose;
   h->retryable = cfg->retryable;
   h->rng = uv_hrtime() | 1;
@@ -548,10 +585,21 @@ void kv__http_close(kv_http_t *h, void (*done)(void *data), void *data) {
     list_remove(&h->active, r);
     curl_multi_remove_handle(h->multi, r->easy);
     r->in_multi = 0;
+    h->nactive--;
     r->err = KV_ECANCELED;
     snprintf(r->errmsg, sizeof r->errmsg, "http: store closed");
     finish(r);
   }
+  while (h->queue_head) {
+    kv_http_req_t *r = h->queue_head;
+    h->queue_head = r->next;
+    r->next = NULL;
+    r->waiting = 0;
+    r->err = KV_ECANCELED;
+    snprintf(r->errmsg, sizeof r->errmsg, "http: store closed");
+    finish(r);
+  }
+  h->queue_tail = NULL;
   while (h->waiting) {
     kv_http_req_t *r = h->waiting;
     list_remove(&h->waiting, r);
@@ -675,6 +723,18 @@ static int setup_easy(kv_http_req_t *hr) {
   return 0;
 }
 
+static int activate(kv_http_req_t *hr) {
+  kv_http_t *h = hr->http;
+  int err;
+  if (h->timeout_ms) hr->deadline = uv_now(h->loop) + h->timeout_ms;
+  if ((err = setup_easy(hr)) != 0) return err;
+  if (curl_multi_add_handle(h->multi, hr->easy) != CURLM_OK) return KV_ENOMEM;
+  hr->in_multi = 1;
+  h->nactive++;
+  list_push(&h->active, hr);
+  return 0;
+}
+
 int kv__http_start(kv_http_req_t *hr) {
   kv_http_t *h = hr->http;
   int err;
@@ -682,15 +742,20 @@ int kv__http_start(kv_http_req_t *hr) {
     kv__http_req_free(hr);
     return KV_ECANCELED;
   }
-  if (h->timeout_ms) hr->deadline = uv_now(h->loop) + h->timeout_ms;
-  if ((err = setup_easy(hr)) != 0 ||
-      (curl_multi_add_handle(h->multi, hr->easy) != CURLM_OK &&
-       (err = KV_ENOMEM))) {
+  if (h->nactive >= h->max_active || h->queue_head) {
+    hr->next = NULL;
+    hr->waiting = 2; /* queued */
+    if (h->queue_tail)
+      h->queue_tail->next = hr;
+    else
+      h->queue_head = hr;
+    h->queue_tail = hr;
+    return 0;
+  }
+  if ((err = activate(hr)) != 0) {
     kv__http_req_free(hr);
     return err;
   }
-  hr->in_multi = 1;
-  list_push(&h->active, hr);
   return 0;
 }
 
@@ -701,8 +766,9 @@ void kv__http_req_free(kv_http_req_t *hr) {
     if (hr->in_multi) {
       curl_multi_remove_handle(h->multi, hr->easy);
       list_remove(&h->active, hr);
+      h->nactive--;
     }
-    if (hr->waiting) list_remove(&h->waiting, hr);
+    if (hr->waiting == 1) list_remove(&h->waiting, hr);
     if (!h->closing && h->npool < HTTP_POOL_MAX)
       h->pool[h->npool++] = hr->easy;
     else
