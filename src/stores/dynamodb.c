@@ -1239,3 +1239,50 @@ const kv_store_methods_t kv__dynamodb_methods = {
     .incr = ddb_submit,
     .take = ddb_submit,
 };
+
+/* For the fuzz target (tests/fuzz/fuzz-dynamodb-answer.c): run a DynamoDB
+ * answer through every decoder a response meets — the error fields, the
+ * items of GetItem / DeleteItem / Query / Scan / BatchGetItem (liveness,
+ * value, TTL, names), UnprocessedKeys / UnprocessedItems, LastEvaluatedKey
+ * turned into a cursor and back. Returns how many live values decoded. */
+int kv__ddb_fuzz_answer(const char *data, size_t len, int64_t now);
+int kv__ddb_fuzz_answer(const char *data, size_t len, int64_t now) {
+  json_error_t jerr;
+  json_t *doc = json_loadb(data, len, 0, &jerr);
+  int live = 0;
+  if (doc == NULL) return 0;
+  (void)short_type(json_string_value(json_object_get(doc, "__type")));
+  json_t *lists[4] = {json_object_get(doc, "Items"),
+                      json_object_get(json_object_get(doc, "Responses"), "t"),
+                      json_pack("[O?]", json_object_get(doc, "Item")),
+                      json_pack("[O?]", json_object_get(doc, "Attributes"))};
+  for (int l = 0; l < 4; l++) {
+    size_t i;
+    json_t *item;
+    json_array_foreach(lists[l], i, item) {
+      char *v = NULL;
+      size_t vl;
+      if (item_live(item, now) && item_value(item, &v, &vl) == 0) {
+        if (v[vl] != '\0') abort(); /* values are NUL-terminated */
+        live++;
+        kv_free(v);
+      }
+      (void)item_ttl(item, now);
+      (void)item_name(item, "k", "kn");
+      (void)item_name(item, "c", "cn");
+      (void)key_k(item);
+    }
+  }
+  json_decref(lists[2]);
+  json_decref(lists[3]);
+  json_t *lek = json_object_get(doc, "LastEvaluatedKey");
+  if (lek) {
+    char *text = json_dumps(lek, JSON_COMPACT);
+    json_t *back = text ? cursor_json(text) : NULL;
+    if (text && (back == NULL || !json_equal(back, lek))) abort();
+    json_decref(back);
+    free(text);
+  }
+  json_decref(doc);
+  return live;
+}
