@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include <jansson.h>
+#include <openssl/rand.h>
 
 #include "internal.h"
 #include "stores/http.h"
@@ -29,6 +30,10 @@
 #define DDB_BATCH_WRITE 25
 #define DDB_PAGE 1000
 #define DDB_INCR_TRIES 16
+/* Values above this are split: the item holds the first chunk, further
+ * chunks are items of their own (DynamoDB's item limit is 400 KB). */
+#define DDB_CHUNK 350000
+#define DDB_RESTARTS 5
 
 extern const kv_store_methods_t kv__dynamodb_methods;
 
@@ -64,7 +69,29 @@ struct ddb_job_s {
   int done_scanning;
   char *skip_c;     /* collections(): the collection listed last */
   char *last_c;
+  /* large values */
+  struct ddb_asm_s *asms; /* values being assembled from their chunks */
+  size_t nasms;
+  size_t asm_todo; /* assemblies whose chunks are not requested yet */
+  int stale;       /* a chunk did not match its item: read again */
+  int restarts;
+  json_t *new_chunks; /* put: chunk items of the value being written */
+  json_t *main_item;  /* put: the item to write after its chunks */
+  size_t cur;         /* put_many of large values: the entry being written */
+  int finalized;
 };
+
+typedef struct ddb_asm_s {
+  char *c;
+  size_t slot; /* get_many / ttl_many slot, or SIZE_MAX: req->value */
+  char *buf;
+  size_t len;
+  size_t nc;   /* chunks after the first */
+  char *g;     /* generation: chunks of this value carry it */
+  char *main_k;
+  double ttl;
+  int drop;    /* take: delete the chunks once read */
+} ddb_asm_t;
 
 #define STORE(s) ((ddb_store_t *)(s))
 
@@ -124,7 +151,8 @@ static json_t *full_item(const kv_req_t *req, const char *k, size_t klen,
   size_t n;
   char *b64;
   if (item == NULL) return NULL;
-  b64 = kv__http_base64(value->base, value->len, &n);
+  b64 = kv__http_base64(value->base,
+                        value->len > DDB_CHUNK ? DDB_CHUNK : value->len, &n);
   if (b64 == NULL ||
       json_object_set_new(item, "v", json_pack("{s:s#}", "B", b64, n)) != 0) {
     kv_free(b64);
@@ -188,7 +216,42 @@ static const char *item_name(const json_t *item, const char *part,
   return json_string_value(json_object_get(json_object_get(item, part), "S"));
 }
 
+/* The sort key of chunk i (>= 1) of generation g of the item keyed
+ * main_k: "#" i "/" g "/" main_k — it starts with '#' and holds '/', so it is
+ * neither a raw name nor a hashed one. */
+static json_t *chunk_key(const char *c, const char *main_k, const char *g,
+                         size_t i) {
+  kv_sbuf_t b = {0};
+  kv__sbuf_printf(&b, "#%zu/%s/%s", i, g, main_k);
+  if (b.oom) return NULL;
+  json_t *k = json_pack("{s:{s:s},s:{s:s}}", "c", "S", c, "k", "S", b.p);
+  kv__sbuf_free(&b);
+  return k;
+}
+
+static size_t attr_size(const json_t *item, const char *name) {
+  int has;
+  int64_t v = attr_int(item, name, &has);
+  return has && v > 0 ? (size_t)v : 0;
+}
+
+static const char *attr_s(const json_t *item, const char *name) {
+  return json_string_value(json_object_get(json_object_get(item, name), "S"));
+}
+
 /* ---- Jobs and calls ------------------------------------------------------------ */
+
+static void asms_free(ddb_job_t *job) {
+  for (size_t i = 0; i < job->nasms; i++) {
+    kv_free(job->asms[i].c);
+    kv_free(job->asms[i].buf);
+    kv_free(job->asms[i].g);
+    kv_free(job->asms[i].main_k);
+  }
+  kv_free(job->asms);
+  job->asms = NULL;
+  job->nasms = job->asm_todo = 0;
+}
 
 static void job_finish(ddb_job_t *job) {
   kv_req_t *req = job->req;
@@ -199,6 +262,9 @@ static void job_finish(ddb_job_t *job) {
   json_decref(job->item);
   kv_free(job->skip_c);
   kv_free(job->last_c);
+  asms_free(job);
+  json_decref(job->new_chunks);
+  json_decref(job->main_item);
   kv_free(job);
   kv_req_complete(req, err);
 }
@@ -376,6 +442,9 @@ static void create_table(ddb_job_t *job) {
        on_create_table, 0);
 }
 
+static void fetch_chunks(ddb_job_t *job);
+static void finalize_asms(ddb_job_t *job);
+
 static void job_step(ddb_job_t *job) {
   for (;;) {
     if (job->st->closing && !job->err)
@@ -385,6 +454,8 @@ static void job_step(ddb_job_t *job) {
       create_table(job);
       if (job->outstanding > 0) return;
     }
+    if (!job->err && job->then == NULL && job->nasms > 0 && !job->finalized)
+      job->then = job->asm_todo ? fetch_chunks : finalize_asms;
     if (job->err || job->then == NULL) {
       job_finish(job);
       return;
@@ -396,11 +467,201 @@ static void job_step(ddb_job_t *job) {
   }
 }
 
+/* ---- Large values: chunks ---------------------------------------------------- */
+
+static void on_ignore(kv_http_req_t *hr) {
+  /* Best effort (a chunk left behind is garbage, never a wrong answer). */
+  sub_done(hr->data, hr);
+}
+
+/* Delete the extra chunks of an item that was replaced or removed. */
+static void drop_chunks(ddb_job_t *job, const json_t *item) {
+  size_t nc = attr_size(item, "nc");
+  const char *c = attr_s(item, "c"), *k = attr_s(item, "k"), *g = attr_s(item, "g");
+  if (nc == 0 || c == NULL || k == NULL || g == NULL) return;
+  for (size_t i = 1; i <= nc; i++)
+    call(job, "DeleteItem", json_pack("{s:o}", "Key", chunk_key(c, k, g, i)),
+         on_ignore, 0);
+}
+
+/* Remember a chunked item to assemble (its first chunk is in "v"). */
+static int add_asm(ddb_job_t *job, const json_t *item, size_t slot, int drop) {
+  char *first;
+  size_t flen, tl = attr_size(item, "tl"), nc = attr_size(item, "nc");
+  const char *c = attr_s(item, "c"), *k = attr_s(item, "k"), *g = attr_s(item, "g");
+  const char *b = json_string_value(json_object_get(json_object_get(item, "v"), "B"));
+  ddb_asm_t *a;
+  if (b == NULL || c == NULL || k == NULL || g == NULL)
+    return KV_ECORRUPT;
+  if (kv__http_unbase64(b, strlen(b), &first, &flen) != 0) return KV_ECORRUPT;
+  if (flen > tl || tl > (nc + 1) * (size_t)DDB_CHUNK) {
+    kv_free(first);
+    return KV_ECORRUPT;
+  }
+  a = kv_realloc(job->asms, (job->nasms + 1) * sizeof *a);
+  if (a == NULL) {
+    kv_free(first);
+    return KV_ENOMEM;
+  }
+  job->asms = a;
+  a = &job->asms[job->nasms];
+  memset(a, 0, sizeof *a);
+  a->slot = slot;
+  a->nc = nc;
+  a->len = tl;
+  a->drop = drop;
+  a->ttl = item_ttl(item, job->req->in.now_ms);
+  a->buf = kv_malloc(tl + 1);
+  a->c = kv_strndup(c, strlen(c));
+  a->g = kv_strndup(g, strlen(g));
+  a->main_k = kv_strndup(k, strlen(k));
+  job->nasms++;
+  job->asm_todo++;
+  if (a->buf == NULL || a->c == NULL || a->g == NULL || a->main_k == NULL) {
+    kv_free(first);
+    return KV_ENOMEM;
+  }
+  memcpy(a->buf, first, flen);
+  a->buf[tl] = '\0';
+  kv_free(first);
+  return 0;
+}
+
+static void on_chunk(kv_http_req_t *hr) {
+  ddb_job_t *job = hr->data;
+  size_t ai = hr->index >> 20, ci = hr->index & 0xfffff;
+  json_t *doc = answer(job, hr);
+  if (doc && ai < job->nasms) {
+    ddb_asm_t *a = &job->asms[ai];
+    json_t *item = json_object_get(doc, "Item");
+    const char *g = item ? attr_s(item, "g") : NULL;
+    const char *b = item ? json_string_value(json_object_get(json_object_get(item, "v"), "B")) : NULL;
+    char *part;
+    size_t plen, off = ci * (size_t)DDB_CHUNK;
+    if (g == NULL || b == NULL || strcmp(g, a->g) != 0 ||
+        kv__http_unbase64(b, strlen(b), &part, &plen) != 0) {
+      job->stale = 1; /* overwritten meanwhile */
+    } else {
+      if (off + plen > a->len || (ci < a->nc && plen != DDB_CHUNK))
+        job->stale = 1;
+      else
+        memcpy(a->buf + off, part, plen);
+      kv_free(part);
+    }
+  }
+  json_decref(doc);
+  sub_done(job, hr);
+}
+
+static void fetch_chunks(ddb_job_t *job) {
+  for (size_t ai = job->nasms - job->asm_todo; ai < job->nasms && !job->err; ai++) {
+    ddb_asm_t *a = &job->asms[ai];
+    for (size_t i = 1; i <= a->nc && !job->err; i++)
+      call(job, "GetItem",
+           json_pack("{s:o,s:b}", "Key", chunk_key(a->c, a->main_k, a->g, i),
+                     "ConsistentRead", 1),
+           on_chunk, (ai << 20) | i);
+  }
+  job->asm_todo = 0;
+}
+
+static void finalize_asms(ddb_job_t *job) {
+  kv_req_t *req = job->req;
+  if (job->stale) {
+    /* A writer replaced the value while we read its chunks: read again. */
+    job->stale = 0;
+    asms_free(job);
+    if (++job->restarts > DDB_RESTARTS) {
+      job_fail(job, KV_EBUSY, "dynamodb: value changed while being read");
+      return;
+    }
+    for (size_t i = 0; req->results && i < req->in.n; i++) {
+      kv_free(req->results[i].value.base);
+      memset(&req->results[i], 0, sizeof req->results[i]);
+    }
+    job->then = job->start;
+    return;
+  }
+  job->finalized = 1;
+  for (size_t i = 0; i < job->nasms; i++) {
+    ddb_asm_t *a = &job->asms[i];
+    if (a->slot == SIZE_MAX) {
+      kv_req_give_value(req, a->buf, a->len);
+      req->ttl = a->ttl;
+    } else {
+      kv_result_t *r = &req->results[a->slot];
+      r->found = 1;
+      r->value.base = a->buf;
+      r->value.len = a->len;
+      r->ttl = a->ttl;
+    }
+    a->buf = NULL;
+    if (a->drop) {
+      for (size_t c = 1; c <= a->nc; c++)
+        call(job, "DeleteItem",
+             json_pack("{s:o}", "Key", chunk_key(a->c, a->main_k, a->g, c)),
+             on_ignore, 0);
+    }
+  }
+}
+
+/* The items of a value above DDB_CHUNK: the main item (first chunk, "nc"
+ * more, total length "tl", generation "g") and its chunk items. */
+static json_t *big_item(const kv_req_t *req, const char *k, size_t klen,
+                        const kv_buf_t *value, json_t **chunks) {
+  json_t *item = full_item(req, k, klen, value);
+  unsigned char rnd[8];
+  char g[17];
+  size_t nc = (value->len - 1) / DDB_CHUNK;
+  *chunks = NULL;
+  if (item == NULL) return NULL;
+  if (value->len <= DDB_CHUNK) return item;
+  if (RAND_bytes(rnd, sizeof rnd) != 1) {
+    uint64_t t = uv_hrtime();
+    memcpy(rnd, &t, sizeof rnd);
+  }
+  for (int i = 0; i < 8; i++) snprintf(g + 2 * i, 3, "%02x", rnd[i]);
+  json_object_set_new(item, "nc", num((int64_t)nc));
+  json_object_set_new(item, "tl", num((int64_t)value->len));
+  json_object_set_new(item, "g", json_pack("{s:s}", "S", g));
+  *chunks = json_array();
+  const char *c = attr_s(item, "c"), *mk = attr_s(item, "k");
+  for (size_t i = 1; i <= nc && *chunks; i++) {
+    json_t *ck = chunk_key(c, mk, g, i);
+    size_t off = i * (size_t)DDB_CHUNK, len = value->len - off, n;
+    if (len > DDB_CHUNK) len = DDB_CHUNK;
+    char *b64 = kv__http_base64(value->base + off, len, &n);
+    if (ck == NULL || b64 == NULL) {
+      json_decref(ck);
+      kv_free(b64);
+      json_decref(*chunks);
+      *chunks = NULL;
+      break;
+    }
+    json_object_set_new(ck, "v", json_pack("{s:s#}", "B", b64, n));
+    kv_free(b64);
+    json_object_set_new(ck, "g", json_pack("{s:s}", "S", g));
+    json_object_set_new(ck, "ck", num(1));
+    if (json_object_get(item, "xm")) {
+      json_object_set(ck, "xm", json_object_get(item, "xm"));
+      json_object_set(ck, "x", json_object_get(item, "x"));
+    }
+    json_array_append_new(*chunks, ck);
+  }
+  if (*chunks == NULL) {
+    json_decref(item);
+    return NULL;
+  }
+  return item;
+}
+
 /* ---- Single items: get, ttl, put, delete, take, put_if_absent, cas -------- */
 
 static json_t *now_values(const kv_req_t *req) {
   return json_pack("{s:o}", ":now", num(req->in.now_ms));
 }
+
+static void put_many_next(ddb_job_t *job);
 
 static void on_single(kv_http_req_t *hr) {
   ddb_job_t *job = hr->data;
@@ -409,11 +670,15 @@ static void on_single(kv_http_req_t *hr) {
   if (doc) {
     json_t *item = json_object_get(doc, json_object_get(doc, "Item") ? "Item"
                                                                      : "Attributes");
+    int live = item != NULL && item_live(item, req->in.now_ms);
     switch (req->op) {
     case KV_OP_GET:
     case KV_OP_TTL:
     case KV_OP_TAKE:
-      if (item && item_live(item, req->in.now_ms)) {
+      if (live && attr_size(item, "nc") > 0) {
+        int rc = add_asm(job, item, SIZE_MAX, req->op == KV_OP_TAKE);
+        if (rc != 0) job_fail(job, rc, "dynamodb: malformed large value");
+      } else if (live) {
         char *v;
         size_t len;
         int rc = item_value(item, &v, &len);
@@ -423,14 +688,22 @@ static void on_single(kv_http_req_t *hr) {
           kv_req_give_value(req, v, len);
           req->ttl = item_ttl(item, req->in.now_ms);
         }
+      } else if (item && req->op == KV_OP_TAKE) {
+        drop_chunks(job, item);
       }
       break;
     case KV_OP_DELETE:
-      req->found = item != NULL && item_live(item, req->in.now_ms);
+      req->found = live;
+      if (item) drop_chunks(job, item);
       break;
     case KV_OP_PUT_IF_ABSENT:
     case KV_OP_CAS:
       req->found = 1;
+      /* fall through */
+    case KV_OP_PUT:
+    case KV_OP_PUT_MANY:
+      if (item) drop_chunks(job, item); /* the replaced value's chunks */
+      if (req->op == KV_OP_PUT_MANY) job->then = put_many_next;
       break;
     default:
       break;
@@ -440,6 +713,8 @@ static void on_single(kv_http_req_t *hr) {
     if (req->op == KV_OP_CAS)
       job_fail(job, KV_ECONFLICT, "dynamodb: compare-and-swap conflict");
     req->found = 0;
+    /* Not written: our chunks are garbage. */
+    if (job->main_item) drop_chunks(job, json_object_get(job->main_item, "Item"));
   }
   sub_done(job, hr);
 }
@@ -462,30 +737,23 @@ static void start_delete(ddb_job_t *job) {
        on_single, 0);
 }
 
-static void start_put(ddb_job_t *job) {
-  const kv_req_t *req = job->req;
-  json_t *body = json_pack(
-      "{s:o}", "Item", full_item(req, req->in.key, req->in.key_len, &req->in.value));
-  if (body && req->op == KV_OP_PUT_IF_ABSENT) {
-    json_object_set_new(body, "ConditionExpression",
-                        json_string("attribute_not_exists(k) OR xm <= :now"));
-    json_object_set_new(body, "ExpressionAttributeValues", now_values(req));
-  }
-  call(job, "PutItem", body, on_single, 0);
+static void on_chunk_put(kv_http_req_t *hr) {
+  ddb_job_t *job = hr->data;
+  json_decref(answer(job, hr));
+  sub_done(job, hr);
 }
 
-static void start_cas(ddb_job_t *job) {
+static void put_main(ddb_job_t *job) {
+  call(job, "PutItem", json_incref(job->main_item), on_single, 0);
+}
+
+/* The conditions of put_if_absent and cas. 0 or KV_ENOMEM. */
+static int add_conditions(ddb_job_t *job, json_t *body) {
   const kv_req_t *req = job->req;
-  json_t *body = json_pack(
-      "{s:o}", "Item", full_item(req, req->in.key, req->in.key_len, &req->in.value));
-  json_t *vals = now_values(req);
-  if (body == NULL || vals == NULL) {
-    json_decref(body);
-    json_decref(vals);
-    OOM(job);
-    return;
-  }
-  if (req->in.expected_absent) {
+  json_t *vals;
+  if (req->op != KV_OP_PUT_IF_ABSENT && req->op != KV_OP_CAS) return 0;
+  if ((vals = now_values(req)) == NULL) return KV_ENOMEM;
+  if (req->op == KV_OP_PUT_IF_ABSENT || req->in.expected_absent) {
     json_object_set_new(body, "ConditionExpression",
                         json_string("attribute_not_exists(k) OR xm <= :now"));
   } else {
@@ -493,27 +761,72 @@ static void start_cas(ddb_job_t *job) {
     size_t blen;
     char *b64 = kv__http_base64(req->in.expected.base, req->in.expected.len, &blen);
     if (b64 == NULL) {
-      json_decref(body);
       json_decref(vals);
-      OOM(job);
-      return;
+      return KV_ENOMEM;
     }
+    /* A large expected value is never equal to a first chunk with more
+     * chunks after it: require "nc" absent. */
     json_object_set_new(vals, ":e", json_pack("{s:s#}", "B", b64, blen));
     kv_free(b64);
     if (kv_parse_int64(req->in.expected.base, req->in.expected.len, &n) == 0) {
       /* A counter written by incr holds "n": compare with it too. */
       json_object_set_new(vals, ":en", num(n));
       json_object_set_new(body, "ConditionExpression",
-                          json_string("(v = :e OR n = :en) AND "
-                                      "(attribute_not_exists(xm) OR xm > :now)"));
+                          json_string("(v = :e OR n = :en) AND attribute_not_exists(nc) "
+                                      "AND (attribute_not_exists(xm) OR xm > :now)"));
     } else {
       json_object_set_new(body, "ConditionExpression",
-                          json_string("v = :e AND "
+                          json_string("v = :e AND attribute_not_exists(nc) AND "
                                       "(attribute_not_exists(xm) OR xm > :now)"));
     }
   }
   json_object_set_new(body, "ExpressionAttributeValues", vals);
-  call(job, "PutItem", body, on_single, 0);
+  return 0;
+}
+
+/* Write one entry: its chunks first (large values), then the item, which
+ * says what it replaced (ALL_OLD) so that old chunks can be dropped. */
+static void put_entry(ddb_job_t *job, const char *k, size_t klen,
+                      const kv_buf_t *value) {
+  json_t *chunks = NULL;
+  json_t *item = big_item(job->req, k, klen, value, &chunks);
+  json_t *body = item ? json_pack("{s:o,s:s}", "Item", item, "ReturnValues", "ALL_OLD")
+                      : NULL;
+  if (body == NULL || add_conditions(job, body) != 0) {
+    json_decref(body);
+    json_decref(chunks);
+    OOM(job);
+    return;
+  }
+  json_decref(job->main_item);
+  json_decref(job->new_chunks);
+  job->main_item = body;
+  job->new_chunks = chunks;
+  if (chunks == NULL) {
+    put_main(job);
+    return;
+  }
+  size_t i;
+  json_t *ck;
+  json_array_foreach(chunks, i, ck)
+      call(job, "PutItem", json_pack("{s:O}", "Item", ck), on_chunk_put, 0);
+  job->then = put_main;
+}
+
+static void start_put(ddb_job_t *job) {
+  const kv_req_t *req = job->req;
+  put_entry(job, req->in.key, req->in.key_len, &req->in.value);
+}
+
+static void start_cas(ddb_job_t *job) { start_put(job); }
+
+/* put_many with a value above DDB_CHUNK: the entries one after the other,
+ * each as a put (in order, so a key given twice ends with its last value). */
+static void put_many_next(ddb_job_t *job) {
+  const kv_req_t *req = job->req;
+  if (job->cur >= req->in.n) return;
+  size_t i = job->cur++;
+  put_entry(job, req->in.keys[i].base, req->in.keys[i].len, &req->in.values[i]);
 }
 
 /* ---- incr --------------------------------------------------------------------- *
@@ -693,6 +1006,11 @@ static void on_batch_get(kv_http_req_t *hr) {
         int same = sk && strcmp(json_string_value(sk), k) == 0;
         json_decref(sk);
         if (!same || r->found) continue;
+        if (attr_size(item, "nc") > 0) {
+          int rc = add_asm(job, item, j, 0);
+          if (rc != 0) job_fail(job, rc, "dynamodb: malformed large value");
+          continue;
+        }
         char *v;
         size_t len;
         int rc = item_value(item, &v, &len);
@@ -786,6 +1104,12 @@ static void batch_write_send(ddb_job_t *job) {
 
 static void start_put_many(ddb_job_t *job) {
   kv_req_t *req = job->req;
+  for (size_t i = 0; i < req->in.n; i++)
+    if (req->in.values[i].len > DDB_CHUNK) {
+      job->cur = 0;
+      put_many_next(job);
+      return;
+    }
   json_decref(job->pending);
   job->pending = json_array();
   /* A key given twice: the last value wins (BatchWriteItem refuses
@@ -815,6 +1139,7 @@ static void on_delete_one(kv_http_req_t *hr) {
   if (doc) {
     json_t *old = json_object_get(doc, "Attributes");
     if (old && item_live(old, job->req->in.now_ms)) job->count++;
+    if (old) drop_chunks(job, old);
     json_decref(doc);
   }
   job->ccf = 0; /* cull: already gone or renewed */
@@ -863,6 +1188,7 @@ static void on_query_keys(kv_http_req_t *hr) {
     json_t *item;
     json_array_foreach(json_object_get(doc, "Items"), i, item) {
       const char *name = item_name(item, "k", "kn");
+      if (json_object_get(item, "ck")) continue; /* a chunk of a large value */
       if (name && item_live(item, req->in.now_ms) &&
           kv_req_add_name(req, name, strlen(name)) != 0)
         OOM(job);
@@ -880,7 +1206,7 @@ static void start_keys(ddb_job_t *job) {
       "{s:s,s:{s:{s:o}},s:s,s:b,s:I}", "KeyConditionExpression", "c = :c",
       "ExpressionAttributeValues", ":c", "S",
       stored_name(req->in.collection, req->in.collection_len, &h),
-      "ProjectionExpression", "k, kn, xm", "ConsistentRead", 1, "Limit",
+      "ProjectionExpression", "k, kn, xm, ck", "ConsistentRead", 1, "Limit",
       (json_int_t)(req->in.limit ? req->in.limit : DDB_PAGE));
   if (req->in.cursor) {
     json_t *start = cursor_json(req->in.cursor);
@@ -914,7 +1240,8 @@ static void on_scan_collections(kv_http_req_t *hr) {
     json_array_foreach(json_object_get(doc, "Items"), i, item) {
       const char *c = json_string_value(json_object_get(json_object_get(item, "c"), "S"));
       if (c == NULL) continue;
-      if ((job->skip_c && strcmp(c, job->skip_c) == 0) ||
+      if (json_object_get(item, "ck") ||
+          (job->skip_c && strcmp(c, job->skip_c) == 0) ||
           (job->last_c && strcmp(c, job->last_c) == 0) ||
           !item_live(item, req->in.now_ms))
         continue;
@@ -949,7 +1276,7 @@ static void on_scan_collections(kv_http_req_t *hr) {
 }
 
 static void collections_scan(ddb_job_t *job) {
-  json_t *body = json_pack("{s:s,s:b,s:I}", "ProjectionExpression", "c, k, cn, xm",
+  json_t *body = json_pack("{s:s,s:b,s:I}", "ProjectionExpression", "c, k, cn, xm, ck",
                            "ConsistentRead", 1, "Limit", (json_int_t)DDB_PAGE);
   if (body && job->lek) json_object_set(body, "ExclusiveStartKey", job->lek);
   call(job, "Scan", body, on_scan_collections, 0);
