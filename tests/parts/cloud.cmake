@@ -31,3 +31,6 @@ if(KV_HAVE_CLOUD)
     test-dynamodb-throttle PROPERTIES TIMEOUT ${KV_TEST_TIMEOUT}
     SKIP_RETURN_CODE 77 LABELS unit)
 endif()
+if(TARGET bench-cloud-bare AND KV_HAVE_CLOUD)
+  target_link_libraries(bench-cloud-bare PRIVATE PkgConfig::LIBCURL)
+endif()
