@@ -1432,7 +1432,7 @@ static int ddb_retryable(const kv_http_req_t *hr) {
 
 static const char *const ddb_options[] = {
     "endpoint", "region", "create", "access_key", "secret_key", "session_token",
-    "timeout", "max_connections", "verbose", NULL};
+    "timeout", "max_connections", NULL};
 
 static const char *env2(const char *a, const char *b) {
   const char *v = getenv(a);
@@ -1461,14 +1461,13 @@ static int ddb_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
   const char *sk = kv_url_param(url, "secret_key");
   const char *tok = kv_url_param(url, "session_token");
   const char *region = kv_url_param(url, "region");
-  int verbose, err;
+  int err;
   int64_t maxconn;
   double timeout;
   kv_http_config_t cfg = {0};
   kv_sbuf_t b = {0};
 
   if ((err = kv_url_param_bool(url, "create", 0, &st->create, errbuf, errbuf_len)) != 0 ||
-      (err = kv_url_param_bool(url, "verbose", 0, &verbose, errbuf, errbuf_len)) != 0 ||
       (err = kv_url_param_int(url, "max_connections", 1, 1024, 64, &maxconn, errbuf,
                               errbuf_len)) != 0 ||
       (err = kv_url_param_double(url, "timeout", 0, 86400, 30, &timeout, errbuf,
@@ -1512,7 +1511,6 @@ static int ddb_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
   cfg.service = "dynamodb";
   cfg.timeout_ms = (uint64_t)(timeout * 1e3 + 0.5);
   cfg.max_connections = (long)maxconn;
-  cfg.verbose = verbose;
   cfg.retryable = ddb_retryable;
   if ((err = kv__http_init(&st->http, s->loop, &cfg, errbuf, errbuf_len)) != 0) {
     kv_free(st->endpoint);

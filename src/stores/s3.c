@@ -958,7 +958,7 @@ static int s3_retryable(const kv_http_req_t *hr) {
 
 static const char *const s3_options[] = {
     "endpoint", "region",     "path_style", "create",  "access_key",
-    "secret_key", "session_token", "timeout", "max_connections", "verbose",
+    "secret_key", "session_token", "timeout", "max_connections",
     NULL};
 
 static const char *env2(const char *a, const char *b) {
@@ -997,7 +997,7 @@ static int s3_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
   const char *sk = kv_url_param(url, "secret_key");
   const char *tok = kv_url_param(url, "session_token");
   const char *region = kv_url_param(url, "region");
-  int path_style, verbose, err;
+  int path_style, err;
   int64_t maxconn;
   double timeout;
   kv_http_config_t cfg = {0};
@@ -1005,8 +1005,6 @@ static int s3_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
   if ((err = kv_url_param_bool(url, "path_style", endpoint != NULL, &path_style,
                                errbuf, errbuf_len)) != 0 ||
       (err = kv_url_param_bool(url, "create", 0, &st->create, errbuf,
-                               errbuf_len)) != 0 ||
-      (err = kv_url_param_bool(url, "verbose", 0, &verbose, errbuf,
                                errbuf_len)) != 0 ||
       (err = kv_url_param_int(url, "max_connections", 1, 1024, 64, &maxconn,
                               errbuf, errbuf_len)) != 0 ||
@@ -1082,7 +1080,6 @@ static int s3_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
   cfg.service = "s3";
   cfg.timeout_ms = (uint64_t)(timeout * 1e3 + 0.5);
   cfg.max_connections = (long)maxconn;
-  cfg.verbose = verbose;
   cfg.retryable = s3_retryable;
   if ((err = kv__http_init(&st->http, s->loop, &cfg, errbuf, errbuf_len)) != 0) {
     s3_free_fields(st);
