@@ -73,6 +73,8 @@ struct s3_job_s {
   int phase;
   int need_bucket;
   int pass;
+  int truncated;
+  size_t max_items;
   size_t removed;
   /* listings */
   char *token;
@@ -514,6 +516,13 @@ static void on_list(kv_http_req_t *hr) {
       job->token = doc.truncated ? doc.next_token : NULL;
       if (doc.truncated) doc.next_token = NULL;
       job->list_done = !doc.truncated || job->token == NULL;
+      job->truncated = doc.truncated;
+      if (job->max_items && job->nitems > job->max_items) {
+        for (size_t i = job->max_items; i < job->nitems; i++)
+          kv_free(job->items[i].obj);
+        job->nitems = job->max_items;
+        job->truncated = 1;
+      }
     }
   }
   kv__s3_list_free(&doc);
@@ -521,7 +530,7 @@ static void on_list(kv_http_req_t *hr) {
 }
 
 static void issue_list(s3_job_t *job, const char *prefix, const char *token,
-                       size_t max_keys) {
+                       size_t max_keys, const char *start_after) {
   s3_store_t *st = job->st;
   kv_sbuf_t u = {0};
   char *p = kv__http_escape(prefix, strlen(prefix), 0);
@@ -540,6 +549,13 @@ static void issue_list(s3_job_t *job, const char *prefix, const char *token,
   kv__sbuf_printf(&u, "list-type=2&max-keys=%zu&prefix=%s", max_keys,
                   p ? p : "");
   kv_free(p);
+  if (start_after) {
+    char *sa = kv__http_escape(start_after, strlen(start_after), 0);
+    kv__sbuf_adds(&u, "&start-after=");
+    kv__sbuf_adds(&u, sa ? sa : "");
+    if (sa == NULL) u.oom = 1;
+    kv_free(sa);
+  }
   if (p == NULL || u.oom) {
     kv__sbuf_free(&u);
     job_fail(job, KV_ENOMEM, "s3: out of memory");
@@ -795,7 +811,8 @@ static int advance(s3_job_t *job) {
       }
       job->list_prefix = p;
       issue_list(job, p, in->cursor,
-                 in->limit && in->limit < S3_LIST_MAX ? in->limit : S3_LIST_MAX);
+                 in->limit && in->limit < S3_LIST_MAX ? in->limit : S3_LIST_MAX,
+                 NULL);
     } else if (phase == 1) {
       size_t pl = strlen(job->list_prefix), sl = strlen(job->st->prefix);
       for (size_t i = 0; i < job->nitems && !job->err; i++) {
@@ -828,9 +845,23 @@ static int advance(s3_job_t *job) {
     return phase <= 1;
   case KV_OP_COLLECTIONS:
     if (phase == 0) {
+      /* The cursor is the last collection prefix listed: the next page
+       * starts after every key under it (U+10FFFF sorts after any UTF-8
+       * name). Not S3's continuation token: some servers (s3rver) ignore
+       * max-keys with a delimiter, and the store cuts the page itself. */
       job->delimiter = "/";
-      issue_list(job, job->st->prefix, in->cursor,
-                 in->limit && in->limit < S3_LIST_MAX ? in->limit : S3_LIST_MAX);
+      job->max_items = in->limit && in->limit < S3_LIST_MAX ? in->limit : S3_LIST_MAX;
+      kv_sbuf_t sa = {0};
+      if (in->cursor) {
+        kv__sbuf_adds(&sa, in->cursor);
+        kv__sbuf_adds(&sa, "\xf4\x8f\xbf\xbf");
+        if (sa.oom) {
+          job_fail(job, KV_ENOMEM, "s3: out of memory");
+          return 1;
+        }
+      }
+      issue_list(job, job->st->prefix, NULL, job->max_items, sa.p);
+      kv__sbuf_free(&sa);
     } else if (phase == 1) {
       /* items[i].obj is "PREFIX Cpart/": decode Cpart, or fetch the name
        * of a hashed one from its sidecar. "PREFIX." is ours (sidecars). */
@@ -860,7 +891,10 @@ static int advance(s3_job_t *job) {
             kv_req_add_name(req, job->items[i].name,
                             strlen(job->items[i].name)) != 0)
           job_fail(job, KV_ENOMEM, "s3: out of memory");
-      if (!job->err && kv_req_set_cursor(req, job->token) != 0)
+      if (!job->err &&
+          kv_req_set_cursor(req, job->truncated && job->nitems
+                                     ? job->items[job->nitems - 1].obj
+                                     : NULL) != 0)
         job_fail(job, KV_ENOMEM, "s3: out of memory");
     }
     return phase <= 1;
@@ -887,7 +921,7 @@ static int advance(s3_job_t *job) {
           return 1;
         }
       }
-      issue_list(job, job->list_prefix, NULL, S3_LIST_MAX);
+      issue_list(job, job->list_prefix, NULL, S3_LIST_MAX, NULL);
     } else {
       issue_delete_objects(job, 0);
     }
@@ -901,7 +935,7 @@ static int advance(s3_job_t *job) {
       }
       char *tok = job->token;
       job->token = NULL;
-      issue_list(job, job->st->prefix, tok, S3_LIST_MAX);
+      issue_list(job, job->st->prefix, tok, S3_LIST_MAX, NULL);
       kv_free(tok);
     } else if (phase % 3 == 1) {
       issue_item_heads(job);
