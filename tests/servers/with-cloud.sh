@@ -95,8 +95,7 @@ mkdir -p "$dir/data"
 if [ "$kind" = s3 ]; then
   # s3rver encrypts its continuation tokens with DES: OpenSSL 3 has it only
   # in the legacy provider.
-  cmd=(node --openssl-legacy-provider "$nodedir/node_modules/.bin/s3rver" -d "$dir/data" -a 127.0.0.1
-       -p "$port" -s)
+  cmd=(node --openssl-legacy-provider "$here/s3rver.js" "$dir/data" "$port")
 else
   cmd=(node "$nodedir/node_modules/.bin/dynalite" --port "$port" --path
        "$dir/data" --createTableMs 0 --deleteTableMs 0 --updateTableMs 0)
@@ -152,4 +151,8 @@ set +e
 "${args[@]}"
 rc=$?
 set -e
+if [ "$rc" != 0 ] && [ "$rc" != 77 ] && [ -s "$dir/server.log" ]; then
+  echo "with-cloud: the last lines of the $kind server's log:" >&2
+  tail -30 "$dir/server.log" >&2
+fi
 exit "$rc"
