@@ -79,6 +79,7 @@ struct ddb_job_s {
   json_t *main_item;  /* put: the item to write after its chunks */
   size_t cur;         /* put_many of large values: the entry being written */
   int finalized;
+  ddb_then_fn after_batch; /* the step after a BatchWriteItem series */
 };
 
 typedef struct ddb_asm_s {
@@ -1087,7 +1088,11 @@ static void on_batch_write(kv_http_req_t *hr) {
 }
 
 static void batch_write_send(ddb_job_t *job) {
-  ddb_then_fn after = job->then;
+  /* Called from a callback that chose the next step (keep it for after the
+   * resends of unprocessed items), or as a step of its own (then is NULL:
+   * restore the step kept). */
+  if (job->then) job->after_batch = job->then;
+  ddb_then_fn after = job->after_batch;
   while (json_array_size(job->pending) > 0 && !job->err) {
     json_t *writes = json_array();
     while (json_array_size(writes) < DDB_BATCH_WRITE &&
