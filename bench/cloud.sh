@@ -71,4 +71,6 @@ else
   echo
   ratio "dynamodb put: kvio 1 in flight / bare libcurl" "${R[kvio put, 1 in flight]}" "${R[bare libcurl PutItem loop]}"
   ratio "dynamodb put: kvio 64 in flight / kvio 1 in flight" "${R[kvio put, 64 in flight]}" "${R[kvio put, 1 in flight]}"
+  awk -v r="${R[kvio get-many (100 keys per request), 1 in flight]}" \
+    'BEGIN { printf "dynamodb get-many: %.0f keys/s (one BatchGetItem of 100 keys per request)\n", r * 100 }'
 fi

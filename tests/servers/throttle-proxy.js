@@ -1,18 +1,21 @@
-// throttle-proxy.js s3|dynamodb LISTEN_PORT SERVER_PORT — an HTTP proxy on
-// 127.0.0.1 that answers every third request with the service's throttling
-// error (S3: 503 SlowDown; DynamoDB: 400 ThrottlingException) and forwards
-// the others unchanged (the Host header too, so signatures still match).
+// throttle-proxy.js s3|dynamodb LISTEN_PORT SERVER_PORT [FLAG_FILE] — an
+// HTTP proxy on 127.0.0.1 that answers every third request with the
+// service's throttling error (S3: 503 SlowDown; DynamoDB: 400
+// ThrottlingException) — every request while FLAG_FILE exists — and
+// forwards the others unchanged (the Host header too, so signatures still
+// match).
 // Counts are printed on SIGTERM. Test helper for tests/servers/with-cloud.sh.
 'use strict';
 const http = require('http');
-const [kind, listenPort, serverPort] = process.argv.slice(2);
+const fs = require('fs');
+const [kind, listenPort, serverPort, flagFile] = process.argv.slice(2);
 let n = 0, throttled = 0;
 const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
 http.createServer((req, res) => {
   const chunks = [];
   req.on('data', (c) => chunks.push(c));
   req.on('end', () => {
-    if (++n % 3 === 0) {
+    if (++n % 3 === 0 || (flagFile && fs.existsSync(flagFile))) {
       throttled++;
       if (kind === 's3') {
         res.writeHead(503, { 'Content-Type': 'application/xml' });

@@ -8,7 +8,8 @@
 # The server runs on a free loopback port with its data in a temporary
 # directory. With --proxy, tests/servers/throttle-proxy.js runs in front of
 # it: it answers every third request with the service's throttling error
-# (S3 503 SlowDown, DynamoDB ThrottlingException) and forwards the others.
+# (S3 503 SlowDown, DynamoDB ThrottlingException) and forwards the others;
+# while the file @DIR@/throttle-all exists it throttles every request.
 # In ARGS:
 #
 #   @PORT@      the server's port
@@ -128,7 +129,8 @@ fi
 endpoint=http://127.0.0.1:$port
 if [ "$proxy" = 1 ]; then
   pport=$(free_port)
-  node "$here/throttle-proxy.js" "$kind" "$pport" "$port" >"$dir/proxy.log" 2>&1 &
+  node "$here/throttle-proxy.js" "$kind" "$pport" "$port" "$dir/throttle-all" \
+    >"$dir/proxy.log" 2>&1 &
   echo $! >"$dir/proxy.pid"
   wait_port "$pport" || { cat "$dir/proxy.log" >&2; echo "with-cloud: proxy did not start" >&2; exit 1; }
   endpoint=http://127.0.0.1:$pport
