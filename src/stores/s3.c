@@ -365,12 +365,11 @@ static int64_t expiry_of(kv_http_req_t *hr) {
 static int object_state(s3_job_t *job, kv_http_req_t *hr, const char *what,
                         int64_t *expires) {
   *expires = 0;
-  if (hr->err == 0 && hr->status == 404) {
-    char buf[64];
-    /* A HEAD has no body: a 404 HEAD on a missing bucket is still 404. */
-    if (hr->body_len == 0 || !strstr(hr->body, "NoSuchBucket")) return 0;
-    (void)buf;
-  }
+  /* 404 is a missing object, unless the body says the bucket is missing
+   * (a HEAD has no body: its 404 always reads as a missing object). */
+  if (hr->err == 0 && hr->status == 404 &&
+      (hr->body_len == 0 || !strstr(hr->body, "NoSuchBucket")))
+    return 0;
   if (hr->err || hr->status < 200 || hr->status > 299) {
     job_http_error(job, hr, what);
     return -1;
@@ -783,9 +782,17 @@ static int advance(s3_job_t *job) {
     return phase == 0;
   case KV_OP_PUT_MANY:
     if (phase == 0)
-      for (size_t i = 0; i < in->n && !job->err; i++)
-        issue_object(job, "PUT", in->keys[i].base, in->keys[i].len, i, on_put,
-                     &in->values[i]);
+      for (size_t i = 0; i < in->n && !job->err; i++) {
+        /* All in flight at once, so a key given twice is written once,
+         * with its last value. */
+        int dup = 0;
+        for (size_t j = i + 1; j < in->n && !dup; j++)
+          dup = in->keys[j].len == in->keys[i].len &&
+                memcmp(in->keys[j].base, in->keys[i].base, in->keys[i].len) == 0;
+        if (!dup)
+          issue_object(job, "PUT", in->keys[i].base, in->keys[i].len, i, on_put,
+                       &in->values[i]);
+      }
     return phase == 0;
   case KV_OP_DELETE_MANY:
     if (phase == 0 || phase == 1)
