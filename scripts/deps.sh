@@ -27,8 +27,15 @@ case "${1:-build}" in
   *) echo "usage: $0 build|check|demo" >&2; exit 2 ;;
 esac
 
+# "pkg:command" installs pkg only when command is missing (node and npm
+# may come from elsewhere, e.g. nodesource, whose nodejs conflicts with
+# Debian's npm).
 missing=()
 for p in "${want[@]}"; do
+  if [[ $p == *:* ]]; then
+    command -v "${p#*:}" >/dev/null 2>&1 && continue
+    p=${p%%:*}
+  fi
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
     missing+=("$p")
   fi
