@@ -7,7 +7,8 @@
  *   bench-cloud-bare dynamodb ENDPOINT TABLE put N SIZE KEYS
  *       time N PutItem of SIZE-byte values over KEYS keys
  *
- * Credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. Prints one
+ * Credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; BARE_ALL_OLD=1
+ * adds ReturnValues=ALL_OLD to PutItem. Prints one
  * JSON line: {"ops_per_sec": X, "p99_us": Y} (as `kvio bench --json`). */
 #include <stdint.h>
 #include <stdio.h>
@@ -63,6 +64,9 @@ int main(int argc, char **argv) {
   long n = atol(argv[5]), size = atol(argv[6]), keys = atol(argv[7]);
   const char *ak = getenv("AWS_ACCESS_KEY_ID"), *sk = getenv("AWS_SECRET_ACCESS_KEY");
   int s3 = strcmp(kind, "s3") == 0;
+  /* BARE_ALL_OLD=1: PutItem with ReturnValues=ALL_OLD, as dynamodb:// sends
+   * it (it drops the chunks of a replaced large value). */
+  int all_old = getenv("BARE_ALL_OLD") && strcmp(getenv("BARE_ALL_OLD"), "1") == 0;
   char userpwd[256], url[1024], sha[65], hdr[128];
   char *value = malloc((size_t)size + 1);
   double *lat = malloc((size_t)n * sizeof *lat);
@@ -126,9 +130,10 @@ int main(int argc, char **argv) {
     double t0 = now_us();
     for (long i = 0; i < n; i++) {
       int len = snprintf(body, b64len + 512,
-                         "{\"TableName\":\"%s\",\"Item\":{\"c\":{\"S\":\"bare\"},"
+                         "{\"TableName\":\"%s\",%s\"Item\":{\"c\":{\"S\":\"bare\"},"
                          "\"k\":{\"S\":\"key%06ld\"},\"v\":{\"B\":\"%s\"}}}",
-                         name, (long)(rand() % keys), b64);
+                         name, all_old ? "\"ReturnValues\":\"ALL_OLD\"," : "",
+                         (long)(rand() % keys), b64);
       curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
       curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
       double a = now_us();

@@ -67,9 +67,11 @@ else
   run "kvio put, 1 in flight" "$kvio" --store "$url" bench --op put --clients 1 --requests "$req" "${common[@]}"
   run "kvio put, 64 in flight" "$kvio" --store "$url" bench --op put --clients 64 --requests $((req * 4)) "${common[@]}"
   run "bare libcurl PutItem loop" "$bare" dynamodb "$KV_CLOUD_ENDPOINT" kvio_bench put "$req" 100 "$keys"
+  run "bare libcurl PutItem loop, ReturnValues=ALL_OLD" env BARE_ALL_OLD=1 "$bare" dynamodb "$KV_CLOUD_ENDPOINT" kvio_bench put "$req" 100 "$keys"
   run "kvio get-many (100 keys per request), 1 in flight" "$kvio" --store "$url" bench --op get-many --clients 1 --requests $((req / 10)) "${common[@]}"
   echo
   ratio "dynamodb put: kvio 1 in flight / bare libcurl" "${R[kvio put, 1 in flight]}" "${R[bare libcurl PutItem loop]}"
+  ratio "dynamodb put: kvio 1 in flight / bare libcurl with ALL_OLD" "${R[kvio put, 1 in flight]}" "${R[bare libcurl PutItem loop, ReturnValues=ALL_OLD]}"
   ratio "dynamodb put: kvio 64 in flight / kvio 1 in flight" "${R[kvio put, 64 in flight]}" "${R[kvio put, 1 in flight]}"
   awk -v r="${R[kvio get-many (100 keys per request), 1 in flight]}" \
     'BEGIN { printf "dynamodb get-many: %.0f keys/s (one BatchGetItem of 100 keys per request)\n", r * 100 }'
