@@ -639,6 +639,8 @@ static int run(kv__rcl_t *cl, kv_req_t *req, ctx_t *ctx) {
   req->priv.store_data[2] = NULL;
   req->priv.store_data[3] = &ctx->hook;
   ctx->kind = K_NONE;
+  kv_free(req->priv.errmsg); /* an earlier attempt's (CLUSTERDOWN) text */
+  req->priv.errmsg = NULL;
   if (asking) {
     static const char *const argv[] = {"ASKING"};
     static const size_t argl[] = {6};

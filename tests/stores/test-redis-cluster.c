@@ -1,9 +1,10 @@
 /* Tests of redis+cluster:// that the conformance suite does not reach: bad
  * URLs; keys of one and of many collections placed on several primaries
  * (slots=collection and slots=key); bulk operations split per slot and
- * merged in order; enumeration over every primary; slots resharded while 64
- * requests are in flight (every request completes once, no acknowledged
- * write is lost, MOVED/ASK were followed); a primary killed and its replica
+ * merged in order; enumeration over every primary; the store's slots equal
+ * CLUSTER KEYSLOT; slots resharded while 64 requests (puts, gets,
+ * get_many) are in flight (every request completes once, no acknowledged
+ * write is lost, MOVED/ASK/TRYAGAIN were followed); a primary killed and its replica
  * promoted (the store carries on without reopening).
  *
  * Run under tests/servers/with-redis-cluster.sh (3 primaries), which
@@ -380,7 +381,8 @@ typedef struct {
   kv_req_t req;
   int key;
   int calls;
-  int put; /* 1: a put, 0: a get */
+  int put; /* 1: a put, 0: a get, 2: a get_many of 3 keys of one
+              collection (TRYAGAIN while its slot migrates) */
   char val[32];
 } op_t;
 
@@ -405,11 +407,15 @@ static void load_cb(kv_req_t *req) {
   op->calls++;
   if (op->calls != 1) fail_msg("a callback ran %d times", op->calls);
   l->completed++;
-  l->pending[op->key]--;
+  if (op->put != 2) l->pending[op->key]--;
   if (req->status != 0) {
     l->failed++;
     snprintf(l->failmsg, sizeof l->failmsg, "%s: %s", kv_err_name(req->status),
              kv_req_errmsg(req));
+  } else if (op->put == 2) {
+    if (req->nresults != 3)
+      snprintf(l->failmsg, sizeof l->failmsg, "get_many: %zu results",
+               req->nresults);
   } else if (op->put) {
     l->acked[op->key] = atoi(op->val + 1);
   } else if (l->acked[op->key] >= 0) {
@@ -431,13 +437,25 @@ static void load_submit(op_t *op) {
   op->req.data = op;
   op->calls = 0;
   op->key = l->next % NKEYS;
-  /* one put per key at a time; reads in between */
+  /* one put per key at a time; reads in between; every 8th a get_many */
   op->put = l->pending[op->key] == 0 &&
             (l->acked[op->key] < 0 || (l->next / NKEYS) % 2 == 0);
+  if (l->next % 8 == 0) op->put = 2;
   snprintf(coll, sizeof coll, "c%d", op->key % 500);
   snprintf(key, sizeof key, "k%d", op->key);
   snprintf(op->val, sizeof op->val, "v%d", l->next);
   l->next++;
+  if (op->put == 2) {
+    char k3[3][16];
+    const char *keys[3];
+    for (int j = 0; j < 3; j++) {
+      snprintf(k3[j], sizeof k3[j], "k%d", (op->key + 500 * j) % NKEYS);
+      keys[j] = k3[j];
+    }
+    rc = kv_get_many(l->fx->store, &op->req, coll, keys, 3, load_cb);
+    if (rc != 0) fail_msg("submit: %s", kv_err_name(rc));
+    return;
+  }
   l->pending[op->key]++;
   rc = op->put ? kv_put(l->fx->store, &op->req, coll, key, op->val,
                         strlen(op->val), 0, load_cb)
