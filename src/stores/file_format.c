@@ -30,47 +30,20 @@ int kv__file_msg(char *msg, size_t len, int err, const char *fmt, ...) {
   return err;
 }
 
-/* ---- Base64 (RFC 4648, standard alphabet, padded) ------------------------ */
+/* ---- Base64 (RFC 4648, standard alphabet, padded: kv__b64_*) ------------ */
 
-static const char b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static int b64_value(unsigned char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+') return 62;
-  if (c == '/') return 63;
-  return -1;
-}
-
-/* Decode strictly (length a multiple of 4, '=' only as final padding).
- * With out NULL only validates. Returns the decoded length, or -1. */
+/* Decode strictly (length a multiple of 4, '=' only as final padding, one
+ * spelling per byte string). With out NULL only validates. Returns the
+ * decoded length, or -1 (also when out of memory while validating). */
 static long long b64_decode(const char *s, size_t n, unsigned char *out) {
-  size_t i, o = 0, pad = 0;
-  if (n % 4 != 0) return -1;
-  if (n > 0 && s[n - 1] == '=') pad = n > 1 && s[n - 2] == '=' ? 2 : 1;
-  for (i = 0; i < n; i += 4) {
-    int v[4], k;
-    int last = i + 4 == n;
-    for (k = 0; k < 4; k++) {
-      if (last && k >= 4 - (int)pad) {
-        v[k] = 0;
-        continue;
-      }
-      v[k] = b64_value((unsigned char)s[i + k]);
-      if (v[k] < 0) return -1;
-    }
-    if (out != NULL) {
-      uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 |
-                   (uint32_t)v[2] << 6 | (uint32_t)v[3];
-      out[o] = (unsigned char)(w >> 16);
-      if (!last || pad < 2) out[o + 1] = (unsigned char)(w >> 8);
-      if (!last || pad < 1) out[o + 2] = (unsigned char)w;
-    }
-    o += last ? 3 - pad : 3;
-  }
-  return (long long)o;
+  long long r;
+  unsigned char *tmp;
+  if (out != NULL) return kv__b64_decode(s, n, out, 0);
+  tmp = kv_malloc(n / 4 * 3 + 1);
+  if (tmp == NULL) return -1;
+  r = kv__b64_decode(s, n, tmp, 0);
+  kv_free(tmp);
+  return r;
 }
 
 /* ---- The data in memory -----------------------------------------------------
@@ -607,23 +580,14 @@ static void w_string(file_writer_t *w, const char *s, size_t n) {
 }
 
 static void w_base64(file_writer_t *w, const unsigned char *p, size_t n) {
-  char out[4096];
-  size_t o = 0, i;
+  char out[4096 + 1]; /* 1024 groups of 4 and the NUL */
   w_put(w, "\"", 1);
-  for (i = 0; i < n; i += 3) {
-    uint32_t v = (uint32_t)p[i] << 16;
-    if (i + 1 < n) v |= (uint32_t)p[i + 1] << 8;
-    if (i + 2 < n) v |= p[i + 2];
-    out[o++] = b64_alphabet[v >> 18];
-    out[o++] = b64_alphabet[(v >> 12) & 63];
-    out[o++] = i + 1 < n ? b64_alphabet[(v >> 6) & 63] : '=';
-    out[o++] = i + 2 < n ? b64_alphabet[v & 63] : '=';
-    if (o == sizeof(out)) {
-      w_put(w, out, o);
-      o = 0;
-    }
+  while (n > 0) {
+    size_t chunk = n < 3072 ? n : 3072;
+    w_put(w, out, kv__b64_encode(p, chunk, out, 0));
+    p += chunk;
+    n -= chunk;
   }
-  w_put(w, out, o);
   w_put(w, "\"", 1);
 }
 

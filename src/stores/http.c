@@ -151,47 +151,26 @@ void kv__http_sha256_hex(const void *data, size_t len, char out[65]) {
 }
 
 char *kv__http_base64(const void *data, size_t len, size_t *out_len) {
-  size_t n = 4 * ((len + 2) / 3);
-  char *out = kv_malloc(n + 1);
+  char *out = kv_malloc(KV__B64_SIZE(len));
+  size_t o;
   if (out == NULL) return NULL;
-  /* EVP_EncodeBlock takes an int length: encode in chunks of 3 * 2^28. */
-  size_t done = 0, o = 0;
-  const unsigned char *p = data;
-  while (done < len) {
-    size_t chunk = len - done;
-    if (chunk > (size_t)3 << 28) chunk = (size_t)3 << 28;
-    o += (size_t)EVP_EncodeBlock((unsigned char *)out + o, p + done, (int)chunk);
-    done += chunk;
-  }
-  out[o] = '\0';
+  o = kv__b64_encode(data, len, out, 0);
   if (out_len) *out_len = o;
   return out;
 }
 
 int kv__http_unbase64(const char *s, size_t len, char **out, size_t *out_len) {
-  EVP_ENCODE_CTX *ctx;
-  char *buf;
-  int n1 = 0, n2 = 0;
-  if (len > (size_t)1 << 30) return KV_ECORRUPT;
-  buf = kv_malloc(len / 4 * 3 + 4);
+  char *buf = kv_malloc(len / 4 * 3 + 1);
+  long long n;
   if (buf == NULL) return KV_ENOMEM;
-  ctx = EVP_ENCODE_CTX_new();
-  if (ctx == NULL) {
-    kv_free(buf);
-    return KV_ENOMEM;
-  }
-  EVP_DecodeInit(ctx);
-  if (EVP_DecodeUpdate(ctx, (unsigned char *)buf, &n1,
-                       (const unsigned char *)s, (int)len) < 0 ||
-      EVP_DecodeFinal(ctx, (unsigned char *)buf + n1, &n2) < 0) {
-    EVP_ENCODE_CTX_free(ctx);
+  n = kv__b64_decode(s, len, (unsigned char *)buf, 0);
+  if (n < 0) {
     kv_free(buf);
     return KV_ECORRUPT;
   }
-  EVP_ENCODE_CTX_free(ctx);
-  buf[n1 + n2] = '\0';
+  buf[n] = '\0';
   *out = buf;
-  *out_len = (size_t)(n1 + n2);
+  *out_len = (size_t)n;
   return 0;
 }
 
