@@ -908,9 +908,32 @@ int kv__submit_in(kv_store_t *s, kv_req_t *req, kv_op_t op,
   int rc;
   if (in == NULL || (int)op <= KV_OP_NONE || op >= KV_OP_COUNT_)
     return KV_EINVAL;
+  kv_req_in_t x;
   if ((rc = begin(s, req, op, cb)) != 0) return rc;
   if (in->collection == NULL)
     return kv_req_set_error(req, KV_EINVAL, "submitted without a collection");
+  /* Only what the op uses is copied (a wrapper may leave stale pointers in
+   * the fields another op of its used). */
+  x = *in;
+  if (op != KV_OP_PUT && op != KV_OP_PUT_IF_ABSENT && op != KV_OP_CAS) {
+    x.value.base = NULL;
+    x.value.len = 0;
+  }
+  if (op != KV_OP_CAS) {
+    x.expected.base = NULL;
+    x.expected.len = 0;
+  }
+  if (op < KV_OP_GET_MANY || op > KV_OP_DELETE_MANY) {
+    x.keys = NULL;
+    x.n = 0;
+  }
+  if (op != KV_OP_PUT_MANY) x.values = NULL;
+  if (op != KV_OP_KEYS && op != KV_OP_COLLECTIONS) x.cursor = NULL;
+  if ((op >= KV_OP_GET_MANY && op <= KV_OP_CULL) || x.key == NULL) {
+    x.key = NULL;
+    x.key_len = 0;
+  }
+  in = &x;
   if ((rc = copy_in(req, in)) != 0) return rc;
   req->in.expires_at_ms = kv__expiry(in->now_ms, in->ttl);
   return dispatch(s, req);

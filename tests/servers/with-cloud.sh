@@ -91,8 +91,13 @@ free_port() {
   return 1
 }
 
-port=$(free_port)
 mkdir -p "$dir/data"
+# A free port can be taken between the check and the listen (by another
+# test's server or a client's ephemeral port): try a few ports, and keep
+# one only when our own server is the one listening on it.
+started=0
+for attempt in 1 2 3 4 5; do
+port=$(free_port)
 if [ "$kind" = s3 ]; then
   # s3rver encrypts its continuation tokens with DES: OpenSSL 3 has it only
   # in the legacy provider.
@@ -121,7 +126,14 @@ while kill -0 \$pid 2>/dev/null; do sleep 0.05; done
 exit 0
 EOS
 chmod 755 "$dir/start.sh" "$dir/stop.sh"
-if ! "$dir/start.sh"; then
+if "$dir/start.sh" && sleep 0.5 && kill -0 "$(cat "$dir/server.pid")" 2>/dev/null; then
+  started=1
+  break
+fi
+kill "$(cat "$dir/server.pid" 2>/dev/null)" 2>/dev/null || true
+echo "with-cloud: port $port: the $kind server did not start (attempt $attempt)" >&2
+done
+if [ "$started" != 1 ]; then
   cat "$dir/server.log" >&2 || true
   echo "with-cloud: the $kind server did not start" >&2
   exit 1
