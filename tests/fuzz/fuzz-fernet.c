@@ -20,6 +20,7 @@
 
 #include "internal.h"
 #include "kvio/encryption.h"
+#include "wrappers/codec.h"
 #include "wrappers/fernet.h"
 
 #define SPEC_KEY "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4="
