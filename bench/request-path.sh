@@ -6,7 +6,7 @@
 #   bench/request-path.sh [BUILD_DIR]          RUNS=7 REQ=1000000 ...
 set -euo pipefail
 build=${1:-build}
-kvio=$build/kvio
+kvio=${KVIO:-$build/kvio}
 runs=${RUNS:-5}
 req=${REQ:-1000000}
 pin=(taskset -c 0)
