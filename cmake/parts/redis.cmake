@@ -24,6 +24,7 @@ if(HIREDIS_FOUND AND LIBSSL_FOUND)
       ${CMAKE_SOURCE_DIR}/src/stores/redis_pool.c
       ${CMAKE_SOURCE_DIR}/src/stores/redis_tx.c
       ${CMAKE_SOURCE_DIR}/src/stores/redis_pubsub.c
+      ${CMAKE_SOURCE_DIR}/src/stores/redis_ha.c
       ${CMAKE_SOURCE_DIR}/src/stores/redis_cluster.c
       ${CMAKE_SOURCE_DIR}/src/stores/redis_sentinel.c
     LIBS PkgConfig::HIREDIS PkgConfig::LIBSSL PkgConfig::LIBCRYPTO

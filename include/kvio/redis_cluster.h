@@ -39,6 +39,7 @@ typedef struct kv_redis_sentinel_stats_s {
   uint64_t lookups;   /* primary addresses asked of the sentinels */
   uint64_t failovers; /* times the primary's address changed */
   char primary[300];  /* now: "host:port" of the primary, "" if unknown */
+  uint64_t announcements; /* +switch-master messages for this primary */
 } kv_redis_sentinel_stats_t;
 
 /* ctl(s, KV_REDIS_CTL_SENTINEL_STATS, kv_redis_sentinel_stats_t *out): the

@@ -25,7 +25,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 
-#include "stores/redis_int.h"
+#include "stores/redis_cluster.h"
 
 #define CHUNK 1000 /* keys per MGET / MSET / DEL / script call */
 #define SCAN_COUNT 1000
@@ -1302,12 +1302,15 @@ int kv_redis_command(kv_store_t *s, kv_redis_req_t *req, int argc,
   int len, rc;
   if (req == NULL) return KV_EINVAL;
   kv__redis_raw_init(req, s, cb);
-  if (s == NULL || s->methods != &kv__redis_methods)
+  if (s == NULL ||
+      (s->methods != &kv__redis_methods && !kv__redis_ha_kind(s)))
     return raw_error(req, KV_EINVAL, "kv_redis_command: not a redis store");
   if ((rc = kv__redis_raw_check(req, argc, argv, argvlen, cb, 1)) != 0)
     return rc;
   if (kv_store_is_closing(s))
     return raw_error(req, KV_ECLOSED, "the store is closing");
+  if (s->methods != &kv__redis_methods) /* cluster, sentinel: redis_ha.c */
+    return kv__redis_ha_command(s, req, argc, argv, argvlen, cb);
   st = kv__redis_pick(STORE(s));
   rc = kv__redis_ready(st);
   if (rc != 0) return raw_error(req, rc, st->last_msg);

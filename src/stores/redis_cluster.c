@@ -125,6 +125,8 @@ struct kv__rcl_s {
   uint64_t map_retry_at;
   int map_attempts;
   kv_req_t *wait_head, *wait_tail; /* waiting for the first map */
+  kv__redis_waiter_t *waiters;     /* redis_ha.c's, for the first map */
+  int waiters_due;                 /* the map is loaded or failed */
   ctx_t *retry_head;
   uv_timer_t timer;
   ctx_t shared;
@@ -368,6 +370,10 @@ static void want_refresh(kv__rcl_t *cl) {
 static void run_waiting(kv__rcl_t *cl, int err) {
   kv_req_t *req = cl->wait_head;
   cl->wait_head = cl->wait_tail = NULL;
+  if (cl->waiters != NULL) { /* from the timer: this may be inside a call */
+    cl->waiters_due = 1;
+    timer_arm(cl);
+  }
   while (req != NULL) {
     kv_req_t *next = req->priv.store_data[0];
     int rc;
@@ -722,34 +728,54 @@ static void hook_finish(kv__redis_hook_t *h, kv_req_t *req, int err) {
   }
 }
 
+/* The kind of an error reply (K_*); for MOVED and ASK also the slot and
+ * the address ("MOVED 3999 127.0.0.1:6381"). K_NONE: none of ours, or a
+ * redirect that cannot be read. */
+static int error_kind(const char *str, size_t len, long *slot,
+                      const char **addr, size_t *alen) {
+  int kind = K_NONE;
+  if (len > 6 && memcmp(str, "MOVED ", 6) == 0)
+    kind = K_MOVED;
+  else if (len > 4 && memcmp(str, "ASK ", 4) == 0)
+    kind = K_ASK;
+  else if (len >= 8 && memcmp(str, "TRYAGAIN", 8) == 0)
+    kind = K_TRYAGAIN;
+  else if (len >= 11 && memcmp(str, "CLUSTERDOWN", 11) == 0)
+    kind = K_DOWN;
+  if (kind == K_MOVED || kind == K_ASK) {
+    char *end;
+    const char *num = str + (kind == K_MOVED ? 6 : 4), *sp;
+    *slot = strtol(num, &end, 10);
+    if (end == num || *end != ' ' || *slot < 0 || *slot >= NSLOTS)
+      return K_NONE;
+    *addr = end + 1;
+    sp = memchr(*addr, ' ', len - (size_t)(*addr - str));
+    *alen = sp ? (size_t)(sp - *addr) : len - (size_t)(*addr - str);
+  }
+  return kind;
+}
+
+/* A MOVED reply: the slot is served by addr from now on. */
+static node_t *moved(kv__rcl_t *cl, long slot, const char *addr, size_t alen) {
+  node_t *n = node_by_addr(cl, addr, alen);
+  cl->stats.moved++;
+  if (n == NULL) return NULL;
+  cl->slots[slot] = n;
+  want_refresh(cl);
+  return n;
+}
+
 /* "MOVED 3999 127.0.0.1:6381" and the like. */
 static void hook_error_reply(kv__redis_hook_t *h, kv__redis_t *st,
                              kv_req_t *req, const kv_redis_reply_t *r) {
   ctx_t *ctx = (ctx_t *)h;
   kv__rcl_t *cl = ctx->cl;
-  int kind = K_NONE;
   long slot = -1;
-  const char *addr = NULL, *sp;
+  const char *addr = NULL;
   size_t alen = 0;
+  int kind = error_kind(r->str, r->len, &slot, &addr, &alen);
   (void)st;
-  if (r->len > 6 && memcmp(r->str, "MOVED ", 6) == 0)
-    kind = K_MOVED;
-  else if (r->len > 4 && memcmp(r->str, "ASK ", 4) == 0)
-    kind = K_ASK;
-  else if (r->len >= 8 && memcmp(r->str, "TRYAGAIN", 8) == 0)
-    kind = K_TRYAGAIN;
-  else if (r->len >= 11 && memcmp(r->str, "CLUSTERDOWN", 11) == 0)
-    kind = K_DOWN;
   if (kind == K_NONE || ctx->fixed != NULL) return;
-  if (kind == K_MOVED || kind == K_ASK) {
-    char *end;
-    const char *num = r->str + (kind == K_MOVED ? 6 : 4);
-    slot = strtol(num, &end, 10);
-    if (end == num || *end != ' ' || slot < 0 || slot >= NSLOTS) return;
-    addr = end + 1;
-    sp = memchr(addr, ' ', r->len - (size_t)(addr - r->str));
-    alen = sp ? (size_t)(sp - addr) : r->len - (size_t)(addr - r->str);
-  }
   if (!ctx->owned && ctx->fan == NULL) { /* its own context from now on */
     ctx_t *own = kv_calloc(1, sizeof *own);
     if (own == NULL) return; /* the error stands */
@@ -759,14 +785,9 @@ static void hook_error_reply(kv__redis_hook_t *h, kv__redis_t *st,
     ctx = own;
   }
   switch (kind) {
-  case K_MOVED: {
-    node_t *n = node_by_addr(cl, addr, alen);
-    cl->stats.moved++;
-    if (n == NULL) return;
-    cl->slots[slot] = n;
-    want_refresh(cl);
+  case K_MOVED:
+    if (moved(cl, slot, addr, alen) == NULL) return;
     break;
-  }
   case K_ASK:
     cl->stats.ask++;
     if ((ctx->ask = node_by_addr(cl, addr, alen)) == NULL) return;
@@ -1148,6 +1169,101 @@ static int rcl_submit(kv_store_t *s, kv_req_t *req) {
   return 0;
 }
 
+/* ---- Routing the Redis client's parts (redis_ha.c) ------------------------
+ */
+
+int kv__redis_ha_kind(const kv_store_t *s) {
+  if (s == NULL) return 0;
+  return s->methods == &kv__redis_cluster_methods    ? 1
+         : s->methods == &kv__redis_sentinel_methods ? 2
+                                                     : 0;
+}
+
+static int rcl_route(kv__rcl_t *cl, const char *key, size_t klen,
+                     unsigned hint, kv__redis_waiter_t *w, kv__redis_t **out,
+                     const char **msg) {
+  node_t *n;
+  if (cl->closing) {
+    *msg = "the store is closing";
+    return KV_ECLOSED;
+  }
+  if (!cl->map_ready) {
+    if (!cl->loading && now_ms() < cl->map_retry_at) {
+      *msg = cl->map_msg;
+      return cl->map_err;
+    }
+    map_load(cl);
+    if (!cl->loading && !cl->map_ready) { /* failed at once */
+      *msg = cl->map_msg;
+      return cl->map_err;
+    }
+    if (w != NULL) kv__redis_waiters_add(&cl->waiters, w);
+    return 1;
+  }
+  if (key != NULL)
+    n = cl->slots[key_slot(key, klen)];
+  else
+    n = cl->nprim > 0 ? cl->prim[hint % cl->nprim] : NULL;
+  if (n == NULL) {
+    snprintf(cl->map_msg, sizeof cl->map_msg,
+             "no node serves the slot (the cluster is down or changing)");
+    want_refresh(cl);
+    *msg = cl->map_msg;
+    return KV_ECONN;
+  }
+  *out = (kv__redis_t *)n->store;
+  return 0;
+}
+
+int kv__redis_route_redirect(kv_store_t *s, const char *err, size_t len,
+                             kv__redis_t **to) {
+  kv__rcl_t *cl = CL(s);
+  long slot = -1;
+  const char *addr = NULL;
+  size_t alen = 0;
+  node_t *n;
+  int kind;
+  if (kv__redis_ha_kind(s) != 1 || cl->closing) return 0;
+  kind = error_kind(err, len, &slot, &addr, &alen);
+  if (kind == K_MOVED) {
+    n = moved(cl, slot, addr, alen);
+  } else if (kind == K_ASK) {
+    cl->stats.ask++;
+    n = node_by_addr(cl, addr, alen);
+  } else {
+    return 0;
+  }
+  if (n == NULL) return 0;
+  *to = (kv__redis_t *)n->store;
+  return kind == K_MOVED ? 1 : 2;
+}
+
+int kv__redis_route(kv_store_t *s, const char *key, size_t klen, unsigned hint,
+                    kv__redis_waiter_t *w, kv__redis_t **out, const char **msg) {
+  switch (kv__redis_ha_kind(s)) {
+  case 1:
+    return rcl_route(CL(s), key, klen, hint, w, out, msg);
+  case 2:
+    return kv__rsn_route(s, w, out, msg);
+  default:
+    *msg = "not a cluster or sentinel store";
+    return KV_EINVAL;
+  }
+}
+
+void kv__redis_route_failed(kv_store_t *s, int err) {
+  if (kv__redis_ha_kind(s) == 1) {
+    if (err == KV_ECONN || err == KV_ETIMEDOUT) want_refresh(CL(s));
+  } else if (kv__redis_ha_kind(s) == 2) {
+    kv__rsn_failed(s, err);
+  }
+}
+
+kv__redis_t *kv__redis_route_home(kv_store_t *s) {
+  if (kv__redis_ha_kind(s) == 1) return (kv__redis_t *)CL(s)->nodes->store;
+  return kv__rsn_home(s);
+}
+
 /* ---- Timer: retries and refreshes ------------------------------------------
  */
 
@@ -1156,6 +1272,11 @@ static void on_timer(uv_timer_t *t) {
   uint64_t now = now_ms();
   ctx_t *due = NULL, **pp = &cl->retry_head;
   if (cl->closing) return;
+  if (cl->waiters_due && (cl->map_ready || !cl->loading)) {
+    cl->waiters_due = 0;
+    kv__redis_waiters_run(&cl->waiters, cl->map_ready ? 0 : cl->map_err,
+                          cl->map_msg);
+  }
   if (cl->want_refresh && !cl->loading && now >= cl->last_load + REFRESH_MIN_MS)
     map_load(cl);
   else if (!cl->map_ready && !cl->loading && cl->wait_head != NULL)
@@ -1184,6 +1305,7 @@ static void timer_arm(kv__rcl_t *cl) {
   if (cl->closing) return;
   for (ctx_t *c = cl->retry_head; c != NULL; c = c->next)
     if (c->retry_at < at) at = c->retry_at;
+  if (cl->waiters_due) at = now;
   if (cl->want_refresh && !cl->loading) {
     uint64_t r = cl->last_load + REFRESH_MIN_MS;
     if (cl->map_retry_at > r) r = cl->map_retry_at;
@@ -1195,7 +1317,7 @@ static void timer_arm(kv__rcl_t *cl) {
   }
   /* Requests waiting for a retry keep the loop alive; a refresh alone
    * does not. */
-  if (cl->retry_head != NULL)
+  if (cl->retry_head != NULL || cl->waiters_due)
     uv_ref((uv_handle_t *)&cl->timer);
   else
     uv_unref((uv_handle_t *)&cl->timer);
@@ -1242,6 +1364,7 @@ static void on_node_closed(kv_store_t *s) {
 
 static void on_timer_closed(uv_handle_t *h) {
   kv__rcl_t *cl = h->data;
+  kv__redis_waiters_run(&cl->waiters, KV_ECANCELED, "the store was closed");
   cl->timer_closed = 1;
   maybe_closed(cl);
 }
@@ -1261,6 +1384,7 @@ static void rcl_close(kv_store_t *s) {
   /* Each node finishes what it has in flight, then closes; the list is
    * freed when the last one has. */
   for (n = cl->nodes; n != NULL; n = n->next) {
+    kv__redis_ha_cancel((kv__redis_t *)n->store);
     n->store->data = cl;
     cl->nclosing++;
     kv_store_close(n->store, on_node_closed);

@@ -21,4 +21,69 @@ int kv__redis_node_open(uv_loop_t *loop, const kv_url_t *tmpl,
 /* The redis:// store's method for op (NULL for cull and unknown ops). */
 kv_op_fn kv__redis_method(kv_op_t op);
 
+/* ---- Routing the Redis client's parts (redis_ha.c) --------------------------
+ * Raw commands, Pub/Sub and transactions on a cluster or sentinel store run
+ * on one of its nodes (a redis:// store of its own). These find the node. */
+
+/* 1: s is a redis+cluster:// store; 2: a redis+sentinel:// store; 0: any
+ * other. */
+int kv__redis_ha_kind(const kv_store_t *s);
+
+/* Waiting for the route: the slot map (cluster) or the primary (sentinel)
+ * is not known yet. ready() is called once, from the loop (never from inside
+ * a call of the user's): err 0 when the route is known (ask again), or the
+ * reason it cannot be (KV_ECANCELED when the store closes first). */
+typedef struct kv__redis_waiter_s kv__redis_waiter_t;
+struct kv__redis_waiter_s {
+  void (*ready)(kv__redis_waiter_t *w, int err, const char *msg);
+  kv__redis_waiter_t *next;
+};
+
+/* The node for a command on `key` (the Redis key as sent; NULL: no key,
+ * any primary, `hint` choosing which). 0: *out set. 1: not known yet, the
+ * lookup has started and w (when not NULL) waits for it. < 0: it cannot be
+ * known now (KV_ECONN while the lookup backs off, KV_ECLOSED ...), *msg
+ * says why (valid until the next call on s). Never calls back from inside. */
+int kv__redis_route(kv_store_t *s, const char *key, size_t klen, unsigned hint,
+                    kv__redis_waiter_t *w, kv__redis_t **out, const char **msg);
+/* A command on node failed with err (KV_ECONN, KV_ETIMEDOUT: the node may be
+ * gone; KV_EREADONLY: it is a replica now): reload the slot map / ask the
+ * sentinels again. */
+void kv__redis_route_failed(kv_store_t *s, int err);
+/* Cluster: an error reply "MOVED slot host:port" or "ASK slot host:port":
+ * the node named (opened when new; for MOVED the map is corrected and a
+ * reload scheduled). 0: not a redirect (or the node cannot be opened);
+ * 1: MOVED; 2: ASK. */
+int kv__redis_route_redirect(kv_store_t *s, const char *err, size_t len,
+                             kv__redis_t **to);
+/* A store of s's that lives until s is closed (the parent of a subscriber
+ * that waits for its route). */
+kv__redis_t *kv__redis_route_home(kv_store_t *s);
+
+/* redis_sentinel.c: kv__redis_route, kv__redis_route_failed and
+ * kv__redis_route_home of a sentinel store. */
+int kv__rsn_route(kv_store_t *s, kv__redis_waiter_t *w, kv__redis_t **out,
+                  const char **msg);
+void kv__rsn_failed(kv_store_t *s, int err);
+kv__redis_t *kv__rsn_home(kv_store_t *s);
+
+/* redis_ha.c */
+/* kv_redis_command on a cluster or sentinel store. */
+int kv__redis_ha_command(kv_store_t *s, kv_redis_req_t *req, int argc,
+                         const char **argv, const size_t *argvlen,
+                         kv_redis_cb cb);
+/* The store is closing: raw commands still waiting on node are cancelled
+ * (their callbacks run before the close callback). */
+void kv__redis_ha_cancel(kv__redis_t *node);
+/* Call every waiter of the list (taken) with err / msg. */
+void kv__redis_waiters_run(kv__redis_waiter_t **list, int err, const char *msg);
+void kv__redis_waiters_add(kv__redis_waiter_t **list, kv__redis_waiter_t *w);
+
+/* redis_pubsub.c: the subscribers of `from` move to `to` (a failover): each
+ * reports DOWN (unless it had), connects to `to`, subscribes again and
+ * reports GAP. */
+void kv__redis_subs_move(kv__redis_t *from, kv__redis_t *to);
+/* A subscriber that does not keep the loop alive (the store's own). */
+void kv__redis_sub_quiet(kv_redis_sub_t *sub);
+
 #endif

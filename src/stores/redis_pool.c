@@ -18,7 +18,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "stores/redis_int.h"
+#include "stores/redis_cluster.h"
 
 #define IDLE_LEASES_MAX 16
 #define LANE_BATCH 64 /* commands per connection per write */
@@ -225,6 +225,9 @@ int kv_redis_lease(kv_store_t *s, kv_redis_conn_t **out) {
   kv__redis_lease_t *l;
   if (out == NULL) return KV_EINVAL;
   *out = NULL;
+  /* A cluster or sentinel store has no one connection to lend: the node
+   * depends on the keys, the primary on failovers (use a transaction). */
+  if (kv__redis_ha_kind(s)) return KV_ENOTSUP;
   if (s == NULL || s->methods != &kv__redis_methods) return KV_EINVAL;
   if (kv_store_is_closing(s)) return KV_ECLOSED;
   l = kv__redis_lease_get((kv__redis_t *)s, 0);

@@ -20,9 +20,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "stores/redis_int.h"
+#include "stores/redis_cluster.h"
 
 #define IDLE_MS 3600000
+#define ROUTE_POLL_MS 50 /* cluster / sentinel: asking for a node again */
 
 typedef struct {
   char *name;
@@ -31,7 +32,9 @@ typedef struct {
 } sub_name_t;
 
 struct kv_redis_sub_s {
-  kv__redis_t *st;   /* the store */
+  kv__redis_t *st;   /* the store (for a cluster or sentinel: the node) */
+  kv_store_t *ha;    /* the cluster or sentinel store, or NULL */
+  unsigned hint;     /* cluster: which primary (moves on when one fails) */
   kv__redis_t *conn; /* the subscriber's connection (NULL once released) */
   kv_redis_sub_cb cb;
   void *data;
@@ -39,7 +42,8 @@ struct kv_redis_sub_s {
   size_t nnames, cap;
   uv_timer_t timer;
   int closing;
-  int down; /* DOWN reported, GAP not yet */
+  int down;  /* DOWN reported, GAP not yet */
+  int quiet; /* does not keep the loop alive */
   struct kv_redis_sub_s *prev, *next;
   kv_redis_sub_stats_t stats;
 };
@@ -95,6 +99,7 @@ static int send_names(kv_redis_sub_t *sub, const char *cmd, int pattern, int n,
 /* ---- Connection events --------------------------------------------------- */
 
 static void on_timer(uv_timer_t *t);
+static int move(kv_redis_sub_t *sub, kv__redis_t *to);
 
 static void schedule(kv_redis_sub_t *sub, uint64_t ms) {
   if (!sub->closing) uv_timer_start(&sub->timer, on_timer, ms, 0);
@@ -102,6 +107,7 @@ static void schedule(kv_redis_sub_t *sub, uint64_t ms) {
 
 static void on_ready(kv__redis_t *c) {
   kv_redis_sub_t *sub = c->owner;
+  if (sub == NULL) return;
   sub->stats.connects++;
   uv_timer_stop(&sub->timer);
   if (send_names(sub, "SUBSCRIBE", 0, 0, NULL) != 0 ||
@@ -119,13 +125,7 @@ static void on_ready(kv__redis_t *c) {
   }
 }
 
-static void on_down(kv__redis_t *c, int err, const char *msg) {
-  kv_redis_sub_t *sub = c->owner;
-  uint64_t now = kv__redis_now_ms(), wait = 0;
-  if (sub->closing) return;
-  if (c->state == KV__REDIS_BACKOFF && c->retry_at > now)
-    wait = c->retry_at - now;
-  schedule(sub, wait);
+static void report_down(kv_redis_sub_t *sub, int err, const char *msg) {
   if (!sub->down) {
     kv_redis_msg_t m;
     sub->down = 1;
@@ -137,6 +137,20 @@ static void on_down(kv__redis_t *c, int err, const char *msg) {
   }
 }
 
+static void on_down(kv__redis_t *c, int err, const char *msg) {
+  kv_redis_sub_t *sub = c->owner;
+  uint64_t now = kv__redis_now_ms(), wait = 0;
+  if (sub == NULL || sub->closing) return;
+  if (sub->ha != NULL) { /* the node may be gone: the next one is asked for */
+    kv__redis_route_failed(sub->ha, err);
+    sub->hint++;
+  }
+  if (c->state == KV__REDIS_BACKOFF && c->retry_at > now)
+    wait = c->retry_at - now;
+  schedule(sub, wait);
+  report_down(sub, err, msg);
+}
+
 /* Connect (again), or wait for the end of the backoff. The timer runs
  * while not connected; once connected it idles (keeping the loop alive is
  * then the connection's job). */
@@ -145,6 +159,21 @@ static void on_timer(uv_timer_t *t) {
   kv__redis_t *c = sub->conn;
   int rc;
   if (sub->closing || c == NULL) return;
+  if (sub->ha != NULL && c->conn == NULL) { /* which node now? */
+    kv__redis_t *node = NULL;
+    const char *msg = NULL;
+    rc = kv__redis_route(sub->ha, NULL, 0, sub->hint, NULL, &node, &msg);
+    if (rc != 0) { /* not known yet: ask again soon */
+      if (rc < 0) report_down(sub, rc, msg);
+      schedule(sub, ROUTE_POLL_MS);
+      return;
+    }
+    if (node != sub->st && move(sub, node) != 0) {
+      schedule(sub, ROUTE_POLL_MS);
+      return;
+    }
+    c = sub->conn;
+  }
   if (c->conn != NULL) { /* connecting or connected */
     schedule(sub, IDLE_MS);
     return;
@@ -173,7 +202,7 @@ static void on_push(kv__redis_t *c, kv_redis_reply_t *r) {
   kv_redis_sub_t *sub = c->owner;
   kv_redis_msg_t m;
   kv_redis_reply_t **e = r->element;
-  if (sub->closing || r->type != KV_REDIS_REPLY_ARRAY || r->elements < 3)
+  if (sub == NULL || sub->closing || r->type != KV_REDIS_REPLY_ARRAY || r->elements < 3)
     return; /* PONG, an error reply to a refused command: nothing to say */
   memset(&m, 0, sizeof m);
   if (is(e[0], "message") && r->elements == 3 && str_el(e[1]) && str_el(e[2])) {
@@ -210,6 +239,73 @@ static void on_push(kv__redis_t *c, kv_redis_reply_t *r) {
 
 /* ---- Lifetime ------------------------------------------------------------ */
 
+static void sub_unlink(kv_redis_sub_t *sub) {
+  kv__redis_t *st = sub->st;
+  if (sub->prev)
+    sub->prev->next = sub->next;
+  else
+    st->subs = sub->next;
+  if (sub->next) sub->next->prev = sub->prev;
+  sub->prev = sub->next = NULL;
+}
+
+static void sub_link(kv_redis_sub_t *sub, kv__redis_t *st) {
+  sub->st = st;
+  sub->prev = NULL;
+  sub->next = st->subs;
+  if (st->subs) st->subs->prev = sub;
+  st->subs = sub;
+}
+
+static void on_released(kv__redis_t *c);
+
+/* A connection of a subscriber on st (not connected yet). */
+static kv__redis_t *conn_new(kv_redis_sub_t *sub, kv__redis_t *st) {
+  kv__redis_t *c = kv__redis_child_new(st);
+  if (c == NULL) return NULL;
+  c->owner = sub;
+  c->keep_loop_alive = !sub->quiet;
+  c->timeout_ms = 0; /* no FIFO: nothing times out */
+  c->on_ready = on_ready;
+  c->on_down = on_down;
+  c->on_push = on_push;
+  c->on_released = on_released;
+  return c;
+}
+
+static void retired_released(kv__redis_t *c) {
+  kv_free(c);
+}
+
+/* Move to another node (cluster, sentinel): the old connection closes
+ * (nothing it still says reaches the subscriber), a new one connects from
+ * the timer. */
+static int move(kv_redis_sub_t *sub, kv__redis_t *to) {
+  kv__redis_t *old = sub->conn, *c = conn_new(sub, to);
+  if (c == NULL) return KV_ENOMEM;
+  old->owner = NULL;
+  old->on_released = retired_released;
+  sub_unlink(sub);
+  sub_link(sub, to);
+  sub->conn = c;
+  kv__redis_child_close(old);
+  return 0;
+}
+
+void kv__redis_subs_move(kv__redis_t *from, kv__redis_t *to) {
+  kv_redis_sub_t *sub = from->subs, *next;
+  for (; sub != NULL; sub = next) {
+    next = sub->next;
+    if (sub->closing) continue; /* closes with `from` */
+    if (move(sub, to) != 0) {
+      kv_redis_sub_close(sub); /* out of memory: it closes with `from` */
+      continue;
+    }
+    report_down(sub, KV_ECONN, "the primary changed (failover)");
+    schedule(sub, 0);
+  }
+}
+
 static void sub_free(kv_redis_sub_t *sub) {
   for (size_t i = 0; i < sub->nnames; i++)
     kv_free(sub->names[i].name);
@@ -220,15 +316,10 @@ static void sub_free(kv_redis_sub_t *sub) {
 /* The connection is gone: the last event, then free. */
 static void on_released(kv__redis_t *c) {
   kv_redis_sub_t *sub = c->owner;
-  kv__redis_t *st = sub->st;
   kv_redis_msg_t m;
   kv_free(c);
   sub->conn = NULL;
-  if (sub->prev)
-    sub->prev->next = sub->next;
-  else
-    st->subs = sub->next;
-  if (sub->next) sub->next->prev = sub->prev;
+  sub_unlink(sub);
   memset(&m, 0, sizeof m);
   m.event = KV_REDIS_SUB_CLOSED;
   deliver(sub, &m);
@@ -244,36 +335,40 @@ int kv_redis_subscriber(kv_store_t *s, kv_redis_sub_cb cb, void *data,
                         kv_redis_sub_t **out) {
   kv__redis_t *st = (kv__redis_t *)s;
   kv_redis_sub_t *sub;
+  int ha = kv__redis_ha_kind(s);
   if (out == NULL) return KV_EINVAL;
   *out = NULL;
-  if (s == NULL || s->methods != &kv__redis_methods || cb == NULL)
+  if (s == NULL || (s->methods != &kv__redis_methods && !ha) || cb == NULL)
     return KV_EINVAL;
   if (kv_store_is_closing(s)) return KV_ECLOSED;
   sub = kv_calloc(1, sizeof *sub);
   if (sub == NULL) return KV_ENOMEM;
-  sub->conn = kv__redis_child_new(st);
+  if (ha) {
+    /* A cluster or sentinel store: the subscriber waits on a stand-in
+     * (a connection of a node or a sentinel that is never made) until the
+     * timer finds its node, and moves there. */
+    sub->ha = s;
+    st = kv__redis_route_home(s);
+  }
+  sub->cb = cb;
+  sub->data = data;
+  sub->conn = conn_new(sub, st);
   if (sub->conn == NULL) {
     kv_free(sub);
     return KV_ENOMEM;
   }
-  sub->st = st;
-  sub->cb = cb;
-  sub->data = data;
-  sub->conn->owner = sub;
-  sub->conn->keep_loop_alive = 1;
-  sub->conn->timeout_ms = 0; /* no FIFO: nothing times out */
-  sub->conn->on_ready = on_ready;
-  sub->conn->on_down = on_down;
-  sub->conn->on_push = on_push;
-  sub->conn->on_released = on_released;
   uv_timer_init(s->loop, &sub->timer);
   sub->timer.data = sub;
   schedule(sub, 0); /* connect from the loop */
-  sub->next = st->subs;
-  if (st->subs) st->subs->prev = sub;
-  st->subs = sub;
+  sub_link(sub, st);
   *out = sub;
   return 0;
+}
+
+void kv__redis_sub_quiet(kv_redis_sub_t *sub) {
+  sub->quiet = 1;
+  sub->conn->keep_loop_alive = 0;
+  uv_unref((uv_handle_t *)&sub->timer);
 }
 
 int kv_redis_sub_close(kv_redis_sub_t *sub) {

@@ -59,6 +59,11 @@ struct rsn_s {
   int attempts, lookup_err;
   char lookup_msg[400];
   kv_req_t *wait_head, *wait_tail;
+  kv__redis_waiter_t *waiters; /* redis_ha.c's, for the primary */
+  int waiters_due;             /* a lookup ended */
+  kv_redis_sub_t *watch;       /* +switch-master on a sentinel */
+  kv_store_t *watch_on;        /* that sentinel */
+  int watch_up;                /* subscribed */
   hook_t hook, hook_once;
   uv_timer_t timer;
   int closing, nclosing, timer_closed;
@@ -71,6 +76,7 @@ static uint64_t now_ms(void) {
 
 static void lookup(rsn_t *sn);
 static void timer_arm(rsn_t *sn);
+static void watch_start(rsn_t *sn);
 
 /* ---- Running requests on the primary ----------------------------------------
  */
@@ -105,6 +111,10 @@ static void wait_add(rsn_t *sn, kv_req_t *req) {
 static void run_waiting(rsn_t *sn, int err, const char *msg) {
   kv_req_t *req = sn->wait_head;
   sn->wait_head = sn->wait_tail = NULL;
+  if (sn->waiters != NULL) { /* from the timer: this may be inside a call */
+    sn->waiters_due = 1;
+    timer_arm(sn);
+  }
   while (req != NULL) {
     kv_req_t *next = req->priv.store_data[0];
     hook_t *h = req->priv.store_data[1] ? &sn->hook_once : &sn->hook;
@@ -231,6 +241,7 @@ static void on_addr(kv__redis_t *st, const kv__redis_pend_t *p,
     }
     if (sn->primary != NULL) { /* it finishes what it has, then closes */
       sn->stats.failovers++;
+      kv__redis_subs_move((kv__redis_t *)sn->primary, (kv__redis_t *)np);
       sn->primary->data = sn;
       sn->nclosing++;
       kv_store_close(sn->primary, on_closed);
@@ -243,6 +254,7 @@ static void on_addr(kv__redis_t *st, const kv__redis_pend_t *p,
              strchr(h, ':') ? "[%s]:%d" : "%s:%d", h, (int)port);
   }
   run_waiting(sn, 0, NULL);
+  watch_start(sn);
   if (sn->want_lookup) timer_arm(sn);
 }
 
@@ -283,6 +295,14 @@ static void lookup(rsn_t *sn) {
 static void on_timer(uv_timer_t *t) {
   rsn_t *sn = t->data;
   if (sn->closing) return;
+  if (sn->waiters_due && !sn->looking) {
+    sn->waiters_due = 0;
+    kv__redis_waiters_run(&sn->waiters,
+                          sn->primary  ? 0
+                          : sn->lookup_err ? sn->lookup_err
+                                           : KV_ECONN,
+                          sn->lookup_msg);
+  }
   if (sn->want_lookup && !sn->looking &&
       now_ms() >= sn->last_lookup + LOOKUP_MIN_MS)
     lookup(sn);
@@ -292,6 +312,11 @@ static void on_timer(uv_timer_t *t) {
 static void timer_arm(rsn_t *sn) {
   uint64_t now = now_ms(), at;
   if (sn->closing) return;
+  if (sn->waiters_due && !sn->looking) {
+    uv_ref((uv_handle_t *)&sn->timer);
+    uv_timer_start(&sn->timer, on_timer, 0, 0);
+    return;
+  }
   if (!sn->want_lookup || sn->looking) {
     uv_timer_stop(&sn->timer);
     return;
@@ -303,6 +328,101 @@ static void timer_arm(rsn_t *sn) {
   else
     uv_unref((uv_handle_t *)&sn->timer);
   uv_timer_start(&sn->timer, on_timer, at > now ? at - now : 0, 0);
+}
+
+/* ---- Sentinel announcements ---------------------------------------------
+ * A subscriber on the sentinel that answered the last lookup listens for
+ * +switch-master: a failover is then followed at once, even when the old
+ * primary is still up (SENTINEL FAILOVER, a partition) and nothing would
+ * fail on it. Missed announcements (the subscriber was down: GAP) and a
+ * lost sentinel make the store ask again. The subscriber does not keep the
+ * loop alive. */
+
+static void lookup_now(rsn_t *sn) {
+  if (sn->closing) return;
+  sn->want_lookup = 1;
+  if (!sn->looking) lookup(sn);
+}
+
+static void on_watch(kv_redis_sub_t *sub, const kv_redis_msg_t *m) {
+  rsn_t *sn = kv_redis_sub_data(sub);
+  size_t nlen = strlen(sn->name);
+  switch (m->event) {
+  case KV_REDIS_SUB_MESSAGE: /* "NAME old-ip old-port new-ip new-port" */
+    if (m->payload_len > nlen && m->payload[nlen] == ' ' &&
+        memcmp(m->payload, sn->name, nlen) == 0) {
+      sn->stats.announcements++;
+      lookup_now(sn);
+    }
+    break;
+  case KV_REDIS_SUB_SUBSCRIBED:
+    sn->watch_up = 1;
+    break;
+  case KV_REDIS_SUB_GAP: /* an announcement may have been missed */
+    sn->watch_up = 1;
+    lookup_now(sn);
+    break;
+  case KV_REDIS_SUB_DOWN:
+    sn->watch_up = 0;
+    want_lookup(sn); /* the answering sentinel gets the subscriber */
+    break;
+  case KV_REDIS_SUB_CLOSED:
+    if (sn->watch == sub) sn->watch = NULL;
+    break;
+  default:
+    break;
+  }
+}
+
+/* After a lookup: listen on the sentinel that answered, unless a
+ * subscriber is up on another one. */
+static void watch_start(rsn_t *sn) {
+  static const char *chan[] = {"+switch-master"};
+  kv_store_t *on = sn->sentinels->store;
+  if (sn->closing || (sn->watch != NULL && (sn->watch_up || sn->watch_on == on)))
+    return;
+  if (sn->watch != NULL) kv_redis_sub_close(sn->watch);
+  sn->watch = NULL;
+  sn->watch_up = 0;
+  if (kv_redis_subscriber(on, on_watch, sn, &sn->watch) != 0) return;
+  kv__redis_sub_quiet(sn->watch);
+  sn->watch_on = on;
+  if (kv_redis_sub_subscribe(sn->watch, 1, chan) != 0) {
+    kv_redis_sub_close(sn->watch);
+    sn->watch = NULL;
+  }
+}
+
+/* ---- Routing the Redis client's parts (redis_ha.c) ------------------------
+ */
+
+int kv__rsn_route(kv_store_t *s, kv__redis_waiter_t *w, kv__redis_t **out,
+                  const char **msg) {
+  rsn_t *sn = SN(s);
+  if (sn->closing) {
+    *msg = "the store is closing";
+    return KV_ECLOSED;
+  }
+  if (sn->primary == NULL) {
+    if (!sn->looking && now_ms() >= sn->retry_at) lookup(sn);
+    if (!sn->looking) { /* backing off, or failed at once */
+      *msg = sn->lookup_msg;
+      return sn->lookup_err ? sn->lookup_err : KV_ECONN;
+    }
+    if (w != NULL) kv__redis_waiters_add(&sn->waiters, w);
+    return 1;
+  }
+  *out = (kv__redis_t *)sn->primary;
+  return 0;
+}
+
+void kv__rsn_failed(kv_store_t *s, int err) {
+  if (err == KV_ECONN || err == KV_ETIMEDOUT || err == KV_EREADONLY)
+    want_lookup(SN(s));
+}
+
+kv__redis_t *kv__rsn_home(kv_store_t *s) {
+  return (kv__redis_t *)SN(s)->sentinels->store;
 }
 
 /* ---- Operations ------------------------------------------------------------
@@ -383,6 +503,7 @@ static void on_closed(kv_store_t *s) {
 
 static void on_timer_closed(uv_handle_t *h) {
   rsn_t *sn = h->data;
+  kv__redis_waiters_run(&sn->waiters, KV_ECANCELED, "the store was closed");
   sn->timer_closed = 1;
   maybe_closed(sn);
 }
@@ -399,7 +520,10 @@ static void rsn_close(kv_store_t *s) {
   run_waiting(sn, KV_ECANCELED, "the store was closed");
   for (snode_t *n = sn->sentinels; n != NULL; n = n->next)
     close_store(sn, n->store);
-  if (sn->primary != NULL) close_store(sn, sn->primary);
+  if (sn->primary != NULL) {
+    kv__redis_ha_cancel((kv__redis_t *)sn->primary);
+    close_store(sn, sn->primary);
+  }
   uv_close((uv_handle_t *)&sn->timer, on_timer_closed);
 }
 

@@ -13,15 +13,22 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "stores/redis_int.h"
+#include "stores/redis_cluster.h"
 
 #define DEFAULT_ATTEMPTS 16
 #define MAX_KEYS 1000
+#define MAX_REDIRECTS 5 /* cluster: MOVED replies followed */
 
 enum { T_WATCH = 1, T_MGET, T_MULTI, T_QUEUED, T_EXEC, T_DISCARD };
 
 typedef struct {
-  kv__redis_t *st;
+  kv__redis_waiter_t w; /* first: waiting for the route (cluster, sentinel) */
+  kv_redis_tx_t *tx;
+  kv_store_t *ha;  /* the cluster or sentinel store, or NULL */
+  int moved;       /* a MOVED reply in this attempt (nothing executed) */
+  int ask;         /* an ASK or TRYAGAIN reply: the slot is migrating */
+  int redirects;   /* attempts started again after a MOVED */
+  kv__redis_t *st; /* the store, or the node of the keys' slot */
   kv__redis_lease_t *lease;
   size_t nkeys;
   char **keys;
@@ -57,7 +64,7 @@ static void finish(kv_redis_tx_t *tx, int status, const char *msg,
                    kv_redis_reply_t *reply) {
   tx_impl_t *t = tx->impl;
   kv_redis_tx_cb cb = t->cb;
-  kv__redis_lease_put(t->lease);
+  if (t->lease != NULL) kv__redis_lease_put(t->lease);
   tx->impl = NULL;
   tx->status = status;
   tx->reply = reply;
@@ -68,6 +75,7 @@ static void finish(kv_redis_tx_t *tx, int status, const char *msg,
 
 static void on_tx_reply(kv__redis_t *st, const kv__redis_pend_t *p,
                         kv_redis_reply_t *r, int err, const char *msg);
+static void restart(kv_redis_tx_t *tx);
 
 static int tx_send(kv_redis_tx_t *tx, size_t argc, const char *const *argv,
                    const size_t *argvlen, int tag) {
@@ -168,6 +176,22 @@ static void run_fn(kv_redis_tx_t *tx) {
 /* The last reply of a step has come back: decide. */
 static void step_done(kv_redis_tx_t *tx) {
   tx_impl_t *t = tx->impl;
+  if (t->err != 0 && t->ha != NULL) { /* cluster, sentinel */
+    if (t->moved && t->redirects < MAX_REDIRECTS && !t->st->closing) {
+      restart(tx); /* nothing was executed: again on the slot's node */
+      return;
+    }
+    if (t->ask) {
+      finish(tx, KV_EBUSY,
+             "a key's slot is being migrated (ASK or TRYAGAIN): nothing was "
+             "executed, try again",
+             NULL);
+      return;
+    }
+    if (t->err == KV_ECONN || t->err == KV_ETIMEDOUT ||
+        t->err == KV_EREADONLY)
+      kv__redis_route_failed(t->ha, t->err);
+  }
   if (t->err != 0) {
     finish(tx, t->err, t->msg, NULL);
     return;
@@ -203,6 +227,17 @@ static void step_done(kv_redis_tx_t *tx) {
   if (t->left == 0) step_done(tx); /* nothing could be sent */
 }
 
+/* Cluster: MOVED (the map is corrected; the attempt starts again on the
+ * new node) or ASK / TRYAGAIN (the slot is migrating). */
+static void redirected(tx_impl_t *t, const kv_redis_reply_t *r) {
+  kv__redis_t *to = NULL;
+  int kind = kv__redis_route_redirect(t->ha, r->str, r->len, &to);
+  if (kind == 1)
+    t->moved = 1;
+  else if (kind == 2 || (r->len >= 8 && memcmp(r->str, "TRYAGAIN", 8) == 0))
+    t->ask = 1;
+}
+
 static void on_tx_reply(kv__redis_t *st, const kv__redis_pend_t *p,
                         kv_redis_reply_t *r, int err, const char *msg) {
   kv_redis_tx_t *tx = p->ctx;
@@ -212,6 +247,7 @@ static void on_tx_reply(kv__redis_t *st, const kv__redis_pend_t *p,
   if (err != 0) {
     tx_fail(t, err, msg);
   } else if (r->type == KV_REDIS_REPLY_ERROR) {
+    if (t->ha != NULL) redirected(t, r);
     if (tag == T_EXEC || tag == T_MGET || tag == T_WATCH) {
       char m[300];
       snprintf(m, sizeof m, "%s: %s", st->endpoint, r->str);
@@ -239,6 +275,53 @@ static void on_tx_reply(kv__redis_t *st, const kv__redis_pend_t *p,
   if (t->left == 0) step_done(tx);
 }
 
+/* Lease a connection (on a cluster: of the node that serves the keys'
+ * slot; on a sentinel store: of the primary) and send the first WATCH.
+ * 0: sent, or waiting for the route; < 0: nothing sent (t->err, t->msg). */
+static int begin(kv_redis_tx_t *tx) {
+  tx_impl_t *t = tx->impl;
+  int rc;
+  t->err = 0;
+  t->moved = t->ask = 0;
+  if (t->ha != NULL) {
+    kv__redis_t *node = NULL;
+    const char *msg = NULL;
+    rc = kv__redis_route(t->ha, t->keys[0], t->klen[0], 0, &t->w, &node, &msg);
+    if (rc == 1) return 0;
+    if (rc < 0) {
+      tx_fail(t, rc, msg);
+      return rc;
+    }
+    t->st = node;
+  }
+  t->lease = kv__redis_lease_get(t->st, 1);
+  if (t->lease == NULL) {
+    tx_fail(t, KV_ENOMEM, "out of memory");
+    return KV_ENOMEM;
+  }
+  rc = attempt(tx);
+  return rc != 0 && t->left == 0 ? rc : 0;
+}
+
+/* The route is known (or cannot be): from the store's timer. */
+static void on_route(kv__redis_waiter_t *w, int err, const char *msg) {
+  tx_impl_t *t = (tx_impl_t *)w;
+  kv_redis_tx_t *tx = t->tx;
+  if (err != 0) {
+    finish(tx, err, msg, NULL);
+    return;
+  }
+  if (begin(tx) != 0) finish(tx, t->err, t->msg, NULL);
+}
+
+static void restart(kv_redis_tx_t *tx) {
+  tx_impl_t *t = tx->impl;
+  t->redirects++;
+  kv__redis_lease_put(t->lease); /* DISCARD / UNWATCH go with it */
+  t->lease = NULL;
+  if (begin(tx) != 0) finish(tx, t->err, t->msg, NULL);
+}
+
 /* ---- API ----------------------------------------------------------------- */
 
 static int tx_error(kv_redis_tx_t *tx, int err, const char *msg) {
@@ -251,7 +334,7 @@ int kv_redis_transaction(kv_store_t *s, kv_redis_tx_t *tx, int nkeys,
                          kv_redis_tx_cb cb) {
   kv__redis_t *st = (kv__redis_t *)s;
   tx_impl_t *t;
-  int rc;
+  int rc, ha = kv__redis_ha_kind(s);
   if (tx == NULL) return KV_EINVAL;
   tx->store = s;
   tx->status = 0;
@@ -259,7 +342,7 @@ int kv_redis_transaction(kv_store_t *s, kv_redis_tx_t *tx, int nkeys,
   tx->reply = NULL;
   tx->errmsg = NULL;
   tx->impl = NULL;
-  if (s == NULL || s->methods != &kv__redis_methods)
+  if (s == NULL || (s->methods != &kv__redis_methods && !ha))
     return tx_error(tx, KV_EINVAL, "kv_redis_transaction: not a redis store");
   if (fn == NULL || cb == NULL || keys == NULL || nkeys < 1 ||
       nkeys > MAX_KEYS || max_attempts < 0)
@@ -269,11 +352,22 @@ int kv_redis_transaction(kv_store_t *s, kv_redis_tx_t *tx, int nkeys,
   for (int i = 0; i < nkeys; i++)
     if (keys[i] == NULL)
       return tx_error(tx, KV_EINVAL, "kv_redis_transaction: NULL key");
+  if (ha == 1) /* WATCH, MGET and EXEC need every key in one slot */
+    for (int i = 1; i < nkeys; i++)
+      if (kv__rcl_slot(keys[i], strlen(keys[i])) !=
+          kv__rcl_slot(keys[0], strlen(keys[0])))
+        return tx_error(tx, KV_EINVAL,
+                        "kv_redis_transaction: on a cluster every key must be "
+                        "in one slot (give them a hash tag: {user1}:a, "
+                        "{user1}:b)");
   if (kv_store_is_closing(s))
     return tx_error(tx, KV_ECLOSED, "the store is closing");
   t = kv_calloc(1, sizeof *t);
   if (t == NULL) return tx_error(tx, KV_ENOMEM, "out of memory");
-  t->st = st;
+  t->st = ha ? NULL : st;
+  t->ha = ha ? s : NULL;
+  t->tx = tx;
+  t->w.ready = on_route;
   t->fn = fn;
   t->cb = cb;
   t->max_attempts = max_attempts ? max_attempts : DEFAULT_ATTEMPTS;
@@ -292,15 +386,10 @@ int kv_redis_transaction(kv_store_t *s, kv_redis_tx_t *tx, int nkeys,
       return tx_error(tx, KV_ENOMEM, "out of memory");
     }
   }
-  t->lease = kv__redis_lease_get(st, 1);
-  if (t->lease == NULL) {
-    impl_free(t);
-    return tx_error(tx, KV_ENOMEM, "out of memory");
-  }
   tx->impl = t;
-  rc = attempt(tx);
-  if (rc != 0 && t->left == 0) { /* nothing sent: refuse, no callback */
-    kv__redis_lease_put(t->lease);
+  rc = begin(tx);
+  if (rc != 0) { /* nothing sent: refuse, no callback */
+    if (t->lease != NULL) kv__redis_lease_put(t->lease);
     tx->impl = NULL;
     rc = tx_error(tx, t->err, t->msg);
     impl_free(t);

@@ -97,4 +97,23 @@ if(KV_HAVE_REDIS AND TARGET example-redis-swapcase)
   set_tests_properties(test-redis-sentinel test-redis-sentinel-kill
     test-redis-sentinel-failover PROPERTIES TIMEOUT ${KV_TEST_TIMEOUT}
     SKIP_RETURN_CODE 77 LABELS unit)
+  # Raw commands, Pub/Sub and transactions over both (test-redis-ha.c):
+  # each failover gets a fresh server set.
+  add_executable(test-redis-ha ${CMAKE_CURRENT_SOURCE_DIR}/stores/test-redis-ha.c)
+  target_compile_options(test-redis-ha PRIVATE ${KV_WARNINGS})
+  target_link_libraries(test-redis-ha PRIVATE kvio_static
+    PkgConfig::CMOCKA ${KV_PART_LIBS} m)
+  add_test(NAME test-redis-ha-cluster
+    COMMAND ${KV_WITH_CLUSTER} $<TARGET_FILE:test-redis-ha> cluster)
+  add_test(NAME test-redis-ha-cluster-failover
+    COMMAND ${KV_WITH_CLUSTER} --replicas 1 $<TARGET_FILE:test-redis-ha>
+    cluster-failover)
+  set(kv_ha_tests test-redis-ha-cluster test-redis-ha-cluster-failover)
+  foreach(mode sentinel sentinel-kill sentinel-switch sentinel-switch-sub)
+    add_test(NAME test-redis-ha-${mode}
+      COMMAND ${KV_WITH_SENTINEL} $<TARGET_FILE:test-redis-ha> ${mode})
+    list(APPEND kv_ha_tests test-redis-ha-${mode})
+  endforeach()
+  set_tests_properties(${kv_ha_tests} PROPERTIES TIMEOUT ${KV_TEST_TIMEOUT}
+    SKIP_RETURN_CODE 77 LABELS unit)
 endif()

@@ -210,6 +210,7 @@ enum { INFLIGHT = 64, NKEYS = 2000 };
 typedef struct {
   kv_req_t req;
   int key, calls;
+  int phase; /* L.phase when it was submitted */
   char val[32];
 } op_t;
 
@@ -218,9 +219,10 @@ static struct {
   op_t ops[INFLIGHT];
   int next, stop, submitted, completed, ok, failed, ok_streak;
   int *acked;    /* per key: value number acknowledged last, -1 none */
-  int *window;   /* per key: that ack came between the failover's start
-                    and the store's switch (the old primary may have
-                    acknowledged a write its demotion then discarded) */
+  int *window;   /* per key: that write was submitted between the
+                    failover's start and the store's switch (the old
+                    primary may have acknowledged it, and its demotion
+                    then discarded it) */
   int phase;     /* 0 before the failover, 1 during, 2 after the switch */
   int *inflight; /* per key: a put is in flight */
   int first_err;
@@ -242,7 +244,7 @@ static void load_cb(kv_req_t *req) {
       kv_store_ctl(L.fx->store, KV_REDIS_CTL_SENTINEL_STATS, &ss, sizeof ss);
       if (ss.failovers > 0) L.phase = 2;
     }
-    L.window[op->key] = L.phase == 1;
+    L.window[op->key] = op->phase == 1;
   } else {
     L.failed++;
     L.ok_streak = 0;
@@ -266,6 +268,7 @@ static void load_submit(op_t *op) {
   memset(&op->req, 0, sizeof op->req);
   op->req.data = op;
   op->calls = 0;
+  op->phase = L.phase;
   snprintf(key, sizeof key, "k%d", op->key);
   snprintf(op->val, sizeof op->val, "v%d", L.next);
   rc = kv_put(L.fx->store, &op->req, "fo", key, op->val, strlen(op->val), 0,
