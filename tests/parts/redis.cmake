@@ -22,6 +22,9 @@ if(KV_HAVE_REDIS)
       ${CMAKE_CURRENT_SOURCE_DIR}/servers/with-redis-cluster.sh --tls)
     kv_conformance(redis-sentinel "redis+sentinel://@SENTINELS@/kvprimary?db=3"
       ${CMAKE_CURRENT_SOURCE_DIR}/servers/with-redis-sentinel.sh)
+    kv_conformance(redis-sentinel-tls
+      "rediss+sentinel://@SENTINELS@/kvprimary?db=3&ca=@CA@"
+      ${CMAKE_CURRENT_SOURCE_DIR}/servers/with-redis-sentinel.sh --tls)
   endif()
   add_executable(test-redis ${CMAKE_CURRENT_SOURCE_DIR}/stores/test-redis.c)
   target_include_directories(test-redis PRIVATE ${CMAKE_SOURCE_DIR}/src
@@ -94,9 +97,12 @@ if(KV_HAVE_REDIS AND TARGET example-redis-swapcase)
     COMMAND ${KV_WITH_SENTINEL} $<TARGET_FILE:test-redis-sentinel> kill)
   add_test(NAME test-redis-sentinel-failover
     COMMAND ${KV_WITH_SENTINEL} $<TARGET_FILE:test-redis-sentinel> manual)
+  # under --tls: a wrong CA fails with the certificate error
+  add_test(NAME test-redis-sentinel-tls
+    COMMAND ${KV_WITH_SENTINEL} --tls $<TARGET_FILE:test-redis-sentinel>)
   set_tests_properties(test-redis-sentinel test-redis-sentinel-kill
-    test-redis-sentinel-failover PROPERTIES TIMEOUT ${KV_TEST_TIMEOUT}
-    SKIP_RETURN_CODE 77 LABELS unit)
+    test-redis-sentinel-failover test-redis-sentinel-tls PROPERTIES
+    TIMEOUT ${KV_TEST_TIMEOUT} SKIP_RETURN_CODE 77 LABELS unit)
   # Raw commands, Pub/Sub and transactions over both (test-redis-ha.c):
   # each failover gets a fresh server set.
   add_executable(test-redis-ha ${CMAKE_CURRENT_SOURCE_DIR}/stores/test-redis-ha.c)

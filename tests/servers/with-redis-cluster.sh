@@ -25,6 +25,8 @@
 #
 # Without redis-server / redis-cli: exit 77 (skipped), or 1 when CI=true.
 set -u
+# shellcheck source-path=SCRIPTDIR source=tls-certs.sh
+. "$(dirname "${BASH_SOURCE[0]}")/tls-certs.sh"
 
 primaries=3
 replicas=0
@@ -79,27 +81,7 @@ ca=''
 tlsargs=()
 clitls=()
 if [ $tls = 1 ]; then
-  if ! command -v openssl >/dev/null; then
-    echo "with-redis-cluster: openssl not found" >&2
-    [ "${CI:-}" = true ] && exit 1
-    exit 77
-  fi
-  (
-    cd "$dir" || exit 1
-    ec="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-    # shellcheck disable=SC2086
-    openssl req -x509 $ec -keyout ca.key -out ca.crt -days 2 \
-      -subj "/CN=kvio test CA" &&
-      openssl req $ec -keyout server.key -out server.csr \
-        -subj "/CN=localhost" &&
-      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >ext.cnf &&
-      openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key \
-        -CAcreateserial -out server.crt -days 2 -extfile ext.cnf
-  ) >"$dir/openssl.log" 2>&1 || {
-    echo "with-redis-cluster: generating certificates failed:" >&2
-    cat "$dir/openssl.log" >&2
-    exit 1
-  }
+  tls_certs "$dir" with-redis-cluster || exit $?
   ca=$dir/ca.crt
   clitls=(--tls --cacert "$ca")
 fi

@@ -20,6 +20,8 @@
 #
 # Without redis-server: exit 77 (skipped), or 1 when CI=true.
 set -u
+# shellcheck source-path=SCRIPTDIR source=tls-certs.sh
+. "$(dirname "${BASH_SOURCE[0]}")/tls-certs.sh"
 
 mode=plain
 case "${1:-}" in
@@ -36,11 +38,6 @@ server=$(command -v redis-server || true)
 cli=$(command -v redis-cli || true)
 if [ -z "$server" ] || [ -z "$cli" ]; then
   echo "with-redis: redis-server/redis-cli not found (apt-get install redis-server redis-tools)" >&2
-  [ "${CI:-}" = true ] && exit 1
-  exit 77
-fi
-if [ "$mode" = tls ] && ! command -v openssl >/dev/null; then
-  echo "with-redis: openssl not found" >&2
   [ "${CI:-}" = true ] && exit 1
   exit 77
 fi
@@ -61,24 +58,7 @@ trap 'exit 130' INT TERM
 
 ca='' badca=''
 if [ "$mode" = tls ]; then
-  (
-    cd "$dir" || exit 1
-    ec="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-    # shellcheck disable=SC2086
-    openssl req -x509 $ec -keyout ca.key -out ca.crt -days 2 \
-      -subj "/CN=kvio test CA" &&
-      openssl req -x509 $ec -keyout badca.key -out badca.crt -days 2 \
-        -subj "/CN=kvio other CA" &&
-      openssl req $ec -keyout server.key -out server.csr \
-        -subj "/CN=localhost" &&
-      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >ext.cnf &&
-      openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key \
-        -CAcreateserial -out server.crt -days 2 -extfile ext.cnf
-  ) >"$dir/openssl.log" 2>&1 || {
-    echo "with-redis: generating certificates failed:" >&2
-    cat "$dir/openssl.log" >&2
-    exit 1
-  }
+  tls_certs "$dir" with-redis || exit $?
   ca=$dir/ca.crt
   badca=$dir/badca.crt
 fi

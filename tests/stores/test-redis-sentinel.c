@@ -192,8 +192,8 @@ static void test_lookup(void **state) {
   assert_int_equal(
       RUN(fx, r, kv_put(fx->store, &r, "c", "k", "v", 1, 0, done_cb)), 0);
   kv_req_cleanup(&r);
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_SENTINEL_STATS, &ss, sizeof ss),
-                   0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_SENTINEL_STATS, &ss, sizeof ss), 0);
   snprintf(want, sizeof want, "127.0.0.1:%d", g_primary);
   assert_string_equal(ss.primary, want);
   assert_int_equal(ss.lookups, 1);
@@ -368,6 +368,62 @@ static void test_failover_manual(void **state) {
   failover(*state, 0);
 }
 
+/* ---- TLS (with-redis-sentinel.sh --tls) --------------------------------- */
+
+static const char *g_ca, *g_badca;
+
+/* rediss+sentinel://: the sentinels and the primary speak TLS only. With
+ * another CA the lookup fails at once (KV_ECONN, as any lookup that no
+ * sentinel answers) with the sentinels' certificate error in the message,
+ * never a plain-text fallback; with the right CA the store reaches the
+ * primary over TLS; plain text to the TLS sentinels fails, no hang. */
+static void test_tls(void **state) {
+  fx_t *fx = *state;
+  kv_req_t r;
+  kv_redis_sentinel_stats_t ss;
+  char url[1024], want[32];
+  int rc;
+  snprintf(url, sizeof url, "rediss+sentinel://%s/kvprimary?ca=%s&timeout=5",
+           g_seeds, g_badca);
+  fx_open(fx, url);
+  rc = RUN(fx, r, kv_get(fx->store, &r, "c", "k", done_cb));
+  if (rc != KV_ECONN ||
+      strstr(kv_req_errmsg(&r), "cannot find the primary") == NULL ||
+      strstr(kv_req_errmsg(&r), "certificate verification failed") == NULL)
+    fail_msg("wrong CA: %s (%s), expected KV_ECONN with the certificate "
+             "error",
+             kv_err_name(rc), kv_req_errmsg(&r));
+  kv_req_cleanup(&r);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_SENTINEL_STATS, &ss, sizeof ss), 0);
+  assert_string_equal(ss.primary, "");
+  fx_close(fx);
+
+  snprintf(url, sizeof url, "rediss+sentinel://%s/kvprimary?ca=%s&db=4",
+           g_seeds, g_ca);
+  fx_open(fx, url);
+  assert_int_equal(
+      RUN(fx, r, kv_put(fx->store, &r, "c", "k", "v", 1, 0, done_cb)), 0);
+  kv_req_cleanup(&r);
+  assert_int_equal(RUN(fx, r, kv_get(fx->store, &r, "c", "k", done_cb)), 0);
+  assert_true(r.found);
+  assert_memory_equal(r.value.base, "v", 1);
+  kv_req_cleanup(&r);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_SENTINEL_STATS, &ss, sizeof ss), 0);
+  snprintf(want, sizeof want, "127.0.0.1:%d", g_primary);
+  assert_string_equal(ss.primary, want);
+  assert_int_equal(RUN(fx, r, kv_destroy(fx->store, &r, done_cb)), 0);
+  kv_req_cleanup(&r);
+  fx_close(fx);
+
+  fx_open(fx, url_of("/kvprimary?timeout=5"));
+  assert_int_equal(RUN(fx, r, kv_get(fx->store, &r, "c", "k", done_cb)),
+                   KV_ECONN);
+  assert_non_null(strstr(kv_req_errmsg(&r), "cannot find the primary"));
+  kv_req_cleanup(&r);
+}
+
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_bad_urls, setup, teardown),
@@ -380,6 +436,9 @@ int main(int argc, char **argv) {
   };
   const struct CMUnitTest manual_tests[] = {
       cmocka_unit_test_setup_teardown(test_failover_manual, setup, teardown),
+  };
+  const struct CMUnitTest tls_tests[] = {
+      cmocka_unit_test_setup_teardown(test_tls, setup, teardown),
   };
   const char *p = getenv("KV_SENTINEL_PRIMARY_PORT");
   const char *r = getenv("KV_SENTINEL_REPLICA_PORT");
@@ -395,6 +454,12 @@ int main(int argc, char **argv) {
   g_replica = atoi(r);
   g_primary_pid = atoi(pid);
   signal(SIGPIPE, SIG_IGN);
+  if (getenv("KV_SENTINEL_MODE") &&
+      strcmp(getenv("KV_SENTINEL_MODE"), "tls") == 0) {
+    g_ca = getenv("KV_SENTINEL_CA");
+    g_badca = getenv("KV_SENTINEL_BADCA");
+    return cmocka_run_group_tests(tls_tests, NULL, NULL);
+  }
   if (argc > 1 && strcmp(argv[1], "kill") == 0)
     return cmocka_run_group_tests(kill_tests, NULL, NULL);
   if (argc > 1 && strcmp(argv[1], "manual") == 0)
