@@ -57,6 +57,7 @@ struct rsn_s {
   int want_lookup;
   uint64_t last_lookup, retry_at;
   int attempts, lookup_err;
+  int nfailed, nauth; /* this lookup: sentinels that failed, on auth/TLS */
   char lookup_msg[400];
   kv_req_t *wait_head, *wait_tail;
   kv__redis_waiter_t *waiters; /* redis_ha.c's, for the primary */
@@ -193,6 +194,8 @@ static void on_addr(kv__redis_t *st, const kv__redis_pend_t *p,
     return;
   }
   if (err != 0) {
+    sn->nfailed++;
+    if (err == KV_EAUTH) sn->nauth++;
     ask_next(sn, msg);
     return;
   }
@@ -261,16 +264,23 @@ static void on_addr(kv__redis_t *st, const kv__redis_pend_t *p,
 static void ask_next(rsn_t *sn, const char *why) {
   const char *argv[] = {"SENTINEL", "get-master-addr-by-name", sn->name};
   size_t argl[] = {8, 23, strlen(sn->name)};
+  int rc;
   for (;;) {
     snode_t *n = sn->asking ? sn->asking->next : sn->sentinels;
     kv__redis_t *st;
     sn->asking = n;
-    if (n == NULL) {
-      lookup_failed(sn, KV_ECONN, why ? why : "no sentinel");
+    if (n == NULL) { /* every sentinel refusing our credentials or
+                        certificate is a configuration error */
+      lookup_failed(sn,
+                    sn->nfailed > 0 && sn->nauth == sn->nfailed ? KV_EAUTH
+                                                                : KV_ECONN,
+                    why ? why : "no sentinel");
       return;
     }
     st = (kv__redis_t *)n->store;
-    if (kv__redis_ready(st) != 0) {
+    if ((rc = kv__redis_ready(st)) != 0) {
+      sn->nfailed++;
+      if (rc == KV_EAUTH) sn->nauth++;
       why = st->last_msg;
       continue;
     }
@@ -288,6 +298,7 @@ static void lookup(rsn_t *sn) {
   sn->want_lookup = 0;
   sn->last_lookup = now_ms();
   sn->asking = NULL;
+  sn->nfailed = sn->nauth = 0;
   sn->stats.lookups++;
   ask_next(sn, NULL);
 }
