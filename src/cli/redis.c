@@ -1,6 +1,7 @@
 /* The Redis commands of the CLI: publish, subscribe, redis (a raw
  * command). They need a Redis store (redis://, rediss://, redis+unix://,
- * ... without --wrap): on any other store they exit 3 with KV_ENOTSUP. */
+ * redis+cluster://, redis+sentinel://, ... without --wrap): on any other
+ * store they exit 3 with KV_ENOTSUP. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,13 +15,15 @@
 static int need_redis(cli_ctx_t *ctx, kv_store_t **out) {
   kv_store_t *s = kv_sync_store(ctx->sync);
   char msg[256];
-  if (s != NULL && strcmp(kv_store_name(s), "redis") == 0) {
+  if (s != NULL && (strcmp(kv_store_name(s), "redis") == 0 ||
+                    strcmp(kv_store_name(s), "redis+cluster") == 0 ||
+                    strcmp(kv_store_name(s), "redis+sentinel") == 0)) {
     *out = s;
     return 0;
   }
   snprintf(msg, sizeof msg,
            "'%s' needs a Redis store (redis://, rediss://, redis+unix://, "
-           "...), not %s%s",
+           "redis+cluster://, redis+sentinel://, ...), not %s%s",
            ctx->o->command, s ? kv_store_name(s) : "this store",
            ctx->o->nwraps ? " (wrapped stores are not Redis stores)" : "");
   return cli_store_error(KV_ENOTSUP, msg);
