@@ -485,7 +485,8 @@ static void test_tx_concurrent_incrementers(void **state) {
                 attempts);
   assert_true(attempts > W * N);
   /* Every leased connection is back. */
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
   assert_int_equal(stats.leased, 0);
   assert_true(stats.lease_idle >= 1 && stats.lease_idle <= W);
   assert_int_equal(stats.leases, W * N);
@@ -540,7 +541,8 @@ static void test_tx_conflicts_and_errors(void **state) {
   assert_null(tx.reply);
   assert_non_null(strstr(kv_redis_tx_errmsg(&tx), "watched key changed"));
   kv_redis_tx_cleanup(&tx);
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
   assert_int_equal(stats.leased, 0); /* returned on error */
   assert_int_equal(stats.lease_idle, 1);
   /* The function says stop: its error, nothing executed, lease back. */
@@ -555,7 +557,8 @@ static void test_tx_conflicts_and_errors(void **state) {
   assert_int_equal(tx.status, KV_EEXISTS);
   assert_int_equal(m.calls, 1);
   kv_redis_tx_cleanup(&tx);
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
   assert_int_equal(stats.leased, 0);
   assert_int_equal(stats.lease_idle, 1); /* the same connection, reused */
   assert_int_equal(stats.leases, 2);
@@ -668,7 +671,8 @@ static void test_lease(void **state) {
   assert_int_equal(lease_cmd(fx, c, &r, 1, multi), 0);
   kv_redis_req_cleanup(&r);
   kv_redis_release(c);
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
   assert_int_equal(stats.leased, 0);
   assert_int_equal(stats.lease_idle, 1);
   assert_int_equal(kv_redis_lease(fx->store, &c), 0);
@@ -700,7 +704,8 @@ static void test_lease(void **state) {
     kv_redis_req_cleanup(&r);
   }
   kv_redis_release(c); /* returned on error */
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
   assert_int_equal(stats.leased, 0);
   assert_int_equal(kv_redis_lease(fx->store, &c), 0);
   assert_int_equal(lease_cmd(fx, c, &r, 1, ping), 0); /* reconnects */
@@ -767,7 +772,8 @@ static void test_pool_ten_thousand(void **state) {
     }
   }
   assert_int_equal(g_done, 0);
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
   assert_int_equal(stats.pool_size, 4);
   assert_int_equal(stats.queued, N + 100);
   run_until(fx, N + 100);
@@ -784,7 +790,8 @@ static void test_pool_ten_thousand(void **state) {
     assert_string_equal(raws[i].reply->str, "PONG");
     kv_redis_req_cleanup(&raws[i]);
   }
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
   assert_int_equal(stats.connects, 4); /* every connection used */
   assert_int_equal(stats.pool_connected, 4);
   assert_int_equal(stats.commands, N + 100);
@@ -858,7 +865,8 @@ static void test_raw_rules(void **state) {
   }
   sleep_ms(fx, 50); /* written, blocked on the server */
   in_call = 1;
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_DISCONNECT, NULL, 0), 0);
+  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_DISCONNECT, NULL, 0),
+                   0);
   in_call = 0;
   g_done = 0;
   run_until(fx, 2);
@@ -1112,7 +1120,8 @@ static void test_tls_forms(void **state) {
   put_get(fx, "over a unix socket");
   {
     kv_redis_stats_t st;
-    assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &st, sizeof st), 0);
+    assert_int_equal(
+        kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &st, sizeof st), 0);
     assert_int_equal(st.connects, 1);
   }
   fx_close(fx);

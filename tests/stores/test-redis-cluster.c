@@ -4,8 +4,8 @@
  * merged in order; enumeration over every primary; the store's slots equal
  * CLUSTER KEYSLOT; slots resharded while 64 requests (puts, gets,
  * get_many) are in flight (every request completes once, no acknowledged
- * write is lost, MOVED/ASK/TRYAGAIN were followed); a primary killed and its replica
- * promoted (the store carries on without reopening).
+ * write is lost, MOVED/ASK/TRYAGAIN were followed); a primary killed and its
+ * replica promoted (the store carries on without reopening).
  *
  * Run under tests/servers/with-redis-cluster.sh (3 primaries), which
  * exports KV_CLUSTER_SEEDS / KV_CLUSTER_PORTS / KV_CLUSTER_PIDS /
@@ -273,7 +273,8 @@ static void placement(fx_t *fx, const char *opts, int spread) {
         0);
     kv_req_cleanup(&r);
   }
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_CLUSTER_STATS, &cs, sizeof cs), 0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_CLUSTER_STATS, &cs, sizeof cs), 0);
   assert_int_equal(cs.primaries, 3);
   /* every primary holds some of the 600 keys */
   for (int i = 0; i < 3; i++) {
@@ -526,7 +527,8 @@ static void reshard(fx_t *fx, const char *opts) {
   if (l->failed != 0 || l->failmsg[0]) fail_msg("%s", l->failmsg);
   for (int i = 0; i < INFLIGHT; i++)
     assert_int_equal(l->ops[i].calls, 1);
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_CLUSTER_STATS, &cs, sizeof cs), 0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_CLUSTER_STATS, &cs, sizeof cs), 0);
   print_message("[   NOTE   ] MOVED %llu, ASK %llu, TRYAGAIN %llu, maps %llu\n",
                 (unsigned long long)cs.moved, (unsigned long long)cs.ask,
                 (unsigned long long)cs.tryagain,
@@ -607,7 +609,8 @@ static void test_failover(void **state) {
     }
     if (ok < N) sleep_ms(fx, 100);
   }
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_CLUSTER_STATS, &cs, sizeof cs), 0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_CLUSTER_STATS, &cs, sizeof cs), 0);
   print_message("[   NOTE   ] %d failed reads while failing over, %llu maps "
                 "loaded\n",
                 errors, (unsigned long long)cs.map_loads);

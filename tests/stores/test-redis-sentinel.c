@@ -192,8 +192,8 @@ static void test_lookup(void **state) {
   assert_int_equal(
       RUN(fx, r, kv_put(fx->store, &r, "c", "k", "v", 1, 0, done_cb)), 0);
   kv_req_cleanup(&r);
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_SENTINEL_STATS, &ss, sizeof ss),
-                   0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_SENTINEL_STATS, &ss, sizeof ss), 0);
   snprintf(want, sizeof want, "127.0.0.1:%d", g_primary);
   assert_string_equal(ss.primary, want);
   assert_int_equal(ss.lookups, 1);

@@ -383,7 +383,8 @@ static void test_server_killed_mid_run(void **state) {
   g_done = 0;
   sleep_ms(fx, 100);
   assert_int_equal(g_done, 0);
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
   assert_int_equal(stats.in_flight, 6);
   server_kill(pid);
   run_until(fx, 6);
@@ -459,13 +460,15 @@ static void test_pipelining_one_write(void **state) {
   url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   put_ok(fx, "pipe", "k", "v", 0); /* connected */
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &s0, sizeof s0), 0);
+  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &s0, sizeof s0),
+                   0);
   memset(reqs, 0, sizeof reqs);
   for (int i = 0; i < 100; i++)
     assert_int_equal(kv_get(fx->store, &reqs[i], "pipe", "k", done_cb), 0);
   g_done = 0;
   run_until(fx, 100);
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &s1, sizeof s1), 0);
+  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &s1, sizeof s1),
+                   0);
   assert_int_equal(s1.commands - s0.commands, 100);
   assert_int_equal(s1.replies - s0.replies, 100);
   assert_int_equal(s1.writes - s0.writes, 1); /* one write for the turn */
@@ -482,7 +485,8 @@ static void test_pipelining_one_write(void **state) {
   s0 = s1;
   assert_int_equal(
       RUN(fx, r, kv_get_many(fx->store, &r, "pipe", keys, 100, done_cb)), 0);
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &s1, sizeof s1), 0);
+  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &s1, sizeof s1),
+                   0);
   assert_int_equal(s1.commands - s0.commands, 1);
   assert_int_equal(s1.writes - s0.writes, 1);
   assert_int_equal(r.nresults, 100);
