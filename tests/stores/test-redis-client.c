@@ -13,18 +13,13 @@
  * byte to the server's TLS port, so the TLS session is the client's and
  * the server's, over a unix socket, with the certificate with-redis.sh
  * generated). */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -35,91 +30,7 @@
 static const char *g_port, *g_dir, *g_server, *g_ca, *g_sock;
 static char g_cli[256] = "redis-cli";
 
-typedef struct {
-  uv_loop_t loop;
-  kv_store_t *store;
-} fx_t;
-
-static int g_done;
-
-static void raw_cb(kv_redis_req_t *req) {
-  int *calls = req->data;
-  if (calls) (*calls)++;
-  g_done++;
-}
-
-static void close_cb(kv_store_t *s) {
-  (void)s;
-  g_done++;
-}
-
-static void run_until(fx_t *fx, int n) {
-  while (g_done < n)
-    if (uv_run(&fx->loop, UV_RUN_ONCE) == 0 && g_done < n) fail();
-}
-
-static void timer_cb(uv_timer_t *t) {
-  *(int *)t->data = 1;
-}
-
-static void sleep_ms(fx_t *fx, uint64_t ms) {
-  uv_timer_t t;
-  int fired = 0;
-  uv_timer_init(&fx->loop, &t);
-  t.data = &fired;
-  uv_timer_start(&t, timer_cb, ms, 0);
-  while (!fired)
-    uv_run(&fx->loop, UV_RUN_ONCE);
-  uv_close((uv_handle_t *)&t, NULL);
-  uv_run(&fx->loop, UV_RUN_NOWAIT);
-}
-
-static void fx_open(fx_t *fx, const char *url) {
-  char err[256] = "";
-  int rc = kv_open_ex(&fx->loop, url, &fx->store, err, sizeof err);
-  if (rc != 0) fail_msg("kv_open(%s): %s: %s", url, kv_err_name(rc), err);
-}
-
-static void fx_close(fx_t *fx) {
-  if (fx->store == NULL) return;
-  g_done = 0;
-  assert_int_equal(kv_store_close(fx->store, close_cb), 0);
-  run_until(fx, 1);
-  fx->store = NULL;
-}
-
-static int setup(void **state) {
-  fx_t *fx = calloc(1, sizeof *fx);
-  if (fx == NULL || uv_loop_init(&fx->loop) != 0) return -1;
-  *state = fx;
-  return 0;
-}
-
-static int teardown(void **state) {
-  fx_t *fx = *state;
-  fx_close(fx);
-  uv_run(&fx->loop, UV_RUN_DEFAULT);
-  assert_int_equal(uv_loop_close(&fx->loop), 0);
-  free(fx);
-  return 0;
-}
-
-static void url_of(char *buf, size_t len, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(buf, len, fmt, ap);
-  va_end(ap);
-}
-
-static int raw(fx_t *fx, kv_redis_req_t *req, int argc, const char **argv) {
-  int rc;
-  memset(req, 0, sizeof *req);
-  rc = kv_redis_command(fx->store, req, argc, argv, NULL, raw_cb);
-  if (rc != 0) return rc;
-  g_done = 0;
-  run_until(fx, 1);
-  return req->status;
-}
+#include "redis-fixture.h"
 
 static void raw_ok(fx_t *fx, int argc, const char **argv) {
   kv_redis_req_t r;
@@ -135,10 +46,9 @@ static long long publish(fx_t *fx, const char *ch, const char *msg) {
   long long n;
   memset(&r, 0, sizeof r);
   assert_int_equal(
-      kv_redis_publish(fx->store, &r, ch, msg, strlen(msg), raw_cb), 0);
-  g_done = 0;
-  run_until(fx, 1);
-  assert_int_equal(r.status, 0);
+      wait_req(fx, &r.status,
+               kv_redis_publish(fx->store, &r, ch, msg, strlen(msg), raw_cb)),
+      0);
   assert_int_equal(r.reply->type, KV_REDIS_REPLY_INTEGER);
   n = r.reply->integer;
   kv_redis_req_cleanup(&r);
@@ -151,54 +61,6 @@ static void cli(const char *port, const char *args) {
   snprintf(cmd, sizeof cmd, "%s -h 127.0.0.1 -p %s %s >/dev/null", g_cli, port,
            args);
   assert_int_equal(system(cmd), 0);
-}
-
-/* ---- Servers of our own -------------------------------------------------- */
-
-static int port_try(int port, int do_connect) {
-  struct sockaddr_in a;
-  int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
-  memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_port = htons((uint16_t)port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ok = do_connect ? connect(fd, (struct sockaddr *)&a, sizeof a) == 0
-                  : bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-  close(fd);
-  return ok;
-}
-
-static int free_port(void) {
-  for (int i = 0; i < 100; i++) {
-    int p = 20000 + (int)(((unsigned)rand() ^ (unsigned)getpid()) % 40000);
-    if (port_try(p, 0)) return p;
-  }
-  fail_msg("no free port");
-  return -1;
-}
-
-static pid_t server_start(int port) {
-  char ps[16];
-  pid_t pid;
-  snprintf(ps, sizeof ps, "%d", port);
-  pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    execl(g_server, g_server, "--port", ps, "--bind", "127.0.0.1", "--save", "",
-          "--appendonly", "no", "--dir", g_dir, "--logfile", "/dev/null",
-          "--daemonize", "no", (char *)NULL);
-    _exit(127);
-  }
-  for (int i = 0; i < 200 && !port_try(port, 1); i++)
-    usleep(25000);
-  assert_true(port_try(port, 1));
-  return pid;
-}
-
-static void server_kill(pid_t pid) {
-  int st;
-  kill(pid, SIGKILL);
-  waitpid(pid, &st, 0);
 }
 
 /* ---- A subscriber that records ------------------------------------------- */
@@ -369,7 +231,7 @@ static void test_subscriber_survives_restart(void **state) {
   kv_redis_sub_t *sub;
   const char *chans[] = {"kvt.r"};
   const char *pats[] = {"kvt.p*"};
-  pid_t pid = server_start(port);
+  pid_t pid = server_start(g_server, g_dir, port);
   snprintf(ps, sizeof ps, "%d", port);
   url_of(url, sizeof url, "redis://127.0.0.1:%d/0", port);
   fx_open(fx, url);
@@ -386,7 +248,7 @@ static void test_subscriber_survives_restart(void **state) {
    * outage once. */
   sleep_ms(fx, 300);
   assert_int_equal(rec.downs, 1);
-  pid = server_start(port);
+  pid = server_start(g_server, g_dir, port);
   WAIT(fx, rec.gaps == 1, 5000);
   WAIT(fx, rec.subscribed == 4, 5000); /* both again, by itself */
   cli(ps, "PUBLISH kvt.r after");
@@ -575,9 +437,7 @@ static void test_tx_conflicts_and_errors(void **state) {
         kv_redis_transaction(mem, &tx, 1, keys, 0, meddle_fn, tx_cb),
         KV_EINVAL);
     kv_redis_tx_cleanup(&tx);
-    g_done = 0;
-    kv_store_close(mem, close_cb);
-    run_until(fx, 1);
+    close_other(fx, mem);
   }
 }
 
@@ -615,13 +475,9 @@ static void test_tx_execabort(void **state) {
 
 static int lease_cmd(fx_t *fx, kv_redis_conn_t *c, kv_redis_req_t *req,
                      int argc, const char **argv) {
-  int rc;
   memset(req, 0, sizeof *req);
-  rc = kv_redis_conn_command(c, req, argc, argv, NULL, raw_cb);
-  if (rc != 0) return rc;
-  g_done = 0;
-  run_until(fx, 1);
-  return req->status;
+  return wait_req(fx, &req->status,
+                  kv_redis_conn_command(c, req, argc, argv, NULL, raw_cb));
 }
 
 static void test_lease(void **state) {
@@ -733,11 +589,6 @@ static void test_lease(void **state) {
 }
 
 /* ---- The pool ------------------------------------------------------------ */
-
-static void done_cb(kv_req_t *req) {
-  (*(int *)req->data)++;
-  g_done++;
-}
 
 static void test_pool_ten_thousand(void **state) {
   fx_t *fx = *state;
@@ -938,14 +789,7 @@ static void test_url_forms(void **state) {
     fx_open(fx, good[i]);
     fx_close(fx);
   }
-  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-    char err[256] = "";
-    kv_store_t *s = NULL;
-    int rc = kv_open_ex(&fx->loop, bad[i], &s, err, sizeof err);
-    if (rc != KV_EINVAL)
-      fail_msg("%s: %s, expected KV_EINVAL", bad[i], kv_err_name(rc));
-    assert_true(err[0] != '\0');
-  }
+  expect_bad_urls(fx, bad, sizeof bad / sizeof bad[0]);
   /* RedIO's own example works: redis+unix:///path?database=2. */
   url_of(url, sizeof url, "redis+unix://%s?database=2", g_sock);
   fx_open(fx, url);
