@@ -215,9 +215,7 @@ static void json_line(log_t *l, kv_wrap_req_t *wr, double us, lbuf_t *b) {
       /* Not text: hex. */
       char *hex = kv_malloc(n * 2 + 1);
       if (hex) {
-        for (size_t i = 0; i < n; i++)
-          snprintf(hex + 2 * i, 3, "%02x", (unsigned char)v->base[i]);
-        hex[2 * n] = '\0';
+        kv__hex_encode(v->base, n, hex);
         json_object_set_new(o, "value_hex", json_string(hex));
         kv_free(hex);
       }
