@@ -144,7 +144,10 @@ KV_RFX_UNUSED static int teardown(void **state) {
   return 0;
 }
 
-KV_RFX_UNUSED static void url_of(char *buf, size_t len, const char *fmt, ...) {
+/* snprintf into buf (cluster and sentinel build theirs from their seeds with
+ * a url_of of their own). */
+KV_RFX_UNUSED static void format_url(char *buf, size_t len, const char *fmt,
+                                     ...) {
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(buf, len, fmt, ap);

@@ -143,7 +143,7 @@ static void test_subscribe_channels(void **state) {
   kv_redis_sub_t *sub;
   const char *chans[] = {"kvt.a", "kvt.b"};
   kv_redis_sub_stats_t ss;
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   assert_int_equal(kv_redis_subscriber(fx->store, on_sub, &rec, &sub), 0);
   assert_int_equal(kv_redis_sub_subscribe(sub, 2, chans), 0);
@@ -192,7 +192,7 @@ static void test_subscribe_patterns(void **state) {
   kv_redis_sub_t *sub;
   const char *pats[] = {"kvt.news.*"};
   const char *chans[] = {"kvt.news.one"};
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0?connections=2", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0?connections=2", g_port);
   fx_open(fx, url);
   assert_int_equal(kv_redis_subscriber(fx->store, on_sub, &rec, &sub), 0);
   assert_int_equal(kv_redis_sub_psubscribe(sub, 1, pats), 0);
@@ -233,7 +233,7 @@ static void test_subscriber_survives_restart(void **state) {
   const char *pats[] = {"kvt.p*"};
   pid_t pid = server_start(g_server, g_dir, port);
   snprintf(ps, sizeof ps, "%d", port);
-  url_of(url, sizeof url, "redis://127.0.0.1:%d/0", port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%d/0", port);
   fx_open(fx, url);
   assert_int_equal(kv_redis_subscriber(fx->store, on_sub, &rec, &sub), 0);
   assert_int_equal(kv_redis_sub_subscribe(sub, 1, chans), 0);
@@ -324,7 +324,7 @@ static void test_tx_concurrent_incrementers(void **state) {
   kv_redis_stats_t stats;
   const char *del[] = {"DEL", k_counter[0]};
   const char *get[] = {"GET", k_counter[0]};
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   raw_ok(fx, 2, del);
   memset(w, 0, sizeof w);
@@ -387,7 +387,7 @@ static void test_tx_conflicts_and_errors(void **state) {
   kv_redis_stats_t stats;
   const char *keys[] = {"kvt:w"};
   const char *bad[] = {"NOSUCHCOMMAND"};
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   /* Every attempt conflicts: KV_ECONFLICT after 3. */
   memset(&tx, 0, sizeof tx);
@@ -456,7 +456,7 @@ static void test_tx_execabort(void **state) {
   kv_redis_req_t r;
   const char *keys[] = {"kvt:e"};
   const char *get[] = {"GET", "kvt:e"};
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   memset(&tx, 0, sizeof tx);
   g_done = 0;
@@ -494,7 +494,7 @@ static void test_lease(void **state) {
   const char *sub[] = {"SUBSCRIBE", "x"};
   const char *id[] = {"CLIENT", "ID"};
   const char *ping[] = {"PING"};
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   assert_int_equal(kv_redis_lease(fx->store, &c), 0);
   /* WATCH / MULTI / EXEC in separate turns: the connection is ours. */
@@ -602,7 +602,7 @@ static void test_pool_ten_thousand(void **state) {
   const char *ping[] = {"PING"};
   assert_non_null(reqs);
   assert_non_null(calls);
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0?connections=4", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0?connections=4", g_port);
   fx_open(fx, url);
   g_done = 0;
   for (int i = 0; i < N; i++) {
@@ -682,7 +682,7 @@ static void test_raw_rules(void **state) {
   int port = free_port();
   /* Deferred: never from inside the submit, even when the answer (a
    * connection refused) is known early. */
-  url_of(url, sizeof url, "redis://127.0.0.1:%d/0", port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%d/0", port);
   fx_open(fx, url);
   memset(r, 0, sizeof r);
   r[0].data = &calls[0];
@@ -697,7 +697,7 @@ static void test_raw_rules(void **state) {
   fx_close(fx);
   /* Exactly once, and never inside kv_store_ctl: a disconnect with
    * commands in flight. */
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0?timeout=0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0?timeout=0", g_port);
   fx_open(fx, url);
   memset(r, 0, sizeof r);
   r[0].data = &calls[0];
@@ -791,7 +791,7 @@ static void test_url_forms(void **state) {
   }
   expect_bad_urls(fx, bad, sizeof bad / sizeof bad[0]);
   /* RedIO's own example works: redis+unix:///path?database=2. */
-  url_of(url, sizeof url, "redis+unix://%s?database=2", g_sock);
+  format_url(url, sizeof url, "redis+unix://%s?database=2", g_sock);
   fx_open(fx, url);
   memset(&r, 0, sizeof r);
   r.data = &c;
@@ -804,13 +804,13 @@ static void test_url_forms(void **state) {
   {
     kv_redis_req_t rr;
     const char *sel[] = {"GET", "db2:k"};
-    url_of(url, sizeof url, "redis://127.0.0.1:%s/2", g_port);
+    format_url(url, sizeof url, "redis://127.0.0.1:%s/2", g_port);
     fx_open(fx, url);
     assert_int_equal(raw(fx, &rr, 2, sel), 0);
     assert_string_equal(rr.reply->str, "v"); /* in database 2 */
     kv_redis_req_cleanup(&rr);
     fx_close(fx);
-    url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+    format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
     fx_open(fx, url);
     assert_int_equal(raw(fx, &rr, 2, sel), 0);
     assert_int_equal(rr.reply->type, KV_REDIS_REPLY_NIL);
@@ -945,7 +945,7 @@ static void test_tls_forms(void **state) {
   relay_t rl;
   kv_req_t r;
   int c = 0;
-  url_of(url, sizeof url, "redis+tls://127.0.0.1:%s/0?ca=%s", g_port, g_ca);
+  format_url(url, sizeof url, "redis+tls://127.0.0.1:%s/0?ca=%s", g_port, g_ca);
   fx_open(fx, url);
   put_get(fx, "over redis+tls");
   fx_close(fx);
@@ -958,8 +958,8 @@ static void test_tls_forms(void **state) {
   rl.listener.data = &rl;
   assert_int_equal(uv_pipe_bind(&rl.listener, path), 0);
   assert_int_equal(uv_listen((uv_stream_t *)&rl.listener, 8, relay_conn), 0);
-  url_of(url, sizeof url, "redis+unix+tls://localhost%s?ca=%s&database=1", path,
-         g_ca);
+  format_url(url, sizeof url, "redis+unix+tls://localhost%s?ca=%s&database=1",
+             path, g_ca);
   fx_open(fx, url);
   put_get(fx, "over a unix socket");
   {
@@ -970,7 +970,8 @@ static void test_tls_forms(void **state) {
   }
   fx_close(fx);
   /* The name is checked: another name fails verification. */
-  url_of(url, sizeof url, "redis+unix+tls://wrong.example%s?ca=%s", path, g_ca);
+  format_url(url, sizeof url, "redis+unix+tls://wrong.example%s?ca=%s", path,
+             g_ca);
   fx_open(fx, url);
   memset(&r, 0, sizeof r);
   r.data = &c;
@@ -981,8 +982,8 @@ static void test_tls_forms(void **state) {
   assert_non_null(strstr(kv_req_errmsg(&r), "certificate verification"));
   kv_req_cleanup(&r);
   fx_close(fx);
-  url_of(url, sizeof url, "redis+unix+tls://localhost%s?ca=%s&database=1", path,
-         g_ca);
+  format_url(url, sizeof url, "redis+unix+tls://localhost%s?ca=%s&database=1",
+             path, g_ca);
   fx_open(fx, url);
   {
     kv_req_t d;

@@ -31,7 +31,7 @@ static const char *g_seeds, *g_ports, *g_pids, *g_cli;
 
 #include "redis-fixture.h"
 
-static char *cluster_url(const char *opts) {
+static char *url_of(const char *opts) {
   static char buf[1024];
   snprintf(buf, sizeof buf, "redis+cluster://%s%s", g_seeds, opts);
   return buf;
@@ -150,7 +150,7 @@ static void placement(fx_t *fx, const char *opts, int spread) {
   const char *keys[NK];
   kv_buf_t vals[NK];
   char kbuf[NK][16], vbuf[NK][16], coll[16];
-  fx_open(fx, cluster_url(opts));
+  fx_open(fx, url_of(opts));
   destroy_all(fx);
   for (int i = 0; i < NK; i++) {
     snprintf(kbuf[i], sizeof kbuf[i], "k%d", i);
@@ -392,7 +392,7 @@ static void reshard(fx_t *fx, const char *opts) {
   assert_non_null(l->pending);
   for (int i = 0; i < NKEYS; i++)
     l->acked[i] = -1;
-  fx_open(fx, cluster_url(opts));
+  fx_open(fx, url_of(opts));
   destroy_all(fx);
   /* move 1000 slots of the first primary to the second while loaded; the
    * next run moves them back */
@@ -466,7 +466,7 @@ static void test_failover(void **state) {
   kv_redis_cluster_stats_t cs;
   FILE *f;
   enum { N = 300 };
-  fx_open(fx, cluster_url("?timeout=2"));
+  fx_open(fx, url_of("?timeout=2"));
   destroy_all(fx);
   /* 30 collections: some of them on the primary that is killed */
   for (int i = 0; i < N; i++) {

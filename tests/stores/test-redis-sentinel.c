@@ -32,7 +32,7 @@ static int g_primary, g_replica, g_primary_pid;
 
 #include "redis-fixture.h"
 
-static char *sentinel_url(const char *rest) {
+static char *url_of(const char *rest) {
   static char buf[1024];
   snprintf(buf, sizeof buf, "redis+sentinel://%s%s", g_seeds, rest);
   return buf;
@@ -100,7 +100,7 @@ static void test_no_sentinel(void **state) {
 static void test_unknown_name(void **state) {
   fx_t *fx = *state;
   kv_req_t r;
-  fx_open(fx, sentinel_url("/nosuchprimary"));
+  fx_open(fx, url_of("/nosuchprimary"));
   assert_int_equal(
       RUN(fx, r, kv_put(fx->store, &r, "c", "k", "v", 1, 0, done_cb)),
       KV_ECONN);
@@ -113,7 +113,7 @@ static void test_lookup(void **state) {
   kv_req_t r;
   kv_redis_sentinel_stats_t ss;
   char want[32];
-  fx_open(fx, sentinel_url("/kvprimary?db=2&prefix=t:"));
+  fx_open(fx, url_of("/kvprimary?db=2&prefix=t:"));
   assert_int_equal(
       RUN(fx, r, kv_put(fx->store, &r, "c", "k", "v", 1, 0, done_cb)), 0);
   kv_req_cleanup(&r);
@@ -213,7 +213,7 @@ static void failover(fx_t *fx, int kill_it) {
   assert_non_null(L.inflight);
   for (int i = 0; i < NKEYS; i++)
     L.acked[i] = -1;
-  fx_open(fx, sentinel_url("/kvprimary?timeout=3"));
+  fx_open(fx, url_of("/kvprimary?timeout=3"));
   for (int i = 0; i < INFLIGHT; i++)
     load_submit(&L.ops[i]);
   while (L.ok < 5000)

@@ -105,13 +105,13 @@ static void test_wrong_password(void **state) {
   const char *setuser[] = {"ACL",     "SETUSER", "kvtest", "on",
                            ">secret", "~*",      "&*",     "+@all"};
   const char *deluser[] = {"ACL", "DELUSER", "kvtest"};
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   assert_int_equal(raw(fx, &rr, 8, setuser), 0);
   kv_redis_req_cleanup(&rr);
   fx_close(fx);
 
-  url_of(url, sizeof url, "redis://kvtest:wrong@127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://kvtest:wrong@127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   assert_int_equal(RUN(fx, r, kv_get(fx->store, &r, "c", "k", done_cb)),
                    KV_EAUTH);
@@ -123,14 +123,14 @@ static void test_wrong_password(void **state) {
   kv_req_cleanup(&r);
   fx_close(fx);
 
-  url_of(url, sizeof url, "redis://:wrong@127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://:wrong@127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   assert_int_equal(RUN(fx, r, kv_get(fx->store, &r, "c", "k", done_cb)),
                    KV_EAUTH);
   kv_req_cleanup(&r);
   fx_close(fx);
 
-  url_of(url, sizeof url, "redis://kvtest:secret@127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://kvtest:secret@127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   put_ok(fx, "auth", "k", "v", 0);
   expect_val(fx, "auth", "k", "v");
@@ -153,7 +153,7 @@ static void test_server_down_then_up(void **state) {
   kv_req_t r;
   pid_t pid;
   int rc = KV_ECONN;
-  url_of(url, sizeof url, "redis://127.0.0.1:%d/0?timeout=2", port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%d/0?timeout=2", port);
   fx_open(fx, url);
   assert_int_equal(RUN(fx, r, kv_get(fx->store, &r, "c", "k", done_cb)),
                    KV_ECONN);
@@ -190,7 +190,7 @@ static void test_server_killed_mid_run(void **state) {
   const char *blpop[] = {"BLPOP", "kvtest-never", "10"};
   pid_t pid = server_start(g_server, g_dir, port);
   int rc = KV_ECONN;
-  url_of(url, sizeof url, "redis://127.0.0.1:%d/0?timeout=20", port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%d/0?timeout=20", port);
   fx_open(fx, url);
   put_ok(fx, "c", "k", "v", 0);
   /* A blocking command holds the connection: the gets behind it are in
@@ -236,7 +236,7 @@ static void test_timeout(void **state) {
   kv_req_t r;
   const char *blpop[] = {"BLPOP", "kvtest-never", "3"};
   uint64_t t0;
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0?timeout=0.3", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0?timeout=0.3", g_port);
   fx_open(fx, url);
   put_ok(fx, "c", "k", "v", 0);
   t0 = uv_hrtime();
@@ -258,7 +258,7 @@ static void test_sync_facade_after_pause(void **state) {
   kv_req_t r;
   char err[256];
   (void)state;
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0?timeout=0.5", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0?timeout=0.5", g_port);
   assert_int_equal(kv_sync_open(url, &db, err, sizeof err), 0);
   assert_int_equal(kv_sync_put(db, &r, "sync", "k", "v", 1, 0), 0);
   kv_req_cleanup(&r);
@@ -278,7 +278,7 @@ static void test_pipelining_one_write(void **state) {
   kv_redis_stats_t s0, s1;
   const char *keys[100];
   char names[100][8];
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   put_ok(fx, "pipe", "k", "v", 0); /* connected */
   assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &s0, sizeof s0),
@@ -326,7 +326,7 @@ static void test_ten_thousand_in_flight(void **state) {
   char key[32];
   assert_non_null(reqs);
   assert_non_null(calls);
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   for (int i = 0; i < N; i++) {
     reqs[i].data = &calls[i];
@@ -360,7 +360,7 @@ static void test_sixteen_mib(void **state) {
   assert_non_null(v);
   for (size_t i = 0; i < n; i++)
     v[i] = (char)(i * 7 + (i >> 13));
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   assert_int_equal(
       RUN(fx, r, kv_put(fx->store, &r, "big", "v", v, n, 0, done_cb)), 0);
@@ -412,7 +412,7 @@ static void test_glob_characters(void **state) {
   char **names;
   size_t n;
   kv_req_t r;
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   /* Collections whose names are patterns must not match others. */
   put_ok(fx, "c*", "one", "1", 0);
@@ -465,7 +465,7 @@ static void test_layout_readable(void **state) {
   const char *get1[] = {"GET", "users:alice"};
   const char *get2[] = {"GET", "a%3Ab%25:c:d"};
   const char *set3[] = {"SET", "ext:k", "from-outside"};
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   put_ok(fx, "users", "alice", "{\"n\":1}", 0);
   assert_int_equal(raw(fx, &rr, 2, get1), 0);
@@ -490,11 +490,11 @@ static void test_prefixes(void **state) {
   char **names;
   size_t n;
   kv_req_t r;
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0?prefix=a:", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0?prefix=a:", g_port);
   fx_open(fx, url);
   memset(&other, 0, sizeof other);
   other.loop = fx->loop; /* not used: the second store shares fx's loop */
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0?prefix=b:", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0?prefix=b:", g_port);
   {
     char err[256];
     assert_int_equal(kv_open_ex(&fx->loop, url, &other.store, err, sizeof err),
@@ -540,7 +540,7 @@ static void test_ttl_milliseconds(void **state) {
   kv_req_t r;
   const char *pttl[] = {"PTTL", "ms:k"};
   uint64_t t0;
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   t0 = uv_hrtime();
   put_ok(fx, "ms", "k", "v", 0.25);
@@ -585,7 +585,7 @@ static void test_raw_commands(void **state) {
   const char *bad[] = {"NOSUCHCOMMAND"};
   const char *del[] = {"DEL", "kvtest-hash"};
   const char *mget[] = {"MGET", "kvtest-hash", "nope"};
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   assert_int_equal(raw(fx, &rr, 4, hset), 0);
   assert_int_equal(rr.reply->type, KV_REDIS_REPLY_INTEGER);
@@ -637,17 +637,17 @@ static void test_raw_commands(void **state) {
 static void test_tls_ok(void **state) {
   fx_t *fx = *state;
   char url[512];
-  url_of(url, sizeof url, "rediss://127.0.0.1:%s/0?ca=%s", g_port, g_ca);
+  format_url(url, sizeof url, "rediss://127.0.0.1:%s/0?ca=%s", g_port, g_ca);
   fx_open(fx, url);
   put_ok(fx, "tls", "k", "v", 0);
   expect_val(fx, "tls", "k", "v");
   destroy_all(fx);
   fx_close(fx);
   /* A wrong name with name checking off: the chain is still verified. */
-  url_of(url, sizeof url,
-         "valkeys://127.0.0.1:%s/0?ca=%s&server_name=wrong.example&"
-         "verify_name=0",
-         g_port, g_ca);
+  format_url(url, sizeof url,
+             "valkeys://127.0.0.1:%s/0?ca=%s&server_name=wrong.example&"
+             "verify_name=0",
+             g_port, g_ca);
   fx_open(fx, url);
   put_ok(fx, "tls", "k", "v", 0);
   destroy_all(fx);
@@ -670,14 +670,14 @@ static void test_tls_failures(void **state) {
   fx_t *fx = *state;
   char url[512];
   /* Another CA: a clear certificate error, never a plain-text fallback. */
-  url_of(url, sizeof url, "rediss://127.0.0.1:%s/0?ca=%s", g_port, g_badca);
+  format_url(url, sizeof url, "rediss://127.0.0.1:%s/0?ca=%s", g_port, g_badca);
   expect_tls_failure(fx, url, KV_EAUTH, "certificate verification failed");
   /* The right CA, the wrong name. */
-  url_of(url, sizeof url, "rediss://127.0.0.1:%s/0?ca=%s&server_name=x.test",
-         g_port, g_ca);
+  format_url(url, sizeof url,
+             "rediss://127.0.0.1:%s/0?ca=%s&server_name=x.test", g_port, g_ca);
   expect_tls_failure(fx, url, KV_EAUTH, "certificate verification failed");
   /* Plain text against the TLS port fails (and does not hang). */
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0?timeout=5", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0?timeout=5", g_port);
   fx_open(fx, url);
   {
     kv_req_t r;
