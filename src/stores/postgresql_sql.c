@@ -278,11 +278,10 @@ typedef struct pg_name_s {
   int form_len;
   const char *full; /* the name, when the form is hashed; else NULL */
   int full_len;
-  char buf[PG_NAME_FORM_LEN];
+  char buf[PG_NAME_FORM_LEN + 1]; /* and the NUL kv__hex_encode writes */
 } pg_name_t;
 
 static void name_form(pg_name_t *f, const char *name, size_t len) {
-  static const char hex[] = "0123456789abcdef";
   unsigned char md[SHA256_DIGEST_LENGTH];
   size_t cut = PG_NAME_PREFIX_MAX, o;
   if (len <= PG_NAME_RAW_MAX) {
@@ -299,10 +298,7 @@ static void name_form(pg_name_t *f, const char *name, size_t len) {
   while (o < PG_NAME_FORM_LEN - 2 * SHA256_DIGEST_LENGTH)
     f->buf[o++] = '~';
   SHA256((const unsigned char *)name, len, md);
-  for (size_t i = 0; i < SHA256_DIGEST_LENGTH; i++) {
-    f->buf[o++] = hex[md[i] >> 4];
-    f->buf[o++] = hex[md[i] & 15];
-  }
+  kv__hex_encode(md, SHA256_DIGEST_LENGTH, f->buf + o);
   f->form = f->buf;
   f->form_len = PG_NAME_FORM_LEN;
   f->full = name;

@@ -1407,9 +1407,7 @@ static void sha1_hex(const char *text, char out[41]) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int n = 0;
   EVP_Digest(text, strlen(text), md, &n, EVP_sha1(), NULL);
-  for (unsigned int i = 0; i < n && i < 20; i++)
-    snprintf(out + 2 * i, 3, "%02x", md[i]);
-  out[40] = '\0';
+  kv__hex_encode(md, n < 20 ? n : 20, out);
 }
 
 static char *dup_str(const char *s) {

@@ -162,8 +162,8 @@ static void text_line(log_t *l, kv_wrap_req_t *wr, double us, lbuf_t *b) {
   }
   v = logged_value(wr, &tmp);
   if (v) lb_printf(b, " len=%zu", v->len);
-  if (op == KV_OP_PUT || op == KV_OP_PUT_MANY ||
-      op == KV_OP_PUT_IF_ABSENT || op == KV_OP_CAS || op == KV_OP_INCR)
+  if (op == KV_OP_PUT || op == KV_OP_PUT_MANY || op == KV_OP_PUT_IF_ABSENT ||
+      op == KV_OP_CAS || op == KV_OP_INCR)
     lb_printf(b, " ttl=%g", a->ttl);
   if (v && l->values) {
     lb_str(b, " value=");
@@ -196,8 +196,7 @@ static void json_line(log_t *l, kv_wrap_req_t *wr, double us, lbuf_t *b) {
   json_object_set_new(o, "status", json_string(status_name(in->status)));
   if (in->status == 0) {
     if (op == KV_OP_GET || op == KV_OP_TTL || op == KV_OP_DELETE ||
-        op == KV_OP_TAKE || op == KV_OP_PUT_IF_ABSENT ||
-        op == KV_OP_CAS)
+        op == KV_OP_TAKE || op == KV_OP_PUT_IF_ABSENT || op == KV_OP_CAS)
       json_object_set_new(o, "found", json_boolean(in->found));
     if (op == KV_OP_INCR)
       json_object_set_new(o, "number", json_integer(in->number));
@@ -215,9 +214,7 @@ static void json_line(log_t *l, kv_wrap_req_t *wr, double us, lbuf_t *b) {
       /* Not text: hex. */
       char *hex = kv_malloc(n * 2 + 1);
       if (hex) {
-        for (size_t i = 0; i < n; i++)
-          snprintf(hex + 2 * i, 3, "%02x", (unsigned char)v->base[i]);
-        hex[2 * n] = '\0';
+        kv__hex_encode(v->base, n, hex);
         json_object_set_new(o, "value_hex", json_string(hex));
         kv_free(hex);
       }

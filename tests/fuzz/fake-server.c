@@ -178,6 +178,23 @@ int fake_server_start_tcp(fake_server_t *fs, uv_loop_t *loop, const char *reply,
   return ntohs(((struct sockaddr_in *)&bound)->sin_port);
 }
 
+static char tmp_dir[64], tmp_sock[128];
+
+static void remove_tmp_dir(void) {
+  unlink(tmp_sock);
+  rmdir(tmp_dir);
+}
+
+const char *fake_server_unix_path(const char *name) {
+  if (tmp_sock[0] == '\0') {
+    snprintf(tmp_dir, sizeof tmp_dir, "/tmp/kvio-fuzz-%s-XXXXXX", name);
+    if (mkdtemp(tmp_dir) == NULL) abort();
+    snprintf(tmp_sock, sizeof tmp_sock, "%s/s", tmp_dir);
+    atexit(remove_tmp_dir);
+  }
+  return tmp_sock;
+}
+
 void fake_server_start_unix(fake_server_t *fs, uv_loop_t *loop,
                             const char *path, const char *reply,
                             size_t reply_len) {

@@ -1,6 +1,6 @@
 /* The fake server of the end-to-end fuzz targets (fuzz-memcached-store,
- * fuzz-redis-reply), and the checks they share on the request that ran
- * against it.
+ * fuzz-redis-reply, fuzz-redis-pubsub), and the checks they share on the
+ * request that ran against it.
  *
  * The server listens on 127.0.0.1 or on a unix socket, on the caller's
  * loop, and accepts one connection (a reconnect finds nobody). Each time the
@@ -44,6 +44,10 @@ typedef struct {
 /* Listen on 127.0.0.1 at a free port; returns the port. Aborts on failure. */
 int fake_server_start_tcp(fake_server_t *fs, uv_loop_t *loop, const char *reply,
                           size_t reply_len);
+/* A path for the unix socket, in a directory of its own made on the first
+ * call (/tmp/kvio-fuzz-NAME-XXXXXX) and removed at exit; the same path for
+ * every later call. Aborts on failure. */
+const char *fake_server_unix_path(const char *name);
 /* Listen on the unix socket at path (unlinked first). Aborts on failure. */
 void fake_server_start_unix(fake_server_t *fs, uv_loop_t *loop,
                             const char *path, const char *reply,

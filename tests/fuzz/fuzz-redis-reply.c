@@ -28,7 +28,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "fuzz/fake-server.h"
 #include "internal.h"
@@ -37,8 +36,7 @@
 #pragma weak kv_redis_command
 #pragma weak kv_redis_req_cleanup
 
-static char dir[64];
-static char sock_path[128];
+static const char *sock_path;
 
 typedef struct {
   uv_loop_t loop;
@@ -104,18 +102,10 @@ static void on_raw(kv_redis_req_t *raw) {
   finish(fx);
 }
 
-static void cleanup_dir(void) {
-  unlink(sock_path);
-  rmdir(dir);
-}
-
 static int setup(void) {
   (void)kv_schemes(); /* pulls in the stores (weak references above) */
   if (kv_redis_command == NULL) return -1;
-  snprintf(dir, sizeof dir, "/tmp/kvio-fuzz-redis-XXXXXX");
-  if (mkdtemp(dir) == NULL) abort();
-  snprintf(sock_path, sizeof sock_path, "%s/s", dir);
-  atexit(cleanup_dir);
+  sock_path = fake_server_unix_path("redis");
   return 0;
 }
 

@@ -641,6 +641,22 @@ static void test_long_random_names(void **state) {
   expect_val(&loop, s, coll, k1, "one", 3);
   expect_val(&loop, s, coll, k2, "two", 3);
   expect_val(&loop, s, coll, mid, "mid", 3);
+  /* The hashed forms are data on disk: the first 960 bytes, '~' and the
+   * lower-case hex SHA-256 of the name, as the server computes them. */
+  {
+    PGconn *c = direct();
+    PGresult *res = PQexec(
+        c, "SELECT count(*) FILTER (WHERE collection = left(collection_full,"
+           " 960) || '~' || encode(sha256(convert_to(collection_full,"
+           " 'UTF8')), 'hex') AND key = left(key_full, 960) || '~' ||"
+           " encode(sha256(convert_to(key_full, 'UTF8')), 'hex')), count(*)"
+           " FROM kv_long");
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    assert_string_equal(PQgetvalue(res, 0, 0), "3"); /* k1, k2 and mid */
+    assert_string_equal(PQgetvalue(res, 0, 1), "3");
+    PQclear(res);
+    PQfinish(c);
+  }
   assert_int_equal(SYNC(&loop, r, kv_keys(s, &r, coll, NULL, 2, done_cb)), 0);
   {
     kv_req_t r2;

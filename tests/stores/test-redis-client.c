@@ -13,18 +13,13 @@
  * byte to the server's TLS port, so the TLS session is the client's and
  * the server's, over a unix socket, with the certificate with-redis.sh
  * generated). */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -35,91 +30,7 @@
 static const char *g_port, *g_dir, *g_server, *g_ca, *g_sock;
 static char g_cli[256] = "redis-cli";
 
-typedef struct {
-  uv_loop_t loop;
-  kv_store_t *store;
-} fx_t;
-
-static int g_done;
-
-static void raw_cb(kv_redis_req_t *req) {
-  int *calls = req->data;
-  if (calls) (*calls)++;
-  g_done++;
-}
-
-static void close_cb(kv_store_t *s) {
-  (void)s;
-  g_done++;
-}
-
-static void run_until(fx_t *fx, int n) {
-  while (g_done < n)
-    if (uv_run(&fx->loop, UV_RUN_ONCE) == 0 && g_done < n) fail();
-}
-
-static void timer_cb(uv_timer_t *t) {
-  *(int *)t->data = 1;
-}
-
-static void sleep_ms(fx_t *fx, uint64_t ms) {
-  uv_timer_t t;
-  int fired = 0;
-  uv_timer_init(&fx->loop, &t);
-  t.data = &fired;
-  uv_timer_start(&t, timer_cb, ms, 0);
-  while (!fired)
-    uv_run(&fx->loop, UV_RUN_ONCE);
-  uv_close((uv_handle_t *)&t, NULL);
-  uv_run(&fx->loop, UV_RUN_NOWAIT);
-}
-
-static void fx_open(fx_t *fx, const char *url) {
-  char err[256] = "";
-  int rc = kv_open_ex(&fx->loop, url, &fx->store, err, sizeof err);
-  if (rc != 0) fail_msg("kv_open(%s): %s: %s", url, kv_err_name(rc), err);
-}
-
-static void fx_close(fx_t *fx) {
-  if (fx->store == NULL) return;
-  g_done = 0;
-  assert_int_equal(kv_store_close(fx->store, close_cb), 0);
-  run_until(fx, 1);
-  fx->store = NULL;
-}
-
-static int setup(void **state) {
-  fx_t *fx = calloc(1, sizeof *fx);
-  if (fx == NULL || uv_loop_init(&fx->loop) != 0) return -1;
-  *state = fx;
-  return 0;
-}
-
-static int teardown(void **state) {
-  fx_t *fx = *state;
-  fx_close(fx);
-  uv_run(&fx->loop, UV_RUN_DEFAULT);
-  assert_int_equal(uv_loop_close(&fx->loop), 0);
-  free(fx);
-  return 0;
-}
-
-static void url_of(char *buf, size_t len, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(buf, len, fmt, ap);
-  va_end(ap);
-}
-
-static int raw(fx_t *fx, kv_redis_req_t *req, int argc, const char **argv) {
-  int rc;
-  memset(req, 0, sizeof *req);
-  rc = kv_redis_command(fx->store, req, argc, argv, NULL, raw_cb);
-  if (rc != 0) return rc;
-  g_done = 0;
-  run_until(fx, 1);
-  return req->status;
-}
+#include "redis-fixture.h"
 
 static void raw_ok(fx_t *fx, int argc, const char **argv) {
   kv_redis_req_t r;
@@ -135,10 +46,9 @@ static long long publish(fx_t *fx, const char *ch, const char *msg) {
   long long n;
   memset(&r, 0, sizeof r);
   assert_int_equal(
-      kv_redis_publish(fx->store, &r, ch, msg, strlen(msg), raw_cb), 0);
-  g_done = 0;
-  run_until(fx, 1);
-  assert_int_equal(r.status, 0);
+      wait_req(fx, &r.status,
+               kv_redis_publish(fx->store, &r, ch, msg, strlen(msg), raw_cb)),
+      0);
   assert_int_equal(r.reply->type, KV_REDIS_REPLY_INTEGER);
   n = r.reply->integer;
   kv_redis_req_cleanup(&r);
@@ -151,54 +61,6 @@ static void cli(const char *port, const char *args) {
   snprintf(cmd, sizeof cmd, "%s -h 127.0.0.1 -p %s %s >/dev/null", g_cli, port,
            args);
   assert_int_equal(system(cmd), 0);
-}
-
-/* ---- Servers of our own -------------------------------------------------- */
-
-static int port_try(int port, int do_connect) {
-  struct sockaddr_in a;
-  int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
-  memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_port = htons((uint16_t)port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ok = do_connect ? connect(fd, (struct sockaddr *)&a, sizeof a) == 0
-                  : bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-  close(fd);
-  return ok;
-}
-
-static int free_port(void) {
-  for (int i = 0; i < 100; i++) {
-    int p = 20000 + (int)(((unsigned)rand() ^ (unsigned)getpid()) % 40000);
-    if (port_try(p, 0)) return p;
-  }
-  fail_msg("no free port");
-  return -1;
-}
-
-static pid_t server_start(int port) {
-  char ps[16];
-  pid_t pid;
-  snprintf(ps, sizeof ps, "%d", port);
-  pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    execl(g_server, g_server, "--port", ps, "--bind", "127.0.0.1", "--save", "",
-          "--appendonly", "no", "--dir", g_dir, "--logfile", "/dev/null",
-          "--daemonize", "no", (char *)NULL);
-    _exit(127);
-  }
-  for (int i = 0; i < 200 && !port_try(port, 1); i++)
-    usleep(25000);
-  assert_true(port_try(port, 1));
-  return pid;
-}
-
-static void server_kill(pid_t pid) {
-  int st;
-  kill(pid, SIGKILL);
-  waitpid(pid, &st, 0);
 }
 
 /* ---- A subscriber that records ------------------------------------------- */
@@ -281,7 +143,7 @@ static void test_subscribe_channels(void **state) {
   kv_redis_sub_t *sub;
   const char *chans[] = {"kvt.a", "kvt.b"};
   kv_redis_sub_stats_t ss;
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   assert_int_equal(kv_redis_subscriber(fx->store, on_sub, &rec, &sub), 0);
   assert_int_equal(kv_redis_sub_subscribe(sub, 2, chans), 0);
@@ -330,7 +192,7 @@ static void test_subscribe_patterns(void **state) {
   kv_redis_sub_t *sub;
   const char *pats[] = {"kvt.news.*"};
   const char *chans[] = {"kvt.news.one"};
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0?connections=2", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0?connections=2", g_port);
   fx_open(fx, url);
   assert_int_equal(kv_redis_subscriber(fx->store, on_sub, &rec, &sub), 0);
   assert_int_equal(kv_redis_sub_psubscribe(sub, 1, pats), 0);
@@ -369,9 +231,9 @@ static void test_subscriber_survives_restart(void **state) {
   kv_redis_sub_t *sub;
   const char *chans[] = {"kvt.r"};
   const char *pats[] = {"kvt.p*"};
-  pid_t pid = server_start(port);
+  pid_t pid = server_start(g_server, g_dir, port);
   snprintf(ps, sizeof ps, "%d", port);
-  url_of(url, sizeof url, "redis://127.0.0.1:%d/0", port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%d/0", port);
   fx_open(fx, url);
   assert_int_equal(kv_redis_subscriber(fx->store, on_sub, &rec, &sub), 0);
   assert_int_equal(kv_redis_sub_subscribe(sub, 1, chans), 0);
@@ -386,7 +248,7 @@ static void test_subscriber_survives_restart(void **state) {
    * outage once. */
   sleep_ms(fx, 300);
   assert_int_equal(rec.downs, 1);
-  pid = server_start(port);
+  pid = server_start(g_server, g_dir, port);
   WAIT(fx, rec.gaps == 1, 5000);
   WAIT(fx, rec.subscribed == 4, 5000); /* both again, by itself */
   cli(ps, "PUBLISH kvt.r after");
@@ -462,7 +324,7 @@ static void test_tx_concurrent_incrementers(void **state) {
   kv_redis_stats_t stats;
   const char *del[] = {"DEL", k_counter[0]};
   const char *get[] = {"GET", k_counter[0]};
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   raw_ok(fx, 2, del);
   memset(w, 0, sizeof w);
@@ -485,7 +347,8 @@ static void test_tx_concurrent_incrementers(void **state) {
                 attempts);
   assert_true(attempts > W * N);
   /* Every leased connection is back. */
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
   assert_int_equal(stats.leased, 0);
   assert_true(stats.lease_idle >= 1 && stats.lease_idle <= W);
   assert_int_equal(stats.leases, W * N);
@@ -524,7 +387,7 @@ static void test_tx_conflicts_and_errors(void **state) {
   kv_redis_stats_t stats;
   const char *keys[] = {"kvt:w"};
   const char *bad[] = {"NOSUCHCOMMAND"};
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   /* Every attempt conflicts: KV_ECONFLICT after 3. */
   memset(&tx, 0, sizeof tx);
@@ -540,7 +403,8 @@ static void test_tx_conflicts_and_errors(void **state) {
   assert_null(tx.reply);
   assert_non_null(strstr(kv_redis_tx_errmsg(&tx), "watched key changed"));
   kv_redis_tx_cleanup(&tx);
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
   assert_int_equal(stats.leased, 0); /* returned on error */
   assert_int_equal(stats.lease_idle, 1);
   /* The function says stop: its error, nothing executed, lease back. */
@@ -555,7 +419,8 @@ static void test_tx_conflicts_and_errors(void **state) {
   assert_int_equal(tx.status, KV_EEXISTS);
   assert_int_equal(m.calls, 1);
   kv_redis_tx_cleanup(&tx);
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
   assert_int_equal(stats.leased, 0);
   assert_int_equal(stats.lease_idle, 1); /* the same connection, reused */
   assert_int_equal(stats.leases, 2);
@@ -572,9 +437,7 @@ static void test_tx_conflicts_and_errors(void **state) {
         kv_redis_transaction(mem, &tx, 1, keys, 0, meddle_fn, tx_cb),
         KV_EINVAL);
     kv_redis_tx_cleanup(&tx);
-    g_done = 0;
-    kv_store_close(mem, close_cb);
-    run_until(fx, 1);
+    close_other(fx, mem);
   }
 }
 
@@ -593,7 +456,7 @@ static void test_tx_execabort(void **state) {
   kv_redis_req_t r;
   const char *keys[] = {"kvt:e"};
   const char *get[] = {"GET", "kvt:e"};
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   memset(&tx, 0, sizeof tx);
   g_done = 0;
@@ -612,13 +475,9 @@ static void test_tx_execabort(void **state) {
 
 static int lease_cmd(fx_t *fx, kv_redis_conn_t *c, kv_redis_req_t *req,
                      int argc, const char **argv) {
-  int rc;
   memset(req, 0, sizeof *req);
-  rc = kv_redis_conn_command(c, req, argc, argv, NULL, raw_cb);
-  if (rc != 0) return rc;
-  g_done = 0;
-  run_until(fx, 1);
-  return req->status;
+  return wait_req(fx, &req->status,
+                  kv_redis_conn_command(c, req, argc, argv, NULL, raw_cb));
 }
 
 static void test_lease(void **state) {
@@ -635,7 +494,7 @@ static void test_lease(void **state) {
   const char *sub[] = {"SUBSCRIBE", "x"};
   const char *id[] = {"CLIENT", "ID"};
   const char *ping[] = {"PING"};
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   assert_int_equal(kv_redis_lease(fx->store, &c), 0);
   /* WATCH / MULTI / EXEC in separate turns: the connection is ours. */
@@ -668,7 +527,8 @@ static void test_lease(void **state) {
   assert_int_equal(lease_cmd(fx, c, &r, 1, multi), 0);
   kv_redis_req_cleanup(&r);
   kv_redis_release(c);
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
   assert_int_equal(stats.leased, 0);
   assert_int_equal(stats.lease_idle, 1);
   assert_int_equal(kv_redis_lease(fx->store, &c), 0);
@@ -700,7 +560,8 @@ static void test_lease(void **state) {
     kv_redis_req_cleanup(&r);
   }
   kv_redis_release(c); /* returned on error */
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
   assert_int_equal(stats.leased, 0);
   assert_int_equal(kv_redis_lease(fx->store, &c), 0);
   assert_int_equal(lease_cmd(fx, c, &r, 1, ping), 0); /* reconnects */
@@ -729,11 +590,6 @@ static void test_lease(void **state) {
 
 /* ---- The pool ------------------------------------------------------------ */
 
-static void done_cb(kv_req_t *req) {
-  (*(int *)req->data)++;
-  g_done++;
-}
-
 static void test_pool_ten_thousand(void **state) {
   fx_t *fx = *state;
   enum { N = 10000 };
@@ -746,7 +602,7 @@ static void test_pool_ten_thousand(void **state) {
   const char *ping[] = {"PING"};
   assert_non_null(reqs);
   assert_non_null(calls);
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0?connections=4", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0?connections=4", g_port);
   fx_open(fx, url);
   g_done = 0;
   for (int i = 0; i < N; i++) {
@@ -767,7 +623,8 @@ static void test_pool_ten_thousand(void **state) {
     }
   }
   assert_int_equal(g_done, 0);
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
   assert_int_equal(stats.pool_size, 4);
   assert_int_equal(stats.queued, N + 100);
   run_until(fx, N + 100);
@@ -784,7 +641,8 @@ static void test_pool_ten_thousand(void **state) {
     assert_string_equal(raws[i].reply->str, "PONG");
     kv_redis_req_cleanup(&raws[i]);
   }
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
   assert_int_equal(stats.connects, 4); /* every connection used */
   assert_int_equal(stats.pool_connected, 4);
   assert_int_equal(stats.commands, N + 100);
@@ -824,7 +682,7 @@ static void test_raw_rules(void **state) {
   int port = free_port();
   /* Deferred: never from inside the submit, even when the answer (a
    * connection refused) is known early. */
-  url_of(url, sizeof url, "redis://127.0.0.1:%d/0", port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%d/0", port);
   fx_open(fx, url);
   memset(r, 0, sizeof r);
   r[0].data = &calls[0];
@@ -839,7 +697,7 @@ static void test_raw_rules(void **state) {
   fx_close(fx);
   /* Exactly once, and never inside kv_store_ctl: a disconnect with
    * commands in flight. */
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0?timeout=0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0?timeout=0", g_port);
   fx_open(fx, url);
   memset(r, 0, sizeof r);
   r[0].data = &calls[0];
@@ -858,7 +716,8 @@ static void test_raw_rules(void **state) {
   }
   sleep_ms(fx, 50); /* written, blocked on the server */
   in_call = 1;
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_DISCONNECT, NULL, 0), 0);
+  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_DISCONNECT, NULL, 0),
+                   0);
   in_call = 0;
   g_done = 0;
   run_until(fx, 2);
@@ -930,16 +789,9 @@ static void test_url_forms(void **state) {
     fx_open(fx, good[i]);
     fx_close(fx);
   }
-  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-    char err[256] = "";
-    kv_store_t *s = NULL;
-    int rc = kv_open_ex(&fx->loop, bad[i], &s, err, sizeof err);
-    if (rc != KV_EINVAL)
-      fail_msg("%s: %s, expected KV_EINVAL", bad[i], kv_err_name(rc));
-    assert_true(err[0] != '\0');
-  }
+  expect_bad_urls(fx, bad, sizeof bad / sizeof bad[0]);
   /* RedIO's own example works: redis+unix:///path?database=2. */
-  url_of(url, sizeof url, "redis+unix://%s?database=2", g_sock);
+  format_url(url, sizeof url, "redis+unix://%s?database=2", g_sock);
   fx_open(fx, url);
   memset(&r, 0, sizeof r);
   r.data = &c;
@@ -952,13 +804,13 @@ static void test_url_forms(void **state) {
   {
     kv_redis_req_t rr;
     const char *sel[] = {"GET", "db2:k"};
-    url_of(url, sizeof url, "redis://127.0.0.1:%s/2", g_port);
+    format_url(url, sizeof url, "redis://127.0.0.1:%s/2", g_port);
     fx_open(fx, url);
     assert_int_equal(raw(fx, &rr, 2, sel), 0);
     assert_string_equal(rr.reply->str, "v"); /* in database 2 */
     kv_redis_req_cleanup(&rr);
     fx_close(fx);
-    url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+    format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
     fx_open(fx, url);
     assert_int_equal(raw(fx, &rr, 2, sel), 0);
     assert_int_equal(rr.reply->type, KV_REDIS_REPLY_NIL);
@@ -1093,7 +945,7 @@ static void test_tls_forms(void **state) {
   relay_t rl;
   kv_req_t r;
   int c = 0;
-  url_of(url, sizeof url, "redis+tls://127.0.0.1:%s/0?ca=%s", g_port, g_ca);
+  format_url(url, sizeof url, "redis+tls://127.0.0.1:%s/0?ca=%s", g_port, g_ca);
   fx_open(fx, url);
   put_get(fx, "over redis+tls");
   fx_close(fx);
@@ -1106,18 +958,20 @@ static void test_tls_forms(void **state) {
   rl.listener.data = &rl;
   assert_int_equal(uv_pipe_bind(&rl.listener, path), 0);
   assert_int_equal(uv_listen((uv_stream_t *)&rl.listener, 8, relay_conn), 0);
-  url_of(url, sizeof url, "redis+unix+tls://localhost%s?ca=%s&database=1", path,
-         g_ca);
+  format_url(url, sizeof url, "redis+unix+tls://localhost%s?ca=%s&database=1",
+             path, g_ca);
   fx_open(fx, url);
   put_get(fx, "over a unix socket");
   {
     kv_redis_stats_t st;
-    assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &st, sizeof st), 0);
+    assert_int_equal(
+        kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &st, sizeof st), 0);
     assert_int_equal(st.connects, 1);
   }
   fx_close(fx);
   /* The name is checked: another name fails verification. */
-  url_of(url, sizeof url, "redis+unix+tls://wrong.example%s?ca=%s", path, g_ca);
+  format_url(url, sizeof url, "redis+unix+tls://wrong.example%s?ca=%s", path,
+             g_ca);
   fx_open(fx, url);
   memset(&r, 0, sizeof r);
   r.data = &c;
@@ -1128,8 +982,8 @@ static void test_tls_forms(void **state) {
   assert_non_null(strstr(kv_req_errmsg(&r), "certificate verification"));
   kv_req_cleanup(&r);
   fx_close(fx);
-  url_of(url, sizeof url, "redis+unix+tls://localhost%s?ca=%s&database=1", path,
-         g_ca);
+  format_url(url, sizeof url, "redis+unix+tls://localhost%s?ca=%s&database=1",
+             path, g_ca);
   fx_open(fx, url);
   {
     kv_req_t d;

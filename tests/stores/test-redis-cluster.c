@@ -4,8 +4,8 @@
  * merged in order; enumeration over every primary; the store's slots equal
  * CLUSTER KEYSLOT; slots resharded while 64 requests (puts, gets,
  * get_many) are in flight (every request completes once, no acknowledged
- * write is lost, MOVED/ASK/TRYAGAIN were followed); a primary killed and its replica
- * promoted (the store carries on without reopening).
+ * write is lost, MOVED/ASK/TRYAGAIN were followed); a primary killed and its
+ * replica promoted (the store carries on without reopening).
  *
  * Run under tests/servers/with-redis-cluster.sh (3 primaries), which
  * exports KV_CLUSTER_SEEDS / KV_CLUSTER_PORTS / KV_CLUSTER_PIDS /
@@ -28,88 +28,8 @@
 #include "kvio/redis_cluster.h"
 
 static const char *g_seeds, *g_ports, *g_pids, *g_cli;
-static int g_done;
 
-typedef struct {
-  uv_loop_t loop;
-  kv_store_t *store;
-} fx_t;
-
-static void done_cb(kv_req_t *req) {
-  (void)req;
-  g_done++;
-}
-
-static void raw_cb(kv_redis_req_t *req) {
-  (void)req;
-  g_done++;
-}
-
-static void close_cb(kv_store_t *s) {
-  (void)s;
-  g_done++;
-}
-
-static void run_until(fx_t *fx, int n) {
-  while (g_done < n)
-    if (uv_run(&fx->loop, UV_RUN_ONCE) == 0 && g_done < n) fail();
-}
-
-static int wait_req(fx_t *fx, kv_req_t *req, int rc) {
-  if (rc != 0) return rc;
-  g_done = 0;
-  run_until(fx, 1);
-  return req->status;
-}
-
-#define RUN(fx, req, call) \
-  (memset(&(req), 0, sizeof(req)), wait_req((fx), &(req), (call)))
-
-static void timer_cb(uv_timer_t *t) {
-  *(int *)t->data = 1;
-}
-
-static void sleep_ms(fx_t *fx, uint64_t ms) {
-  uv_timer_t t;
-  int fired = 0;
-  uv_timer_init(&fx->loop, &t);
-  t.data = &fired;
-  uv_timer_start(&t, timer_cb, ms, 0);
-  while (!fired)
-    uv_run(&fx->loop, UV_RUN_ONCE);
-  uv_close((uv_handle_t *)&t, NULL);
-  uv_run(&fx->loop, UV_RUN_NOWAIT);
-}
-
-static void fx_open(fx_t *fx, const char *url) {
-  char err[256] = "";
-  int rc = kv_open_ex(&fx->loop, url, &fx->store, err, sizeof err);
-  if (rc != 0) fail_msg("kv_open(%s): %s: %s", url, kv_err_name(rc), err);
-}
-
-static void fx_close(fx_t *fx) {
-  if (fx->store == NULL) return;
-  g_done = 0;
-  assert_int_equal(kv_store_close(fx->store, close_cb), 0);
-  run_until(fx, 1);
-  fx->store = NULL;
-}
-
-static int setup(void **state) {
-  fx_t *fx = calloc(1, sizeof *fx);
-  if (fx == NULL || uv_loop_init(&fx->loop) != 0) return -1;
-  *state = fx;
-  return 0;
-}
-
-static int teardown(void **state) {
-  fx_t *fx = *state;
-  fx_close(fx);
-  uv_run(&fx->loop, UV_RUN_DEFAULT);
-  assert_int_equal(uv_loop_close(&fx->loop), 0); /* nothing left behind */
-  free(fx);
-  return 0;
-}
+#include "redis-fixture.h"
 
 static char *url_of(const char *opts) {
   static char buf[1024];
@@ -136,23 +56,12 @@ static long long dbsize(fx_t *fx, int port) {
   long long n = -1;
   snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
   assert_int_equal(kv_open(&fx->loop, url, &s), 0);
-  memset(&r, 0, sizeof r);
-  assert_int_equal(kv_redis_command(s, &r, 1, argv, NULL, raw_cb), 0);
-  g_done = 0;
-  run_until(fx, 1);
-  if (r.status == 0 && r.reply->type == KV_REDIS_REPLY_INTEGER)
+  if (raw_on(fx, s, &r, 1, argv) == 0 &&
+      r.reply->type == KV_REDIS_REPLY_INTEGER)
     n = r.reply->integer;
   kv_redis_req_cleanup(&r);
-  g_done = 0;
-  kv_store_close(s, close_cb);
-  run_until(fx, 1);
+  close_other(fx, s);
   return n;
-}
-
-static void destroy_all(fx_t *fx) {
-  kv_req_t r;
-  assert_int_equal(RUN(fx, r, kv_destroy(fx->store, &r, done_cb)), 0);
-  kv_req_cleanup(&r);
 }
 
 /* ---- Slots ------------------------------------------------------------------
@@ -187,20 +96,14 @@ static void test_key_slots(void **state) {
   for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
     kv_redis_req_t r;
     const char *argv[] = {"CLUSTER", "KEYSLOT", keys[i]};
-    memset(&r, 0, sizeof r);
-    assert_int_equal(kv_redis_command(s, &r, 3, argv, NULL, raw_cb), 0);
-    g_done = 0;
-    run_until(fx, 1);
-    assert_int_equal(r.status, 0);
+    assert_int_equal(raw_on(fx, s, &r, 3, argv), 0);
     assert_int_equal(r.reply->type, KV_REDIS_REPLY_INTEGER);
     if ((unsigned)r.reply->integer != kv__rcl_slot(keys[i], strlen(keys[i])))
       fail_msg("'%s': server %lld, store %u", keys[i], r.reply->integer,
                kv__rcl_slot(keys[i], strlen(keys[i])));
     kv_redis_req_cleanup(&r);
   }
-  g_done = 0;
-  kv_store_close(s, close_cb);
-  run_until(fx, 1);
+  close_other(fx, s);
 }
 
 /* ---- URLs ------------------------------------------------------------------
@@ -219,16 +122,7 @@ static void test_bad_urls(void **state) {
       "redis+cluster://127.0.0.1:7000?ca=/x",
       "rediss+cluster://127.0.0.1:7000?ca=/nonexistent/ca.pem",
   };
-  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-    kv_store_t *s = NULL;
-    char err[256] = "";
-    int rc = kv_open_ex(&fx->loop, bad[i], &s, err, sizeof err);
-    if (rc != KV_EINVAL)
-      fail_msg("%s: expected KV_EINVAL, got %s (%s)", bad[i], kv_err_name(rc),
-               err);
-    assert_null(s);
-    assert_true(err[0] != '\0');
-  }
+  expect_bad_urls(fx, bad, sizeof bad / sizeof *bad);
   /* A brace in the prefix is fine when every key is its own slot. */
   fx_open(fx, "valkey+cluster://127.0.0.1:7000?slots=key&prefix=%7Bapp%7D:");
   fx_close(fx);
@@ -273,7 +167,8 @@ static void placement(fx_t *fx, const char *opts, int spread) {
         0);
     kv_req_cleanup(&r);
   }
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_CLUSTER_STATS, &cs, sizeof cs), 0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_CLUSTER_STATS, &cs, sizeof cs), 0);
   assert_int_equal(cs.primaries, 3);
   /* every primary holds some of the 600 keys */
   for (int i = 0; i < 3; i++) {
@@ -526,7 +421,8 @@ static void reshard(fx_t *fx, const char *opts) {
   if (l->failed != 0 || l->failmsg[0]) fail_msg("%s", l->failmsg);
   for (int i = 0; i < INFLIGHT; i++)
     assert_int_equal(l->ops[i].calls, 1);
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_CLUSTER_STATS, &cs, sizeof cs), 0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_CLUSTER_STATS, &cs, sizeof cs), 0);
   print_message("[   NOTE   ] MOVED %llu, ASK %llu, TRYAGAIN %llu, maps %llu\n",
                 (unsigned long long)cs.moved, (unsigned long long)cs.ask,
                 (unsigned long long)cs.tryagain,
@@ -607,7 +503,8 @@ static void test_failover(void **state) {
     }
     if (ok < N) sleep_ms(fx, 100);
   }
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_CLUSTER_STATS, &cs, sizeof cs), 0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_CLUSTER_STATS, &cs, sizeof cs), 0);
   print_message("[   NOTE   ] %d failed reads while failing over, %llu maps "
                 "loaded\n",
                 errors, (unsigned long long)cs.map_loads);

@@ -29,72 +29,8 @@
 
 static const char *g_seeds, *g_cli;
 static int g_primary, g_replica, g_primary_pid;
-static int g_done;
 
-typedef struct {
-  uv_loop_t loop;
-  kv_store_t *store;
-} fx_t;
-
-static void done_cb(kv_req_t *req) {
-  (void)req;
-  g_done++;
-}
-
-static void raw_cb(kv_redis_req_t *req) {
-  (void)req;
-  g_done++;
-}
-
-static void close_cb(kv_store_t *s) {
-  (void)s;
-  g_done++;
-}
-
-static void run_until(fx_t *fx, int n) {
-  while (g_done < n)
-    if (uv_run(&fx->loop, UV_RUN_ONCE) == 0 && g_done < n) fail();
-}
-
-static int wait_req(fx_t *fx, kv_req_t *req, int rc) {
-  if (rc != 0) return rc;
-  g_done = 0;
-  run_until(fx, 1);
-  return req->status;
-}
-
-#define RUN(fx, req, call) \
-  (memset(&(req), 0, sizeof(req)), wait_req((fx), &(req), (call)))
-
-static void fx_open(fx_t *fx, const char *url) {
-  char err[256] = "";
-  int rc = kv_open_ex(&fx->loop, url, &fx->store, err, sizeof err);
-  if (rc != 0) fail_msg("kv_open(%s): %s: %s", url, kv_err_name(rc), err);
-}
-
-static void fx_close(fx_t *fx) {
-  if (fx->store == NULL) return;
-  g_done = 0;
-  assert_int_equal(kv_store_close(fx->store, close_cb), 0);
-  run_until(fx, 1);
-  fx->store = NULL;
-}
-
-static int setup(void **state) {
-  fx_t *fx = calloc(1, sizeof *fx);
-  if (fx == NULL || uv_loop_init(&fx->loop) != 0) return -1;
-  *state = fx;
-  return 0;
-}
-
-static int teardown(void **state) {
-  fx_t *fx = *state;
-  fx_close(fx);
-  uv_run(&fx->loop, UV_RUN_DEFAULT);
-  assert_int_equal(uv_loop_close(&fx->loop), 0); /* nothing left behind */
-  free(fx);
-  return 0;
-}
+#include "redis-fixture.h"
 
 static char *url_of(const char *rest) {
   static char buf[1024];
@@ -124,9 +60,7 @@ static long long fence(fx_t *fx, int port) {
     n = r.reply->integer;
   kv_redis_req_cleanup(&r);
   kv_redis_req_cleanup(&w);
-  g_done = 0;
-  kv_store_close(s, close_cb);
-  run_until(fx, 1);
+  close_other(fx, s);
   return n;
 }
 
@@ -146,16 +80,7 @@ static void test_bad_urls(void **state) {
       "redis+sentinel://127.0.0.1:26379/name?slots=key",
       "redis+sentinel://127.0.0.1:26379/name?ca=/x",
   };
-  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-    kv_store_t *s = NULL;
-    char err[256] = "";
-    int rc = kv_open_ex(&fx->loop, bad[i], &s, err, sizeof err);
-    if (rc != KV_EINVAL)
-      fail_msg("%s: expected KV_EINVAL, got %s (%s)", bad[i], kv_err_name(rc),
-               err);
-    assert_null(s);
-    assert_true(err[0] != '\0');
-  }
+  expect_bad_urls(fx, bad, sizeof bad / sizeof *bad);
 }
 
 static void test_no_sentinel(void **state) {

@@ -8,19 +8,13 @@
  * exports KV_REDIS_PORT / KV_REDIS_MODE / KV_REDIS_SERVER / ...; tests that
  * kill a server start their own redis-server on another port. Under
  * `with-redis.sh --tls` only the TLS tests run. */
-#include <errno.h>
-#include <netinet/in.h>
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -33,109 +27,9 @@ static const char *g_dir;    /* its temporary directory */
 static const char *g_server; /* redis-server binary */
 static const char *g_ca, *g_badca;
 
-/* ---- Running requests ---------------------------------------------------- */
+#include "redis-fixture.h"
 
-typedef struct {
-  uv_loop_t loop;
-  kv_store_t *store;
-  int closed;
-} fx_t;
-
-static int g_done;
-
-static void done_cb(kv_req_t *req) {
-  (void)req;
-  g_done++;
-}
-
-static void raw_cb(kv_redis_req_t *req) {
-  (void)req;
-  g_done++;
-}
-
-static void close_cb(kv_store_t *s) {
-  (void)s;
-  g_done++;
-}
-
-/* Run the loop until `n` more callbacks have run. */
-static void run_until(fx_t *fx, int n) {
-  while (g_done < n)
-    if (uv_run(&fx->loop, UV_RUN_ONCE) == 0 && g_done < n) fail();
-}
-
-static int wait_req(fx_t *fx, kv_req_t *req, int rc) {
-  if (rc != 0) return rc;
-  g_done = 0;
-  run_until(fx, 1);
-  return req->status;
-}
-
-#define RUN(fx, req, call) \
-  (memset(&(req), 0, sizeof(req)), wait_req((fx), &(req), (call)))
-
-static int raw(fx_t *fx, kv_redis_req_t *req, int argc, const char **argv) {
-  int rc;
-  memset(req, 0, sizeof *req);
-  rc = kv_redis_command(fx->store, req, argc, argv, NULL, raw_cb);
-  if (rc != 0) return rc;
-  g_done = 0;
-  run_until(fx, 1);
-  return req->status;
-}
-
-static void timer_cb(uv_timer_t *t) {
-  *(int *)t->data = 1;
-}
-
-static void sleep_ms(fx_t *fx, uint64_t ms) {
-  uv_timer_t t;
-  int fired = 0;
-  uv_timer_init(&fx->loop, &t);
-  t.data = &fired;
-  uv_timer_start(&t, timer_cb, ms, 0);
-  while (!fired)
-    uv_run(&fx->loop, UV_RUN_ONCE);
-  uv_close((uv_handle_t *)&t, NULL);
-  uv_run(&fx->loop, UV_RUN_NOWAIT);
-}
-
-static void fx_open(fx_t *fx, const char *url) {
-  char err[256] = "";
-  int rc = kv_open_ex(&fx->loop, url, &fx->store, err, sizeof err);
-  if (rc != 0) fail_msg("kv_open(%s): %s: %s", url, kv_err_name(rc), err);
-}
-
-static void fx_close(fx_t *fx) {
-  if (fx->store == NULL) return;
-  g_done = 0;
-  assert_int_equal(kv_store_close(fx->store, close_cb), 0);
-  run_until(fx, 1);
-  fx->store = NULL;
-}
-
-static int setup(void **state) {
-  fx_t *fx = calloc(1, sizeof *fx);
-  if (fx == NULL || uv_loop_init(&fx->loop) != 0) return -1;
-  *state = fx;
-  return 0;
-}
-
-static int teardown(void **state) {
-  fx_t *fx = *state;
-  fx_close(fx);
-  uv_run(&fx->loop, UV_RUN_DEFAULT);
-  assert_int_equal(uv_loop_close(&fx->loop), 0);
-  free(fx);
-  return 0;
-}
-
-static void url_of(char *buf, size_t len, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(buf, len, fmt, ap);
-  va_end(ap);
-}
+/* ---- Requests that must succeed ------------------------------------------ */
 
 static void put_ok(fx_t *fx, const char *c, const char *k, const char *v,
                    double ttl) {
@@ -161,71 +55,6 @@ static void expect_val(fx_t *fx, const char *c, const char *k, const char *v) {
   kv_req_cleanup(&r);
 }
 
-static void destroy_all(fx_t *fx) {
-  kv_req_t r;
-  assert_int_equal(RUN(fx, r, kv_destroy(fx->store, &r, done_cb)), 0);
-  kv_req_cleanup(&r);
-}
-
-/* ---- Servers of our own -------------------------------------------------- */
-
-static int port_free(int port) {
-  struct sockaddr_in a;
-  int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
-  memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_port = htons((uint16_t)port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-  close(fd);
-  return ok;
-}
-
-static int free_port(void) {
-  for (int i = 0; i < 100; i++) {
-    int p = 20000 + (int)(((unsigned)rand() ^ (unsigned)getpid()) % 40000);
-    if (port_free(p)) return p;
-  }
-  fail_msg("no free port");
-  return -1;
-}
-
-static int port_answers(int port) {
-  struct sockaddr_in a;
-  int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
-  memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_port = htons((uint16_t)port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-  close(fd);
-  return ok;
-}
-
-static pid_t server_start(int port) {
-  char ps[16];
-  pid_t pid;
-  snprintf(ps, sizeof ps, "%d", port);
-  pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    execl(g_server, g_server, "--port", ps, "--bind", "127.0.0.1", "--save", "",
-          "--appendonly", "no", "--dir", g_dir, "--logfile", "/dev/null",
-          "--loglevel", "warning", "--daemonize", "no", (char *)NULL);
-    _exit(127);
-  }
-  for (int i = 0; i < 200 && !port_answers(port); i++)
-    usleep(25000);
-  assert_true(port_answers(port));
-  return pid;
-}
-
-static void server_kill(pid_t pid) {
-  int st;
-  kill(pid, SIGKILL);
-  waitpid(pid, &st, 0);
-}
-
 /* ---- Tests: plain server ------------------------------------------------- */
 
 static void test_bad_urls(void **state) {
@@ -244,15 +73,7 @@ static void test_bad_urls(void **state) {
       "rediss://127.0.0.1:6379/0?cert=/nonexistent/c.pem",
       "rediss://127.0.0.1:6379/0?verify_name=maybe",
   };
-  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-    char err[256] = "";
-    kv_store_t *s = (kv_store_t *)1;
-    int rc = kv_open_ex(&fx->loop, bad[i], &s, err, sizeof err);
-    if (rc != KV_EINVAL)
-      fail_msg("%s: %s, expected KV_EINVAL", bad[i], kv_err_name(rc));
-    assert_null(s);
-    assert_true(err[0] != '\0');
-  }
+  expect_bad_urls(fx, bad, sizeof bad / sizeof bad[0]);
 }
 
 static void test_open_needs_no_server(void **state) {
@@ -284,13 +105,13 @@ static void test_wrong_password(void **state) {
   const char *setuser[] = {"ACL",     "SETUSER", "kvtest", "on",
                            ">secret", "~*",      "&*",     "+@all"};
   const char *deluser[] = {"ACL", "DELUSER", "kvtest"};
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   assert_int_equal(raw(fx, &rr, 8, setuser), 0);
   kv_redis_req_cleanup(&rr);
   fx_close(fx);
 
-  url_of(url, sizeof url, "redis://kvtest:wrong@127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://kvtest:wrong@127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   assert_int_equal(RUN(fx, r, kv_get(fx->store, &r, "c", "k", done_cb)),
                    KV_EAUTH);
@@ -302,14 +123,14 @@ static void test_wrong_password(void **state) {
   kv_req_cleanup(&r);
   fx_close(fx);
 
-  url_of(url, sizeof url, "redis://:wrong@127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://:wrong@127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   assert_int_equal(RUN(fx, r, kv_get(fx->store, &r, "c", "k", done_cb)),
                    KV_EAUTH);
   kv_req_cleanup(&r);
   fx_close(fx);
 
-  url_of(url, sizeof url, "redis://kvtest:secret@127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://kvtest:secret@127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   put_ok(fx, "auth", "k", "v", 0);
   expect_val(fx, "auth", "k", "v");
@@ -332,7 +153,7 @@ static void test_server_down_then_up(void **state) {
   kv_req_t r;
   pid_t pid;
   int rc = KV_ECONN;
-  url_of(url, sizeof url, "redis://127.0.0.1:%d/0?timeout=2", port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%d/0?timeout=2", port);
   fx_open(fx, url);
   assert_int_equal(RUN(fx, r, kv_get(fx->store, &r, "c", "k", done_cb)),
                    KV_ECONN);
@@ -342,7 +163,7 @@ static void test_server_down_then_up(void **state) {
   assert_int_equal(RUN(fx, r, kv_get(fx->store, &r, "c", "k", done_cb)),
                    KV_ECONN);
   kv_req_cleanup(&r);
-  pid = server_start(port);
+  pid = server_start(g_server, g_dir, port);
   /* The store works once the server is up, without reopening: the backoff
    * is capped at 1 s. */
   for (int i = 0; i < 60 && rc != 0; i++) {
@@ -367,9 +188,9 @@ static void test_server_killed_mid_run(void **state) {
   kv_redis_req_t blk;
   kv_redis_stats_t stats;
   const char *blpop[] = {"BLPOP", "kvtest-never", "10"};
-  pid_t pid = server_start(port);
+  pid_t pid = server_start(g_server, g_dir, port);
   int rc = KV_ECONN;
-  url_of(url, sizeof url, "redis://127.0.0.1:%d/0?timeout=20", port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%d/0?timeout=20", port);
   fx_open(fx, url);
   put_ok(fx, "c", "k", "v", 0);
   /* A blocking command holds the connection: the gets behind it are in
@@ -383,7 +204,8 @@ static void test_server_killed_mid_run(void **state) {
   g_done = 0;
   sleep_ms(fx, 100);
   assert_int_equal(g_done, 0);
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &stats, sizeof stats), 0);
   assert_int_equal(stats.in_flight, 6);
   server_kill(pid);
   run_until(fx, 6);
@@ -395,7 +217,7 @@ static void test_server_killed_mid_run(void **state) {
     assert_int_equal(gets[i].status, KV_ECONN);
     kv_req_cleanup(&gets[i]);
   }
-  pid = server_start(port);
+  pid = server_start(g_server, g_dir, port);
   for (int i = 0; i < 60 && rc != 0; i++) {
     rc = RUN(fx, r, kv_put(fx->store, &r, "c", "k", "v2", 2, 0, done_cb));
     if (rc != 0) sleep_ms(fx, 50);
@@ -414,7 +236,7 @@ static void test_timeout(void **state) {
   kv_req_t r;
   const char *blpop[] = {"BLPOP", "kvtest-never", "3"};
   uint64_t t0;
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0?timeout=0.3", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0?timeout=0.3", g_port);
   fx_open(fx, url);
   put_ok(fx, "c", "k", "v", 0);
   t0 = uv_hrtime();
@@ -436,7 +258,7 @@ static void test_sync_facade_after_pause(void **state) {
   kv_req_t r;
   char err[256];
   (void)state;
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0?timeout=0.5", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0?timeout=0.5", g_port);
   assert_int_equal(kv_sync_open(url, &db, err, sizeof err), 0);
   assert_int_equal(kv_sync_put(db, &r, "sync", "k", "v", 1, 0), 0);
   kv_req_cleanup(&r);
@@ -456,16 +278,18 @@ static void test_pipelining_one_write(void **state) {
   kv_redis_stats_t s0, s1;
   const char *keys[100];
   char names[100][8];
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   put_ok(fx, "pipe", "k", "v", 0); /* connected */
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &s0, sizeof s0), 0);
+  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &s0, sizeof s0),
+                   0);
   memset(reqs, 0, sizeof reqs);
   for (int i = 0; i < 100; i++)
     assert_int_equal(kv_get(fx->store, &reqs[i], "pipe", "k", done_cb), 0);
   g_done = 0;
   run_until(fx, 100);
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &s1, sizeof s1), 0);
+  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &s1, sizeof s1),
+                   0);
   assert_int_equal(s1.commands - s0.commands, 100);
   assert_int_equal(s1.replies - s0.replies, 100);
   assert_int_equal(s1.writes - s0.writes, 1); /* one write for the turn */
@@ -482,7 +306,8 @@ static void test_pipelining_one_write(void **state) {
   s0 = s1;
   assert_int_equal(
       RUN(fx, r, kv_get_many(fx->store, &r, "pipe", keys, 100, done_cb)), 0);
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &s1, sizeof s1), 0);
+  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_STATS, &s1, sizeof s1),
+                   0);
   assert_int_equal(s1.commands - s0.commands, 1);
   assert_int_equal(s1.writes - s0.writes, 1);
   assert_int_equal(r.nresults, 100);
@@ -501,7 +326,7 @@ static void test_ten_thousand_in_flight(void **state) {
   char key[32];
   assert_non_null(reqs);
   assert_non_null(calls);
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   for (int i = 0; i < N; i++) {
     reqs[i].data = &calls[i];
@@ -535,7 +360,7 @@ static void test_sixteen_mib(void **state) {
   assert_non_null(v);
   for (size_t i = 0; i < n; i++)
     v[i] = (char)(i * 7 + (i >> 13));
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   assert_int_equal(
       RUN(fx, r, kv_put(fx->store, &r, "big", "v", v, n, 0, done_cb)), 0);
@@ -587,7 +412,7 @@ static void test_glob_characters(void **state) {
   char **names;
   size_t n;
   kv_req_t r;
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   /* Collections whose names are patterns must not match others. */
   put_ok(fx, "c*", "one", "1", 0);
@@ -640,7 +465,7 @@ static void test_layout_readable(void **state) {
   const char *get1[] = {"GET", "users:alice"};
   const char *get2[] = {"GET", "a%3Ab%25:c:d"};
   const char *set3[] = {"SET", "ext:k", "from-outside"};
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   put_ok(fx, "users", "alice", "{\"n\":1}", 0);
   assert_int_equal(raw(fx, &rr, 2, get1), 0);
@@ -665,11 +490,11 @@ static void test_prefixes(void **state) {
   char **names;
   size_t n;
   kv_req_t r;
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0?prefix=a:", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0?prefix=a:", g_port);
   fx_open(fx, url);
   memset(&other, 0, sizeof other);
   other.loop = fx->loop; /* not used: the second store shares fx's loop */
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0?prefix=b:", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0?prefix=b:", g_port);
   {
     char err[256];
     assert_int_equal(kv_open_ex(&fx->loop, url, &other.store, err, sizeof err),
@@ -715,7 +540,7 @@ static void test_ttl_milliseconds(void **state) {
   kv_req_t r;
   const char *pttl[] = {"PTTL", "ms:k"};
   uint64_t t0;
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   t0 = uv_hrtime();
   put_ok(fx, "ms", "k", "v", 0.25);
@@ -760,7 +585,7 @@ static void test_raw_commands(void **state) {
   const char *bad[] = {"NOSUCHCOMMAND"};
   const char *del[] = {"DEL", "kvtest-hash"};
   const char *mget[] = {"MGET", "kvtest-hash", "nope"};
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0", g_port);
   fx_open(fx, url);
   assert_int_equal(raw(fx, &rr, 4, hset), 0);
   assert_int_equal(rr.reply->type, KV_REDIS_REPLY_INTEGER);
@@ -803,9 +628,7 @@ static void test_raw_commands(void **state) {
                    KV_EINVAL);
   assert_non_null(strstr(kv_redis_req_errmsg(&rr), "not a redis store"));
   kv_redis_req_cleanup(&rr);
-  g_done = 0;
-  kv_store_close(mem, close_cb);
-  run_until(fx, 1);
+  close_other(fx, mem);
   destroy_all(fx);
 }
 
@@ -814,17 +637,17 @@ static void test_raw_commands(void **state) {
 static void test_tls_ok(void **state) {
   fx_t *fx = *state;
   char url[512];
-  url_of(url, sizeof url, "rediss://127.0.0.1:%s/0?ca=%s", g_port, g_ca);
+  format_url(url, sizeof url, "rediss://127.0.0.1:%s/0?ca=%s", g_port, g_ca);
   fx_open(fx, url);
   put_ok(fx, "tls", "k", "v", 0);
   expect_val(fx, "tls", "k", "v");
   destroy_all(fx);
   fx_close(fx);
   /* A wrong name with name checking off: the chain is still verified. */
-  url_of(url, sizeof url,
-         "valkeys://127.0.0.1:%s/0?ca=%s&server_name=wrong.example&"
-         "verify_name=0",
-         g_port, g_ca);
+  format_url(url, sizeof url,
+             "valkeys://127.0.0.1:%s/0?ca=%s&server_name=wrong.example&"
+             "verify_name=0",
+             g_port, g_ca);
   fx_open(fx, url);
   put_ok(fx, "tls", "k", "v", 0);
   destroy_all(fx);
@@ -847,14 +670,14 @@ static void test_tls_failures(void **state) {
   fx_t *fx = *state;
   char url[512];
   /* Another CA: a clear certificate error, never a plain-text fallback. */
-  url_of(url, sizeof url, "rediss://127.0.0.1:%s/0?ca=%s", g_port, g_badca);
+  format_url(url, sizeof url, "rediss://127.0.0.1:%s/0?ca=%s", g_port, g_badca);
   expect_tls_failure(fx, url, KV_EAUTH, "certificate verification failed");
   /* The right CA, the wrong name. */
-  url_of(url, sizeof url, "rediss://127.0.0.1:%s/0?ca=%s&server_name=x.test",
-         g_port, g_ca);
+  format_url(url, sizeof url,
+             "rediss://127.0.0.1:%s/0?ca=%s&server_name=x.test", g_port, g_ca);
   expect_tls_failure(fx, url, KV_EAUTH, "certificate verification failed");
   /* Plain text against the TLS port fails (and does not hang). */
-  url_of(url, sizeof url, "redis://127.0.0.1:%s/0?timeout=5", g_port);
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/0?timeout=5", g_port);
   fx_open(fx, url);
   {
     kv_req_t r;

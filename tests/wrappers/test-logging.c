@@ -114,6 +114,40 @@ static void json_lines(void **state) {
   ts_close(&t);
 }
 
+/* With values, a value that is not UTF-8 goes in "value_hex" (lower case),
+ * cut at 256 bytes as text is. */
+static void json_binary_values_in_hex(void **state) {
+  tstack_t t;
+  sink_t s;
+  json_t *j;
+  json_error_t e;
+  char big[301], want[513];
+  (void)state;
+  stack(&t, &s, 1, 1);
+  assert_int_equal(t_put(&t, "c", "bin", "\xff\xfe\x01\x41\x7a", 0), 0);
+  memset(big, 0xab, 300);
+  big[300] = '\0';
+  assert_int_equal(t_put(&t, "c", "big", big, 0), 0);
+  assert_int_equal(s.n, 2);
+  j = json_loads(s.lines[0], 0, &e);
+  assert_non_null(j);
+  assert_null(json_object_get(j, "value"));
+  assert_string_equal(json_string_value(json_object_get(j, "value_hex")),
+                      "fffe01417a");
+  assert_null(json_object_get(j, "value_truncated"));
+  json_decref(j);
+  j = json_loads(s.lines[1], 0, &e);
+  assert_non_null(j);
+  for (int i = 0; i < 256; i++)
+    memcpy(want + 2 * i, "ab", 2);
+  want[512] = '\0';
+  assert_string_equal(json_string_value(json_object_get(j, "value_hex")), want);
+  assert_int_equal(json_integer_value(json_object_get(j, "len")), 300);
+  assert_true(json_is_true(json_object_get(j, "value_truncated")));
+  json_decref(j);
+  ts_close(&t);
+}
+
 static void cli_options(void **state) {
   tstack_t t;
   kv_store_t *base = ts_init(&t, "memory://"), *out;
@@ -138,6 +172,7 @@ int main(void) {
       cmocka_unit_test(text_format_redacts_values),
       cmocka_unit_test(values_when_asked),
       cmocka_unit_test(json_lines),
+      cmocka_unit_test(json_binary_values_in_hex),
       cmocka_unit_test(cli_options),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
