@@ -35,56 +35,12 @@
 #include "kvio/redis.h"
 #include "kvio/redis_cluster.h"
 
+#include "redis-fixture.h"
+
 static const char *g_cli, *g_seeds, *g_ports, *g_pids, *g_dir;
 static int g_sentinel, g_primary, g_replica, g_primary_pid;
-static int g_done;
 
-typedef struct {
-  uv_loop_t loop;
-  kv_store_t *store;
-} fx_t;
-
-static void raw_cb(kv_redis_req_t *req) {
-  (void)req;
-  g_done++;
-}
-
-static void close_cb(kv_store_t *s) {
-  (void)s;
-  g_done++;
-}
-
-static void done_cb(kv_req_t *req) {
-  (void)req;
-  g_done++;
-}
-
-/* Run the loop until g_done reaches n (at most 60 s). */
-static void run_until(fx_t *fx, int n) {
-  uint64_t deadline = uv_hrtime() + 60 * (uint64_t)1000000000;
-  while (g_done < n) {
-    if (uv_run(&fx->loop, UV_RUN_ONCE) == 0 && g_done < n)
-      fail_msg("the loop ran dry at %d of %d", g_done, n);
-    if (uv_hrtime() > deadline) fail_msg("timed out at %d of %d", g_done, n);
-  }
-}
-
-static void on_sleep(uv_timer_t *t) {
-  *(int *)t->data = 1;
-}
-
-static void sleep_ms(fx_t *fx, uint64_t ms) {
-  uv_timer_t t;
-  int fired = 0;
-  uv_timer_init(&fx->loop, &t);
-  t.data = &fired;
-  uv_timer_start(&t, on_sleep, ms, 0);
-  while (!fired)
-    uv_run(&fx->loop, UV_RUN_ONCE);
-  uv_close((uv_handle_t *)&t, NULL);
-  uv_run(&fx->loop, UV_RUN_NOWAIT);
-}
-
+/* Another store on fx's loop. */
 static kv_store_t *open_url(fx_t *fx, const char *url) {
   kv_store_t *s;
   char err[256] = "";
@@ -93,49 +49,22 @@ static kv_store_t *open_url(fx_t *fx, const char *url) {
   return s;
 }
 
-static void close_store(fx_t *fx, kv_store_t *s) {
-  g_done = 0;
-  assert_int_equal(kv_store_close(s, close_cb), 0);
-  run_until(fx, 1);
-}
-
 static char *ha_url(const char *rest) {
   static char buf[1024];
   if (g_sentinel)
-    snprintf(buf, sizeof buf, "redis+sentinel://%s/kvprimary%s", g_seeds,
-             rest);
+    snprintf(buf, sizeof buf, "redis+sentinel://%s/kvprimary%s", g_seeds, rest);
   else
     snprintf(buf, sizeof buf, "redis+cluster://%s%s", g_seeds, rest);
   return buf;
 }
 
-static int setup(void **state) {
-  fx_t *fx = calloc(1, sizeof *fx);
-  if (fx == NULL || uv_loop_init(&fx->loop) != 0) return -1;
-  fx->store = open_url(fx, ha_url("?timeout=3"));
-  *state = fx;
+/* Every test starts with a store of the mode's URL. */
+static int ha_setup(void **state) {
+  fx_t *fx;
+  if (setup(state) != 0) return -1;
+  fx = *state;
+  fx_open(fx, ha_url("?timeout=3"));
   return 0;
-}
-
-static int teardown(void **state) {
-  fx_t *fx = *state;
-  if (fx->store != NULL) close_store(fx, fx->store);
-  uv_run(&fx->loop, UV_RUN_DEFAULT);
-  assert_int_equal(uv_loop_close(&fx->loop), 0); /* nothing left behind */
-  free(fx);
-  return 0;
-}
-
-/* One raw command, waited for; the request (to be cleaned up) is r. */
-static int cmd(fx_t *fx, kv_store_t *s, kv_redis_req_t *r, int argc,
-               const char **argv) {
-  int rc;
-  memset(r, 0, sizeof *r);
-  rc = kv_redis_command(s, r, argc, argv, NULL, raw_cb);
-  if (rc != 0) return rc;
-  g_done = 0;
-  run_until(fx, 1);
-  return r->status;
 }
 
 /* The reply's string (STRING or STATUS), or "" */
@@ -153,7 +82,7 @@ static long long node_int(fx_t *fx, int port, int argc, const char **argv) {
   long long n = -1;
   snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
   s = open_url(fx, url);
-  if (cmd(fx, s, &r, argc, argv) == 0 &&
+  if (raw_on(fx, s, &r, argc, argv) == 0 &&
       r.reply->type == KV_REDIS_REPLY_INTEGER)
     n = r.reply->integer;
   else if (r.status == 0 && r.reply->type == KV_REDIS_REPLY_ARRAY &&
@@ -161,7 +90,7 @@ static long long node_int(fx_t *fx, int port, int argc, const char **argv) {
            r.reply->element[1]->type == KV_REDIS_REPLY_INTEGER)
     n = r.reply->element[1]->integer; /* PUBSUB NUMSUB ch -> [ch, n] */
   kv_redis_req_cleanup(&r);
-  close_store(fx, s);
+  close_other(fx, s);
   return n;
 }
 
@@ -207,9 +136,8 @@ static void test_raw(void **state) {
     snprintf(keys[i], sizeof keys[i], "rk%d", i);
     snprintf(vals[i], sizeof vals[i], "v%d", i);
     memset(&reqs[i], 0, sizeof reqs[i]);
-    assert_int_equal(kv_redis_command(fx->store, &reqs[i], 3, argv, NULL,
-                                      raw_cb),
-                     0);
+    assert_int_equal(
+        kv_redis_command(fx->store, &reqs[i], 3, argv, NULL, raw_cb), 0);
   }
   run_until(fx, NRAW);
   for (int i = 0; i < NRAW; i++) {
@@ -220,7 +148,7 @@ static void test_raw(void **state) {
   }
   for (int i = 0; i < NRAW; i++) {
     const char *argv[2] = {"GET", keys[i]};
-    assert_int_equal(cmd(fx, fx->store, &r, 2, argv), 0);
+    assert_int_equal(raw(fx, &r, 2, argv), 0);
     assert_string_equal(str_of(&r), vals[i]);
     kv_redis_req_cleanup(&r);
   }
@@ -229,7 +157,7 @@ static void test_raw(void **state) {
     for (int i = 0; i < 3; i++)
       assert_true(node_int(fx, port_at(i), 1, dbsize) > 0);
   }
-  assert_int_equal(cmd(fx, fx->store, &r, 1, ping), 0);
+  assert_int_equal(raw(fx, &r, 1, ping), 0);
   assert_string_equal(str_of(&r), "PONG");
   kv_redis_req_cleanup(&r);
   /* refused: a subscription on the shared connections; a lease */
@@ -254,15 +182,14 @@ static void test_raw_redirect(void **state) {
     const char *eval[] = {"EVAL", script, "1", key};
     snprintf(key, sizeof key, "ek%d", i);
     snprintf(val, sizeof val, "e%d", i);
-    assert_int_equal(cmd(fx, fx->store, &r, 3, set), 0);
+    assert_int_equal(raw(fx, &r, 3, set), 0);
     kv_redis_req_cleanup(&r);
-    assert_int_equal(cmd(fx, fx->store, &r, 4, eval), 0);
+    assert_int_equal(raw(fx, &r, 4, eval), 0);
     assert_string_equal(str_of(&r), val);
     kv_redis_req_cleanup(&r);
   }
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_CLUSTER_STATS, &cs,
-                                sizeof cs),
-                   0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_CLUSTER_STATS, &cs, sizeof cs), 0);
   /* the script's slot is fixed, the keys' slots spread: 2 in 3 are on
    * another primary */
   assert_true(cs.moved > 0);
@@ -275,7 +202,7 @@ enum { NCHAN = 10, NMSG = 20 };
 static struct {
   int subscribed, down, gap, closed, messages;
   int floor, counted; /* messages numbered floor or more */
-  int next[NCHAN]; /* per channel: the next message number expected */
+  int next[NCHAN];    /* per channel: the next message number expected */
   int bad;
   char badmsg[256];
 } S;
@@ -406,9 +333,11 @@ static void test_pubsub(void **state) {
       snprintf(url, sizeof url, "redis://127.0.0.1:%d", port_at(i));
       node = open_url(fx, url);
       publish_all(fx, node, NMSG * (i + 1));
-      close_store(fx, node);
+      close_other(fx, node);
+      /* in order per publishing node; two nodes' messages travel the
+       * cluster bus on different links, so wait before the next node */
+      wait_messages(fx, (i + 2) * NMSG * NCHAN);
     }
-    wait_messages(fx, 4 * NMSG * NCHAN);
   }
   assert_int_equal(S.down, 0);
   close_sub(fx, sub);
@@ -479,7 +408,7 @@ static long long get_int(fx_t *fx, const char *key) {
   kv_redis_req_t r;
   const char *argv[] = {"GET", key};
   long long n;
-  assert_int_equal(cmd(fx, fx->store, &r, 2, argv), 0);
+  assert_int_equal(raw(fx, &r, 2, argv), 0);
   n = atoll(str_of(&r));
   kv_redis_req_cleanup(&r);
   return n;
@@ -518,14 +447,14 @@ static void test_tx(void **state) {
   run_incr(fx, "{t}:a", "{t}:b", 4, 10);
   assert_int_equal(get_int(fx, "{t}:a"), 40);
   assert_int_equal(get_int(fx, "{t}:b"), 40);
-  assert_int_equal(cmd(fx, fx->store, &r, 3, del), 0);
+  assert_int_equal(raw(fx, &r, 3, del), 0);
   kv_redis_req_cleanup(&r);
   if (!g_sentinel) { /* keys of two slots cannot be watched together */
     assert_true(kv__rcl_slot("ta", 2) != kv__rcl_slot("tb", 2));
     memset(&tx, 0, sizeof tx);
-    assert_int_equal(kv_redis_transaction(fx->store, &tx, 2, cross, 0,
-                                          incr_fn, incr_cb),
-                     KV_EINVAL);
+    assert_int_equal(
+        kv_redis_transaction(fx->store, &tx, 2, cross, 0, incr_fn, incr_cb),
+        KV_EINVAL);
     assert_non_null(strstr(kv_redis_tx_errmsg(&tx), "one slot"));
     kv_redis_tx_cleanup(&tx);
   }
@@ -557,7 +486,7 @@ static int key_on(fx_t *fx, int port, char *key, size_t cap) {
   kv_redis_req_t r;
   int slot = -1;
   /* the first slot of the node's first range */
-  assert_int_equal(cmd(fx, fx->store, &r, 2, slots), 0);
+  assert_int_equal(raw(fx, &r, 2, slots), 0);
   for (size_t i = 0; i < r.reply->elements && slot < 0; i++) {
     kv_redis_reply_t *e = r.reply->element[i];
     if (e->element[2]->element[1]->integer == port)
@@ -582,7 +511,7 @@ static void test_slot_moved(void **state) {
   slot = key_on(fx, p0, key, sizeof key);
   snprintf(other, sizeof other, "%s", key);
   other[strlen(other) - 1] = 'y'; /* same hash tag, same slot */
-  assert_int_equal(cmd(fx, fx->store, &r, 3, set), 0);
+  assert_int_equal(raw(fx, &r, 3, set), 0);
   kv_redis_req_cleanup(&r);
   assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_CLUSTER_STATS, &before,
                                 sizeof before),
@@ -592,19 +521,19 @@ static void test_slot_moved(void **state) {
   move_slot(slot, p0, p1);
   run_incr(fx, key, other, 1, 3);
   assert_int_equal(get_int(fx, key), 3);
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_CLUSTER_STATS, &after,
-                                sizeof after),
-                   0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_CLUSTER_STATS, &after, sizeof after),
+      0);
   assert_true(after.moved > before.moved);
   /* and back: a raw command on the stale map is redirected */
   move_slot(slot, p1, p0);
-  assert_int_equal(cmd(fx, fx->store, &r, 2, get), 0);
+  assert_int_equal(raw(fx, &r, 2, get), 0);
   assert_string_equal(str_of(&r), "3");
   kv_redis_req_cleanup(&r);
   before = after;
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_CLUSTER_STATS, &after,
-                                sizeof after),
-                   0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_CLUSTER_STATS, &after, sizeof after),
+      0);
   assert_true(after.moved > before.moved);
 }
 
@@ -618,12 +547,12 @@ static void test_close_waiting(void **state) {
   const char *ping[] = {"PING"};
   const char *blpop[] = {"BLPOP", "kvio-never", "0"};
   kv_store_t *s = open_url(fx, ha_url(""));
-  assert_int_equal(cmd(fx, fx->store, &blk, 1, ping), 0); /* route known */
+  assert_int_equal(raw(fx, &blk, 1, ping), 0); /* route known */
   kv_redis_req_cleanup(&blk);
   memset(&blk, 0, sizeof blk);
-  assert_int_equal(
-      kv_redis_command(fx->store, &blk, 3, blpop, NULL, raw_cb), 0);
-  sleep_ms(fx, 100); /* sent */
+  assert_int_equal(kv_redis_command(fx->store, &blk, 3, blpop, NULL, raw_cb),
+                   0);
+  sleep_ms(fx, 100);            /* sent */
   for (int i = 0; i < 4; i++) { /* s has no route yet */
     memset(&r[i], 0, sizeof r[i]);
     assert_int_equal(kv_redis_command(s, &r[i], 1, ping, NULL, raw_cb), 0);
@@ -714,9 +643,8 @@ static void test_sentinel_kill(void **state) {
   kv_redis_sentinel_stats_t ss;
   fx_t *fx = *state;
   failover_under_sub(fx, 0);
-  assert_int_equal(kv_store_ctl(fx->store, KV_REDIS_CTL_SENTINEL_STATS, &ss,
-                                sizeof ss),
-                   0);
+  assert_int_equal(
+      kv_store_ctl(fx->store, KV_REDIS_CTL_SENTINEL_STATS, &ss, sizeof ss), 0);
   assert_int_equal(ss.failovers, 1);
 }
 
@@ -774,34 +702,35 @@ static void test_sentinel_switch_sub(void **state) {
 
 int main(int argc, char **argv) {
   const struct CMUnitTest cluster[] = {
-      cmocka_unit_test_setup_teardown(test_raw, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_raw_redirect, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_pubsub, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_pubsub_store_close, setup,
+      cmocka_unit_test_setup_teardown(test_raw, ha_setup, teardown),
+      cmocka_unit_test_setup_teardown(test_raw_redirect, ha_setup, teardown),
+      cmocka_unit_test_setup_teardown(test_pubsub, ha_setup, teardown),
+      cmocka_unit_test_setup_teardown(test_pubsub_store_close, ha_setup,
                                       teardown),
-      cmocka_unit_test_setup_teardown(test_tx, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_slot_moved, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_close_waiting, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_tx, ha_setup, teardown),
+      cmocka_unit_test_setup_teardown(test_slot_moved, ha_setup, teardown),
+      cmocka_unit_test_setup_teardown(test_close_waiting, ha_setup, teardown),
   };
   const struct CMUnitTest cluster_failover[] = {
-      cmocka_unit_test_setup_teardown(test_cluster_failover, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_cluster_failover, ha_setup,
+                                      teardown),
   };
   const struct CMUnitTest sentinel[] = {
-      cmocka_unit_test_setup_teardown(test_raw, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_pubsub, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_pubsub_store_close, setup,
+      cmocka_unit_test_setup_teardown(test_raw, ha_setup, teardown),
+      cmocka_unit_test_setup_teardown(test_pubsub, ha_setup, teardown),
+      cmocka_unit_test_setup_teardown(test_pubsub_store_close, ha_setup,
                                       teardown),
-      cmocka_unit_test_setup_teardown(test_tx, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_close_waiting, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_tx, ha_setup, teardown),
+      cmocka_unit_test_setup_teardown(test_close_waiting, ha_setup, teardown),
   };
   const struct CMUnitTest sentinel_kill[] = {
-      cmocka_unit_test_setup_teardown(test_sentinel_kill, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_sentinel_kill, ha_setup, teardown),
   };
   const struct CMUnitTest sentinel_switch[] = {
-      cmocka_unit_test_setup_teardown(test_sentinel_switch, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_sentinel_switch, ha_setup, teardown),
   };
   const struct CMUnitTest sentinel_switch_sub[] = {
-      cmocka_unit_test_setup_teardown(test_sentinel_switch_sub, setup,
+      cmocka_unit_test_setup_teardown(test_sentinel_switch_sub, ha_setup,
                                       teardown),
   };
   const char *mode = argc > 1 ? argv[1] : "";
