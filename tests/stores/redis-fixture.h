@@ -90,6 +90,17 @@ KV_RFX_UNUSED static int raw(fx_t *fx, kv_redis_req_t *req, int argc,
   return raw_on(fx, fx->store, req, argc, argv);
 }
 
+/* The i-th (0-based) port of a space-separated list (KV_CLUSTER_PORTS),
+ * or -1. */
+KV_RFX_UNUSED static int nth_port(const char *list, int i) {
+  const char *p = list;
+  for (int k = 0; k < i && p; k++) {
+    p = strchr(p, ' ');
+    if (p) p++;
+  }
+  return p ? atoi(p) : -1;
+}
+
 KV_RFX_UNUSED static void timer_cb(uv_timer_t *t) {
   *(int *)t->data = 1;
 }

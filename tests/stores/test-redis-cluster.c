@@ -39,12 +39,7 @@ static char *url_of(const char *opts) {
 
 /* The port of primary i (0-based) in KV_CLUSTER_PORTS. */
 static int port_at(int i) {
-  const char *p = g_ports;
-  for (int k = 0; k < i && p; k++) {
-    p = strchr(p, ' ');
-    if (p) p++;
-  }
-  return p ? atoi(p) : -1;
+  return nth_port(g_ports, i);
 }
 
 /* Keys in the database of one node (DBSIZE over a plain redis:// store). */
