@@ -173,6 +173,18 @@ static void run_fn(kv_redis_tx_t *tx) {
   }
 }
 
+/* The connection's store is closing before EXEC was sent: the user's
+ * store, or (cluster, sentinel) only the node, after a failover. */
+static void node_closed(kv_redis_tx_t *tx) {
+  tx_impl_t *t = tx->impl;
+  if (t->ha != NULL && !kv_store_is_closing(t->ha))
+    finish(tx, KV_ECONN,
+           "the primary changed (failover) before EXEC: nothing was executed",
+           NULL);
+  else
+    finish(tx, KV_ECANCELED, "the store was closed", NULL);
+}
+
 /* The last reply of a step has come back: decide. */
 static void step_done(kv_redis_tx_t *tx) {
   tx_impl_t *t = tx->impl;
@@ -198,7 +210,7 @@ static void step_done(kv_redis_tx_t *tx) {
   }
   if (t->exec == NULL) { /* WATCH / MGET done */
     if (t->st->closing) {
-      finish(tx, KV_ECANCELED, "the store was closed", NULL);
+      node_closed(tx);
       return;
     }
     run_fn(tx);
@@ -216,7 +228,7 @@ static void step_done(kv_redis_tx_t *tx) {
       return;
     }
     if (t->st->closing) {
-      finish(tx, KV_ECANCELED, "the store was closed", NULL);
+      node_closed(tx);
       return;
     }
     attempt(tx);
