@@ -36,9 +36,9 @@ typedef struct kv_redis_cluster_stats_s {
 #define KV_REDIS_CTL_CLUSTER_STATS (KV_CTL_RANGE_REDIS_CLUSTER + 1)
 
 typedef struct kv_redis_sentinel_stats_s {
-  uint64_t lookups;   /* primary addresses asked of the sentinels */
-  uint64_t failovers; /* times the primary's address changed */
-  char primary[300];  /* now: "host:port" of the primary, "" if unknown */
+  uint64_t lookups;       /* primary addresses asked of the sentinels */
+  uint64_t failovers;     /* times the primary's address changed */
+  char primary[300];      /* now: "host:port" of the primary, "" if unknown */
   uint64_t announcements; /* +switch-master messages for this primary */
 } kv_redis_sentinel_stats_t;
 

@@ -1302,8 +1302,7 @@ int kv_redis_command(kv_store_t *s, kv_redis_req_t *req, int argc,
   int len, rc;
   if (req == NULL) return KV_EINVAL;
   kv__redis_raw_init(req, s, cb);
-  if (s == NULL ||
-      (s->methods != &kv__redis_methods && !kv__redis_ha_kind(s)))
+  if (s == NULL || (s->methods != &kv__redis_methods && !kv__redis_ha_kind(s)))
     return raw_error(req, KV_EINVAL, "kv_redis_command: not a redis store");
   if ((rc = kv__redis_raw_check(req, argc, argv, argvlen, cb, 1)) != 0)
     return rc;

@@ -1179,8 +1179,8 @@ int kv__redis_ha_kind(const kv_store_t *s) {
                                                      : 0;
 }
 
-static int rcl_route(kv__rcl_t *cl, const char *key, size_t klen,
-                     unsigned hint, kv__redis_waiter_t *w, kv__redis_t **out,
+static int rcl_route(kv__rcl_t *cl, const char *key, size_t klen, unsigned hint,
+                     kv__redis_waiter_t *w, kv__redis_t **out,
                      const char **msg) {
   node_t *n;
   if (cl->closing) {
@@ -1239,7 +1239,8 @@ int kv__redis_route_redirect(kv_store_t *s, const char *err, size_t len,
 }
 
 int kv__redis_route(kv_store_t *s, const char *key, size_t klen, unsigned hint,
-                    kv__redis_waiter_t *w, kv__redis_t **out, const char **msg) {
+                    kv__redis_waiter_t *w, kv__redis_t **out,
+                    const char **msg) {
   switch (kv__redis_ha_kind(s)) {
   case 1:
     return rcl_route(CL(s), key, klen, hint, w, out, msg);

@@ -96,8 +96,8 @@ static int send_on(rcmd_t *c, kv__redis_t *node, int asking, const char **msg) {
   if (asking) {
     const char *a = "ASKING";
     size_t alen = 6;
-    rc = kv__redis_queue_argv(st, 1, &a, &alen, kv__redis_ignore_reply, NULL,
-                              0);
+    rc =
+        kv__redis_queue_argv(st, 1, &a, &alen, kv__redis_ignore_reply, NULL, 0);
   }
   if (rc == 0)
     rc = kv__redis_queue_argv(st, c->argc, c->argv, c->argl, on_reply, c, 0);

@@ -17,6 +17,7 @@
  * and the subscriber freed. The store waits for it (the connection is one
  * of its handles). */
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -202,7 +203,8 @@ static void on_push(kv__redis_t *c, kv_redis_reply_t *r) {
   kv_redis_sub_t *sub = c->owner;
   kv_redis_msg_t m;
   kv_redis_reply_t **e = r->element;
-  if (sub == NULL || sub->closing || r->type != KV_REDIS_REPLY_ARRAY || r->elements < 3)
+  if (sub == NULL || sub->closing || r->type != KV_REDIS_REPLY_ARRAY ||
+      r->elements < 3)
     return; /* PONG, an error reply to a refused command: nothing to say */
   memset(&m, 0, sizeof m);
   if (is(e[0], "message") && r->elements == 3 && str_el(e[1]) && str_el(e[2])) {
@@ -348,6 +350,9 @@ int kv_redis_subscriber(kv_store_t *s, kv_redis_sub_cb cb, void *data,
      * (a connection of a node or a sentinel that is never made) until the
      * timer finds its node, and moves there. */
     sub->ha = s;
+    /* a cluster's subscribers spread over the primaries (no shared
+     * counter: stores may live on loops of several threads) */
+    sub->hint = (unsigned)((uintptr_t)sub >> 4);
     st = kv__redis_route_home(s);
   }
   sub->cb = cb;

@@ -271,10 +271,9 @@ static void ask_next(rsn_t *sn, const char *why) {
     sn->asking = n;
     if (n == NULL) { /* every sentinel refusing our credentials or
                         certificate is a configuration error */
-      lookup_failed(sn,
-                    sn->nfailed > 0 && sn->nauth == sn->nfailed ? KV_EAUTH
-                                                                : KV_ECONN,
-                    why ? why : "no sentinel");
+      lookup_failed(
+          sn, sn->nfailed > 0 && sn->nauth == sn->nfailed ? KV_EAUTH : KV_ECONN,
+          why ? why : "no sentinel");
       return;
     }
     st = (kv__redis_t *)n->store;
@@ -309,7 +308,7 @@ static void on_timer(uv_timer_t *t) {
   if (sn->waiters_due && !sn->looking) {
     sn->waiters_due = 0;
     kv__redis_waiters_run(&sn->waiters,
-                          sn->primary  ? 0
+                          sn->primary      ? 0
                           : sn->lookup_err ? sn->lookup_err
                                            : KV_ECONN,
                           sn->lookup_msg);
@@ -390,7 +389,8 @@ static void on_watch(kv_redis_sub_t *sub, const kv_redis_msg_t *m) {
 static void watch_start(rsn_t *sn) {
   static const char *chan[] = {"+switch-master"};
   kv_store_t *on = sn->sentinels->store;
-  if (sn->closing || (sn->watch != NULL && (sn->watch_up || sn->watch_on == on)))
+  if (sn->closing ||
+      (sn->watch != NULL && (sn->watch_up || sn->watch_on == on)))
     return;
   if (sn->watch != NULL) kv_redis_sub_close(sn->watch);
   sn->watch = NULL;

@@ -200,8 +200,7 @@ static void step_done(kv_redis_tx_t *tx) {
              NULL);
       return;
     }
-    if (t->err == KV_ECONN || t->err == KV_ETIMEDOUT ||
-        t->err == KV_EREADONLY)
+    if (t->err == KV_ECONN || t->err == KV_ETIMEDOUT || t->err == KV_EREADONLY)
       kv__redis_route_failed(t->ha, t->err);
   }
   if (t->err != 0) {
