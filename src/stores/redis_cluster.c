@@ -390,13 +390,9 @@ static void run_waiting(kv__rcl_t *cl, int err) {
 
 /* No node answered CLUSTER SLOTS. */
 static void map_failed(kv__rcl_t *cl, int err, const char *why) {
-  uint64_t wait = 50;
   cl->loading = 0;
   cl->probe = NULL;
-  for (int i = 0; i < cl->map_attempts && wait < 1000; i++)
-    wait *= 2;
-  cl->map_attempts++;
-  cl->map_retry_at = now_ms() + (wait > 1000 ? 1000 : wait);
+  cl->map_retry_at = now_ms() + kv__redis_backoff_ms(cl->map_attempts++);
   cl->map_err = err;
   snprintf(cl->map_msg, sizeof cl->map_msg,
            "cannot load the cluster's slot map: %s", why);
@@ -1329,18 +1325,13 @@ static void timer_arm(kv__rcl_t *cl) {
  */
 
 static void free_config(kv__rcl_t *cl) {
-  for (size_t i = 0; i < cl->tmpl.nparams; i++) {
-    kv_free(cl->tmpl.params[i].name);
-    kv_free(cl->tmpl.params[i].value);
-  }
-  kv_free(cl->tmpl.params);
-  kv_free(cl->tmpl.user);
-  kv_free(cl->tmpl.password);
+  const char *raw = cl->tmpl.raw; /* the user's URL, not ours */
+  kv__redis_url_free(&cl->tmpl);
+  cl->tmpl.raw = raw;
+  cl->tmpl.port = -1;
   kv_free(cl->scheme);
   kv_free(cl->prim);
   cl->prim = NULL;
-  cl->tmpl.params = NULL;
-  cl->tmpl.user = cl->tmpl.password = NULL;
   cl->scheme = NULL;
 }
 
@@ -1393,44 +1384,6 @@ static void rcl_close(kv_store_t *s) {
   uv_close((uv_handle_t *)&cl->timer, on_timer_closed);
 }
 
-static int add_param(kv_url_t *u, const char *name, const char *value) {
-  kv_url_param_t *p =
-      kv_realloc(u->params, (u->nparams + 1) * sizeof *u->params);
-  if (p == NULL) return KV_ENOMEM;
-  u->params = p;
-  p[u->nparams].name = kv_strndup(name, strlen(name));
-  p[u->nparams].value = kv_strndup(value, strlen(value));
-  u->nparams++;
-  if (p[u->nparams - 1].name == NULL || p[u->nparams - 1].value == NULL)
-    return KV_ENOMEM;
-  return 0;
-}
-
-/* One "host:port" (or "[v6]:port", or "host" with port 6379) of the URL. */
-static int parse_addr(const char *a, size_t len, const char **host,
-                      size_t *hlen, int *port) {
-  const char *colon = NULL;
-  int64_t p = 6379;
-  for (size_t i = len; i > 0; i--)
-    if (a[i - 1] == ':' || a[i - 1] == ']') {
-      if (a[i - 1] == ':') colon = a + i - 1;
-      break;
-    }
-  if (colon != NULL &&
-      (kv_parse_int64(colon + 1, len - (size_t)(colon - a) - 1, &p) != 0 ||
-       p <= 0 || p > 65535))
-    return KV_EINVAL;
-  if (colon == NULL) colon = a + len;
-  *host = a;
-  *hlen = (size_t)(colon - a);
-  if (*hlen >= 2 && a[0] == '[' && colon[-1] == ']') {
-    (*host)++;
-    *hlen -= 2;
-  }
-  *port = (int)p;
-  return *hlen > 0 && memchr(*host, ',', *hlen) == NULL ? 0 : KV_EINVAL;
-}
-
 /* The seed nodes: "host:port,host:port,..." (the core leaves a list in
  * url->host) or one host with url->port. Everything is checked before the
  * first node is opened. */
@@ -1447,7 +1400,7 @@ static int add_seeds(kv__rcl_t *cl, const kv_url_t *url, char *errbuf,
       int port;
       if (url->port > 0 && strchr(list, ',') == NULL) {
         host = p, hlen = len, port = url->port;
-      } else if (parse_addr(p, len, &host, &hlen, &port) != 0) {
+      } else if (kv__redis_parse_addr(p, len, 6379, &host, &hlen, &port) != 0) {
         return kv__errbuf(errbuf, errbuf_len, KV_EINVAL,
                           "invalid node '%.*s' in URL '%s' (expected "
                           "host:port[,host:port...])",
@@ -1514,7 +1467,8 @@ static int rcl_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
     const char *n = url->params[i].name;
     if (strcmp(n, "slots") == 0 || strcmp(n, "default_collection") == 0)
       continue;
-    if (add_param(&cl->tmpl, n, url->params[i].value) != 0) goto nomem;
+    if (kv__redis_url_add_param(&cl->tmpl, n, url->params[i].value) != 0)
+      goto nomem;
   }
   if ((err = add_seeds(cl, url, errbuf, errbuf_len)) != 0) goto fail;
   if (cl->nodes == NULL) {

@@ -67,6 +67,19 @@ int kv__rsn_route(kv_store_t *s, kv__redis_waiter_t *w, kv__redis_t **out,
 void kv__rsn_failed(kv_store_t *s, int err);
 kv__redis_t *kv__rsn_home(kv_store_t *s);
 
+/* redis_ha.c: helpers of both stores. */
+/* Append name=value (copied) to a URL template. 0 or KV_ENOMEM. */
+int kv__redis_url_add_param(kv_url_t *u, const char *name, const char *value);
+/* Free what a template owns (params, user, password) and zero it. */
+void kv__redis_url_free(kv_url_t *u);
+/* One "host:port", "[v6]:port" or "host" (default_port) of a list: the host
+ * (without brackets, not NUL-terminated) and the port. 0 or KV_EINVAL. */
+int kv__redis_parse_addr(const char *a, size_t len, int default_port,
+                         const char **host, size_t *hlen, int *port);
+/* A lookup's backoff after `attempts` failures in a row: 50 ms doubling to
+ * 1 s. */
+uint64_t kv__redis_backoff_ms(int attempts);
+
 /* redis_ha.c */
 /* kv_redis_command on a cluster or sentinel store. */
 int kv__redis_ha_command(kv_store_t *s, kv_redis_req_t *req, int argc,

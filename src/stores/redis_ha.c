@@ -1,7 +1,8 @@
 /* Raw commands on redis+cluster:// and redis+sentinel:// (kv_redis_command,
- * kv_redis_publish), and the waiting lists the two stores keep for the
- * Redis client's parts (raw commands, transactions) while the route is not
- * known yet.
+ * kv_redis_publish), the waiting lists the two stores keep for the Redis
+ * client's parts (raw commands, transactions) while the route is not known
+ * yet, and the helpers the two stores share (URL templates, addresses,
+ * backoff).
  *
  * A raw command runs on one node, a redis:// store of the cluster or
  * sentinel store (redis_cluster.c, redis_sentinel.c): on a cluster the
@@ -58,6 +59,63 @@ void kv__redis_waiters_run(kv__redis_waiter_t **list, int err,
     w->ready(w, err, why);
     w = next;
   }
+}
+
+/* ---- Shared by redis_cluster.c and redis_sentinel.c -------------------- */
+
+int kv__redis_url_add_param(kv_url_t *u, const char *name, const char *value) {
+  kv_url_param_t *p =
+      kv_realloc(u->params, (u->nparams + 1) * sizeof *u->params);
+  if (p == NULL) return KV_ENOMEM;
+  u->params = p;
+  p[u->nparams].name = kv_strndup(name, strlen(name));
+  p[u->nparams].value = kv_strndup(value, strlen(value));
+  u->nparams++;
+  if (p[u->nparams - 1].name == NULL || p[u->nparams - 1].value == NULL)
+    return KV_ENOMEM;
+  return 0;
+}
+
+void kv__redis_url_free(kv_url_t *u) {
+  for (size_t i = 0; i < u->nparams; i++) {
+    kv_free(u->params[i].name);
+    kv_free(u->params[i].value);
+  }
+  kv_free(u->params);
+  kv_free(u->user);
+  kv_free(u->password);
+  memset(u, 0, sizeof *u);
+}
+
+int kv__redis_parse_addr(const char *a, size_t len, int default_port,
+                         const char **host, size_t *hlen, int *port) {
+  const char *colon = NULL;
+  int64_t p = default_port;
+  for (size_t i = len; i > 0; i--)
+    if (a[i - 1] == ':' || a[i - 1] == ']') {
+      if (a[i - 1] == ':') colon = a + i - 1;
+      break;
+    }
+  if (colon != NULL &&
+      (kv_parse_int64(colon + 1, len - (size_t)(colon - a) - 1, &p) != 0 ||
+       p <= 0 || p > 65535))
+    return KV_EINVAL;
+  if (colon == NULL) colon = a + len;
+  *host = a;
+  *hlen = (size_t)(colon - a);
+  if (*hlen >= 2 && a[0] == '[' && colon[-1] == ']') {
+    (*host)++;
+    *hlen -= 2;
+  }
+  *port = (int)p;
+  return *hlen > 0 && memchr(*host, ',', *hlen) == NULL ? 0 : KV_EINVAL;
+}
+
+uint64_t kv__redis_backoff_ms(int attempts) {
+  uint64_t wait = 50;
+  for (int i = 0; i < attempts && wait < 1000; i++)
+    wait *= 2;
+  return wait > 1000 ? 1000 : wait;
 }
 
 /* ---- Raw commands ------------------------------------------------------- */

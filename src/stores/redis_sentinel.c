@@ -165,13 +165,9 @@ static void hook_finish(kv__redis_hook_t *h, kv_req_t *req, int err) {
  * ---------------------------------------------------- */
 
 static void lookup_failed(rsn_t *sn, int err, const char *why) {
-  uint64_t wait = 50;
   sn->looking = 0;
   sn->asking = NULL;
-  for (int i = 0; i < sn->attempts && wait < 1000; i++)
-    wait *= 2;
-  sn->attempts++;
-  sn->retry_at = now_ms() + (wait > 1000 ? 1000 : wait);
+  sn->retry_at = now_ms() + kv__redis_backoff_ms(sn->attempts++);
   sn->lookup_err = err;
   snprintf(sn->lookup_msg, sizeof sn->lookup_msg,
            "cannot find the primary '%s': %s", sn->name, why);
@@ -475,20 +471,9 @@ static int rsn_ctl(kv_store_t *s, int op, void *arg, size_t size) {
 /* ---- Lifetime --------------------------------------------------------------
  */
 
-static void url_free(kv_url_t *u) {
-  for (size_t i = 0; i < u->nparams; i++) {
-    kv_free(u->params[i].name);
-    kv_free(u->params[i].value);
-  }
-  kv_free(u->params);
-  kv_free(u->user);
-  kv_free(u->password);
-  memset(u, 0, sizeof *u);
-}
-
 static void free_config(rsn_t *sn) {
-  url_free(&sn->dtmpl);
-  url_free(&sn->stmpl);
+  kv__redis_url_free(&sn->dtmpl);
+  kv__redis_url_free(&sn->stmpl);
   kv_free(sn->scheme);
   kv_free(sn->name);
   kv_free(sn->phost);
@@ -538,41 +523,17 @@ static void rsn_close(kv_store_t *s) {
   uv_close((uv_handle_t *)&sn->timer, on_timer_closed);
 }
 
-static int add_param(kv_url_t *u, const char *name, const char *value) {
-  kv_url_param_t *p =
-      kv_realloc(u->params, (u->nparams + 1) * sizeof *u->params);
-  if (p == NULL) return KV_ENOMEM;
-  u->params = p;
-  p[u->nparams].name = kv_strndup(name, strlen(name));
-  p[u->nparams].value = kv_strndup(value, strlen(value));
-  u->nparams++;
-  return p[u->nparams - 1].name && p[u->nparams - 1].value ? 0 : KV_ENOMEM;
-}
-
 static char *dup0(const char *s) {
   return s ? kv_strndup(s, strlen(s)) : NULL;
 }
 
-/* One "host:port" (or "[v6]:port", or "host": port 26379). */
+/* One "host:port" (or "[v6]:port", or "host": port 26379), host copied. */
 static int parse_addr(const char *a, size_t len, char **host, int *port) {
-  const char *colon = NULL;
-  int64_t p = 26379;
+  const char *h;
   size_t hlen;
-  for (size_t i = len; i > 0; i--)
-    if (a[i - 1] == ':' || a[i - 1] == ']') {
-      if (a[i - 1] == ':') colon = a + i - 1;
-      break;
-    }
-  if (colon != NULL &&
-      (kv_parse_int64(colon + 1, len - (size_t)(colon - a) - 1, &p) != 0 ||
-       p <= 0 || p > 65535))
+  if (kv__redis_parse_addr(a, len, 26379, &h, &hlen, port) != 0)
     return KV_EINVAL;
-  if (colon == NULL) colon = a + len;
-  hlen = (size_t)(colon - a);
-  if (hlen >= 2 && a[0] == '[' && colon[-1] == ']') a++, hlen -= 2;
-  if (hlen == 0) return KV_EINVAL;
-  *host = kv_strndup(a, hlen);
-  *port = (int)p;
+  *host = kv_strndup(h, hlen);
   return *host ? 0 : KV_ENOMEM;
 }
 
@@ -663,9 +624,10 @@ static int rsn_open(kv_store_t *s, const kv_url_t *url, char *errbuf,
       if (strcmp(n, "default_collection") == 0 ||
           strncmp(n, "sentinel_", 9) == 0)
         continue;
-      err = add_param(&sn->dtmpl, n, v);
+      err = kv__redis_url_add_param(&sn->dtmpl, n, v);
       for (size_t j = 0; j < KV__ARRAY_SIZE(shared_opts) && err == 0; j++)
-        if (strcmp(n, shared_opts[j]) == 0) err = add_param(&sn->stmpl, n, v);
+        if (strcmp(n, shared_opts[j]) == 0)
+          err = kv__redis_url_add_param(&sn->stmpl, n, v);
     }
     if (err == KV_ENOMEM)
       kv__errbuf(errbuf, errbuf_len, KV_ENOMEM, "out of memory");
