@@ -12,15 +12,20 @@
 #      bench's one collection spreads over the primaries), get-many of 100 keys
 #      (slots=collection: one MGET on one node; slots=key: the keys spread
 #      over every primary, one MGET per slot).
+#   3. Pub/Sub through the cluster store: `kvio subscribe --count MSGS` on
+#      the one-primary node through redis:// and through redis+cluster://
+#      while `redis-benchmark -P 64` publishes MSGS messages on that node.
 #
-#   RUNS=3 REQ=200000 bench/redis-cluster.sh build
+#   RUNS=3 REQ=200000 MSGS=500000 bench/redis-cluster.sh build
 #   ONLY=routing ...   the one-primary lines only
 set -euo pipefail
 build=${1:-build}
 kvio=$build/kvio
 runs=${RUNS:-3}
 req=${REQ:-200000}
+msgs=${MSGS:-500000}
 server=$(command -v redis-server)
+rb=$(command -v redis-benchmark)
 cli=$(command -v redis-cli)
 ncpu=$(nproc)
 spin=(taskset -c $((ncpu > 1 ? 1 : 0)))
@@ -150,6 +155,41 @@ pair "get, 64 in flight, same node: redis:// vs cluster" ">= 0.9" \
   "$one_plain" "$one" --op get --clients 64 --requests $((n * 5))
 KEYS=1 pair "get-many of 100 keys, 16 in flight, same node" "-" \
   "$one_plain" "$one" --op get-many --clients 16 --requests $((n / 20))
+
+# sub URL → messages/s: kvio subscribe exits after exactly MSGS messages
+# (anything on its stderr, a DOWN or a GAP, fails the bench)
+one_port=${one##*:}
+sub() {
+  local t0 t1 p
+  "${cpin[@]}" "$kvio" --store "$1" subscribe --count "$msgs" bench.ch \
+    >/dev/null 2>"$dir/sub.err" &
+  p=$!
+  for _ in $(seq 1 400); do
+    [ "$("$cli" -p "$one_port" PUBSUB NUMSUB bench.ch | tail -1)" = 1 ] && break
+    sleep 0.01
+  done
+  t0=$(date +%s.%N)
+  "${cpin[@]}" "$rb" -p "$one_port" -P 64 -c 1 -n "$msgs" \
+    PUBLISH bench.ch payload-16-bytes >/dev/null
+  wait $p
+  t1=$(date +%s.%N)
+  if [ -s "$dir/sub.err" ]; then
+    echo "kvio subscriber reported:" >&2
+    cat "$dir/sub.err" >&2
+    exit 1
+  fi
+  awk -v n="$msgs" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }'
+}
+x=() y=() r=()
+for _ in $(seq "$runs"); do
+  x+=("$(sub "redis://127.0.0.1:$one_port/0")")
+  y+=("$(sub "$one")")
+  r+=("$(awk -v a="${x[-1]}" -v b="${y[-1]}" 'BEGIN { printf "%.3f", b / a }')")
+done
+printf '| %-50s | %10.0f | %10.0f | %6.2fx | %-7s | %13s |\n' \
+  "subscriber, $msgs messages/s, same node" \
+  "$(printf '%s\n' "${x[@]}" | median)" "$(printf '%s\n' "${y[@]}" | median)" \
+  "$(printf '%s\n' "${r[@]}" | median)" "-" "-"
 [ "${ONLY:-}" = routing ] && exit 0
 # kvio bench uses one collection: with slots=collection it lives on one
 # primary, so the 3-primary lines spread the keys (slots=key)
