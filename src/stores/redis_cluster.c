@@ -1376,7 +1376,8 @@ static void rcl_close(kv_store_t *s) {
   /* Each node finishes what it has in flight, then closes; the list is
    * freed when the last one has. */
   for (n = cl->nodes; n != NULL; n = n->next) {
-    kv__redis_ha_cancel((kv__redis_t *)n->store);
+    kv__redis_ha_cancel((kv__redis_t *)n->store, KV_ECANCELED,
+                        "the store was closed");
     n->store->data = cl;
     cl->nclosing++;
     kv_store_close(n->store, on_node_closed);

@@ -85,9 +85,12 @@ uint64_t kv__redis_backoff_ms(int attempts);
 int kv__redis_ha_command(kv_store_t *s, kv_redis_req_t *req, int argc,
                          const char **argv, const size_t *argvlen,
                          kv_redis_cb cb);
-/* The store is closing: raw commands still waiting on node are cancelled
- * (their callbacks run before the close callback). */
-void kv__redis_ha_cancel(kv__redis_t *node);
+/* Raw commands still waiting for their reply on node complete now with
+ * err: the store is closing (KV_ECANCELED), or the node is being replaced
+ * after a failover (KV_ECONN: a blocking command must not hold the old
+ * primary's close). Their callbacks run from the loop, before the close
+ * callback. */
+void kv__redis_ha_cancel(kv__redis_t *node, int err, const char *msg);
 /* Call every waiter of the list (taken) with err / msg. */
 void kv__redis_waiters_run(kv__redis_waiter_t **list, int err, const char *msg);
 void kv__redis_waiters_add(kv__redis_waiter_t **list, kv__redis_waiter_t *w);

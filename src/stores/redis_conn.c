@@ -391,11 +391,16 @@ void kv__redis_ignore_reply(kv__redis_t *st, const kv__redis_pend_t *p,
 
 void kv__redis_cancel_fifo(kv__redis_t *st, kv__redis_reply_fn fn,
                            const char *msg) {
+  kv__redis_fail_fifo(st, fn, KV_ECANCELED, msg);
+}
+
+void kv__redis_fail_fifo(kv__redis_t *st, kv__redis_reply_fn fn, int err,
+                         const char *msg) {
   for (size_t i = 0; i < st->fifo_n; i++) {
     kv__redis_pend_t *e = fifo_at(st, i);
     if (e->fn != fn) continue;
     e->fn = kv__redis_ignore_reply;
-    fn(st, e, NULL, KV_ECANCELED, msg);
+    fn(st, e, NULL, err, msg);
   }
 }
 

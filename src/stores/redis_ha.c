@@ -246,8 +246,8 @@ nomem:
   return KV_ENOMEM;
 }
 
-void kv__redis_ha_cancel(kv__redis_t *node) {
+void kv__redis_ha_cancel(kv__redis_t *node, int err, const char *msg) {
   for (size_t i = 0; i < node->nlanes; i++)
     if (node->lanes[i] != NULL)
-      kv__redis_cancel_fifo(node->lanes[i], on_reply, "the store was closed");
+      kv__redis_fail_fifo(node->lanes[i], on_reply, err, msg);
 }

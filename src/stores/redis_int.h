@@ -190,6 +190,9 @@ void kv__redis_kick(kv__redis_t *st);
  * now; their replies, when they come, are dropped. */
 void kv__redis_cancel_fifo(kv__redis_t *st, kv__redis_reply_fn fn,
                            const char *msg);
+/* The same with another error (a failover: KV_ECONN). */
+void kv__redis_fail_fifo(kv__redis_t *st, kv__redis_reply_fn fn, int err,
+                         const char *msg);
 /* A reply handler that drops the reply (cancelled requests). */
 void kv__redis_ignore_reply(kv__redis_t *st, const kv__redis_pend_t *p,
                             kv_redis_reply_t *reply, int err, const char *msg);

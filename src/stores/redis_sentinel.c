@@ -241,6 +241,9 @@ static void on_addr(kv__redis_t *st, const kv__redis_pend_t *p,
     if (sn->primary != NULL) { /* it finishes what it has, then closes */
       sn->stats.failovers++;
       kv__redis_subs_move((kv__redis_t *)sn->primary, (kv__redis_t *)np);
+      kv__redis_ha_cancel((kv__redis_t *)sn->primary, KV_ECONN,
+                          "the primary changed (failover): the reply is no "
+                          "longer awaited (the command may have run)");
       sn->primary->data = sn;
       sn->nclosing++;
       kv_store_close(sn->primary, on_closed);
@@ -517,7 +520,8 @@ static void rsn_close(kv_store_t *s) {
   for (snode_t *n = sn->sentinels; n != NULL; n = n->next)
     close_store(sn, n->store);
   if (sn->primary != NULL) {
-    kv__redis_ha_cancel((kv__redis_t *)sn->primary);
+    kv__redis_ha_cancel((kv__redis_t *)sn->primary, KV_ECANCELED,
+                        "the store was closed");
     close_store(sn, sn->primary);
   }
   uv_close((uv_handle_t *)&sn->timer, on_timer_closed);

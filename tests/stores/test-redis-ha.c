@@ -646,15 +646,32 @@ static void test_sentinel_kill(void **state) {
 /* SENTINEL FAILOVER while the store only reads: no request fails on the
  * old primary (it is up, a replica now), so only the +switch-master
  * announcement can move the store; then the subscriber moves too. */
+static void blk_cb(kv_redis_req_t *req) {
+  (*(int *)req->data)++; /* not g_done: RUN waits for other requests */
+}
+
 static void test_sentinel_switch(void **state) {
   fx_t *fx = *state;
   kv_redis_sentinel_stats_t ss;
   kv_req_t r;
+  kv_redis_req_t blk;
+  const char *blpop[] = {"BLPOP", "kvio-never", "0"};
+  const char *ping[] = {"PING"};
+  kv_store_t *s2 = open_url(fx, ha_url(""));
   char want[32], c[256];
   uint64_t deadline;
+  int blk_calls = 0;
   assert_int_equal(
       RUN(fx, r, kv_put(fx->store, &r, "c", "k", "v", 1, 0, done_cb)), 0);
   kv_req_cleanup(&r);
+  /* a command that blocks on the old primary for ever, on a store of its
+   * own (it holds its connection's pipeline): that store's switch must not
+   * wait for it, nor its close */
+  assert_int_equal(raw_on(fx, s2, &blk, 1, ping), 0);
+  kv_redis_req_cleanup(&blk);
+  memset(&blk, 0, sizeof blk);
+  blk.data = &blk_calls;
+  assert_int_equal(kv_redis_command(s2, &blk, 3, blpop, NULL, blk_cb), 0);
   snprintf(c, sizeof c, "%s -p %s sentinel failover kvprimary >/dev/null",
            g_cli, strrchr(g_seeds, ':') + 1);
   sleep_ms(fx, 300); /* the store's watch on the sentinel is subscribed */
@@ -672,6 +689,13 @@ static void test_sentinel_switch(void **state) {
   snprintf(want, sizeof want, "127.0.0.1:%d", g_replica);
   assert_string_equal(ss.primary, want);
   assert_true(ss.announcements >= 1);
+  while (blk_calls == 0)
+    uv_run(&fx->loop, UV_RUN_ONCE);
+  assert_int_equal(blk_calls, 1);
+  assert_int_equal(blk.status, KV_ECONN);
+  assert_non_null(strstr(kv_redis_req_errmsg(&blk), "primary changed"));
+  kv_redis_req_cleanup(&blk);
+  close_other(fx, s2);
   print_message("[   NOTE   ] switched after %llu announcement(s), %llu "
                 "lookups\n",
                 (unsigned long long)ss.announcements,
