@@ -57,8 +57,14 @@ endif()
 if(KV_HAVE_REDIS AND TARGET kvio_cli)
   add_test(NAME cli-redis COMMAND ${KV_WITH_REDIS} bash
     ${CMAKE_CURRENT_SOURCE_DIR}/cli/redis.sh $<TARGET_FILE:kvio_cli>)
-  set_tests_properties(cli-redis PROPERTIES TIMEOUT ${KV_TEST_TIMEOUT}
-    SKIP_RETURN_CODE 77 LABELS cli)
+  add_test(NAME cli-redis-cluster
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/servers/with-redis-cluster.sh bash
+    ${CMAKE_CURRENT_SOURCE_DIR}/cli/redis.sh $<TARGET_FILE:kvio_cli> cluster)
+  add_test(NAME cli-redis-sentinel
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/servers/with-redis-sentinel.sh bash
+    ${CMAKE_CURRENT_SOURCE_DIR}/cli/redis.sh $<TARGET_FILE:kvio_cli> sentinel)
+  set_tests_properties(cli-redis cli-redis-cluster cli-redis-sentinel
+    PROPERTIES TIMEOUT ${KV_TEST_TIMEOUT} SKIP_RETURN_CODE 77 LABELS cli)
 endif()
 # examples/redis-swapcase.c twice: foo goes "default VALUE" -> "DEFAULT value"
 # -> "default VALUE".
