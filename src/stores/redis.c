@@ -6,9 +6,12 @@
  * prefix, E escaping '%' as "%25" and ':' as "%3A" (so the first ':' after P
  * ends the collection: no two (c, k) pairs share a key). Values are the
  * user's bytes. TTLs are native: SET ... PX, PTTL; a put_many with a TTL is
- * one script per 1,000 keys that reads the server's clock once and sets
- * every key with PXAT (one expiry time for the batch); ttl_many reads TIME
- * and PEXPIRETIME in one round trip, so equal expiries report equal TTLs.
+ * one script per 1,000 keys that sets every key with PXAT: the first reads
+ * the server's clock and returns the expiry, which the others (sent when it
+ * has answered) are given, so the batch has one expiry time; ttl_many reads
+ * TIME and PEXPIRETIME in one round trip, so equal expiries report equal
+ * TTLs. A cluster's parts of one request share the expiry and the clock the
+ * same way (kv__redis_hook_t).
  *
  * Every operation is one or more commands pipelined on the store's
  * connection; the request counts its outstanding replies in
@@ -54,13 +57,18 @@ enum {
 
 /* put_many with a TTL: one server timestamp for the chunk. */
 static const char put_script[] =
-    "local t = redis.call('TIME')\n"
-    "local at = string.format('%.0f', tonumber(t[1]) * 1000 + "
-    "math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1]))\n"
+    "local at = tonumber(ARGV[1])\n"
+    "if at < 0 then\n"
+    "  at = string.format('%.0f', -at)\n"
+    "else\n"
+    "  local t = redis.call('TIME')\n"
+    "  at = string.format('%.0f', tonumber(t[1]) * 1000 + "
+    "math.floor(tonumber(t[2]) / 1000) + at)\n"
+    "end\n"
     "for i = 1, #KEYS do\n"
     "  redis.call('SET', KEYS[i], ARGV[i + 1], 'PXAT', at)\n"
     "end\n"
-    "return #KEYS\n";
+    "return tonumber(at)\n";
 
 /* cas: ARGV = expect-absent flag, expected, new value, px (0 = none). */
 static const char cas_script[] = "local v = redis.call('GET', KEYS[1])\n"
@@ -312,7 +320,11 @@ static void req_finish(kv_req_t *req) {
   int err = FIRST_ERR(req);
   kv__redis_hook_t *hook = KV__REDIS_HOOK(req);
   state_free(req);
-  if (req->op == KV_OP_TTL_MANY) req->ttl = 0;
+  if (hook != NULL && req->op == KV_OP_TTL_MANY) hook->ttl_time_ms = req->ttl;
+  if (hook != NULL && req->op == KV_OP_PUT_MANY)
+    hook->put_at_out = (int64_t)req->ttl;
+  /* scratch of these two (the server's time, the batch's expiry) */
+  if (req->op == KV_OP_TTL_MANY || req->op == KV_OP_PUT_MANY) req->ttl = 0;
   if (err != 0 && req->op == KV_OP_CAS) req->found = 0;
   if (hook != NULL) /* run for redis+cluster:// or redis+sentinel:// */
     hook->finish(hook, req, err);
@@ -368,6 +380,10 @@ static int64_t px_of(const kv_req_t *req) {
 }
 
 /* ---- Reply handling ---------------------------------------------------- */
+
+static size_t chunk_end(const kv_req_t *req, size_t start);
+static void send_put_script(kv__redis_t *st, kv_req_t *req, size_t start,
+                            int eval);
 
 static int reply_is(const kv_redis_reply_t *r, int type) {
   return r != NULL && r->type == type;
@@ -530,13 +546,24 @@ static void handle(kv__redis_t *st, kv_req_t *req, uint64_t tag,
   case T_SCAN:
     scan_reply(st, req, r);
     return;
-  default: /* T_WRITE, T_SCRIPT, T_IGNORE, T_UNLINK */
+  case T_SCRIPT: /* the batch's expiry: every later chunk gets it */
+    if (!reply_is(r, KV_REDIS_REPLY_INTEGER) || r->integer <= 0) {
+      bad_reply(st, req, r);
+      return;
+    }
+    if (req->ttl == 0) {
+      req->ttl = (double)r->integer;
+      for (size_t i = chunk_end(req, 0); i < req->in.n; i = chunk_end(req, i)) {
+        send_put_script(st, req, i, 0);
+        if (FIRST_ERR(req) != 0) break;
+      }
+    }
+    return;
+  default: /* T_WRITE, T_IGNORE, T_UNLINK */
     return;
   }
 }
 
-static void send_put_script(kv__redis_t *st, kv_req_t *req, size_t start,
-                            int eval);
 static void send_cas(kv__redis_t *st, kv_req_t *req, int eval);
 
 static void on_reply(kv__redis_t *st, const kv__redis_pend_t *p,
@@ -761,7 +788,9 @@ static void send_put_script(kv__redis_t *st, kv_req_t *req, size_t start,
   }
   cmd_int(st, (int64_t)(end - start));
   cmd_keys(st, req, start, end);
-  cmd_int(st, px_of(req));
+  /* the first chunk: the server's TIME + the TTL; the others (and parts of
+   * one request on other nodes): the expiry it gave, negated */
+  cmd_int(st, req->ttl > 0 ? -(int64_t)req->ttl : px_of(req));
   for (size_t i = start; i < end; i++)
     cmd_ext(st, req->in.values[i].base, req->in.values[i].len);
   send_part(st, req, TAG(T_SCRIPT, start));
@@ -769,11 +798,16 @@ static void send_put_script(kv__redis_t *st, kv_req_t *req, size_t start,
 
 static int rds_put_many(kv_store_t *s, kv_req_t *req) {
   kv__redis_t *st = kv__redis_pick(STORE(s));
+  kv__redis_hook_t *hook = KV__REDIS_HOOK(req);
   if (req->in.n == 0) return submitted(req);
   if (begin(st, req)) return 0;
+  req->ttl = hook != NULL ? (double)hook->put_at_in : 0;
   for (size_t i = 0; i < req->in.n; i = chunk_end(req, i)) {
     if (req->in.expires_at_ms != 0) {
+      /* One expiry for the batch: without one given, the first chunk's
+       * reply brings it, and the other chunks follow (handle, T_SCRIPT). */
       send_put_script(st, req, i, 0);
+      if (req->ttl == 0) break;
     } else {
       cmd_begin(st);
       cmd_lit(st, "MSET");

@@ -31,6 +31,7 @@
  * walk every primary. collections() and destroy() walk every primary in
  * both layouts. */
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +97,13 @@ struct fan_s {
   size_t nnames, cap_names;
   int more;    /* collections: a part had more */
   size_t node; /* keys (slots=key): the primary being listed */
+  /* put_many with a TTL: the first part runs alone, and the expiry its
+   * node gave (put_at) goes to the others: one expiry for the batch.
+   * ttl_many: every part's TTLs are put on the first part's clock. */
+  int seq;
+  int64_t put_at;
+  int have_ref;
+  double ref_ms;
   part_t parts[];
 };
 
@@ -922,6 +930,30 @@ static int keys_part_done(kv__rcl_t *cl, fan_t *f, kv_req_t *sub) {
   return 0;
 }
 
+/* ttl_many split over nodes: a result of part i, whose TTL its node
+ * computed against its own TIME, is put on the first part's clock, so
+ * that entries with one expiry (one put_many) report one TTL. */
+static void same_clock(fan_t *f, size_t i, kv_result_t *r) {
+  double t = f->parts[i].ctx.hook.ttl_time_ms, at, left;
+  if (!f->have_ref) {
+    f->have_ref = 1;
+    f->ref_ms = t;
+  }
+  if (!r->found || r->ttl == KV_TTL_NONE || t == f->ref_ms) return;
+  at = floor(r->ttl * 1000.0 + 0.5) + t; /* the expiry, ms */
+  left = at - f->ref_ms;
+  if (left > 0) {
+    r->ttl = left / 1000.0;
+  } else { /* expired by the reference clock */
+    kv_free(r->value.base);
+    r->value.base = NULL;
+    r->value.len = 0;
+    r->found = 0;
+  }
+}
+
+static void fan_start_rest(kv__rcl_t *cl, fan_t *f);
+
 static void fan_part_done(fan_t *f, size_t i, int err) {
   kv_req_t *sub = &f->parts[i].req, *req = f->parent;
   kv__rcl_t *cl = f->parts[i].ctx.cl;
@@ -936,6 +968,7 @@ static void fan_part_done(fan_t *f, size_t i, int err) {
         kv_result_t *r = &req->results[f->map[f->parts[i].off + j]];
         *r = sub->results[j];
         sub->results[j].value.base = NULL;
+        if (req->op == KV_OP_TTL_MANY) same_clock(f, i, r);
       }
       break;
     case KV_OP_DELETE_MANY:
@@ -971,6 +1004,16 @@ static void fan_part_done(fan_t *f, size_t i, int err) {
     }
   }
   kv_req_cleanup(sub);
+  if (f->seq && i == 0) { /* put_many with a TTL: now the other parts */
+    if (err == 0) {
+      f->put_at = f->parts[0].ctx.hook.put_at_out;
+      fan_start_rest(cl, f);
+    } else { /* they never start */
+      for (size_t j = 1; j < f->nparts; j++)
+        fan_unref(f);
+      fan_unref(f); /* the hold */
+    }
+  }
   if (again) { /* keys(), slots=key: the next primary, same part */
     memset(sub, 0, sizeof *sub);
     sub->op = req->op;
@@ -982,16 +1025,39 @@ static void fan_part_done(fan_t *f, size_t i, int err) {
   fan_unref(f);
 }
 
-/* Start every part; the parent completes when the last one is done. */
-static void fan_start(kv__rcl_t *cl, fan_t *f) {
-  for (size_t i = 0; i < f->nparts; i++) {
-    int rc = run(cl, &f->parts[i].req, &f->parts[i].ctx);
+/* Start parts from `first`; the parent completes when the last one is
+ * done. */
+static void fan_start_from(kv__rcl_t *cl, fan_t *f, size_t first) {
+  for (size_t i = first; i < f->nparts; i++) {
+    int rc;
+    f->parts[i].ctx.hook.put_at_in = f->put_at;
+    rc = run(cl, &f->parts[i].req, &f->parts[i].ctx);
     if (rc < 0) {
       fan_fail(f, rc, kv_req_errmsg(&f->parts[i].req));
       fan_part_done(f, i, rc);
     }
   }
   fan_unref(f);
+}
+
+static void fan_start(kv__rcl_t *cl, fan_t *f) {
+  if (!f->seq) {
+    fan_start_from(cl, f, 0);
+    return;
+  }
+  /* the first part alone; fan_part_done starts the others (the hold
+   * stays until then) */
+  {
+    int rc = run(cl, &f->parts[0].req, &f->parts[0].ctx);
+    if (rc < 0) {
+      fan_fail(f, rc, kv_req_errmsg(&f->parts[0].req));
+      fan_part_done(f, 0, rc);
+    }
+  }
+}
+
+static void fan_start_rest(kv__rcl_t *cl, fan_t *f) {
+  fan_start_from(cl, f, 1);
 }
 
 /* One part per primary. */
@@ -1113,6 +1179,7 @@ static int many(kv__rcl_t *cl, kv_req_t *req) {
     f->parts[g - 1].req.in.n++;
   }
   kv_free(ks);
+  f->seq = req->op == KV_OP_PUT_MANY && req->in.expires_at_ms != 0;
   fan_start(cl, f);
   return 0;
 }

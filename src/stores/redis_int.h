@@ -146,6 +146,13 @@ struct kv__redis_hook_s {
   void (*finish)(kv__redis_hook_t *h, kv_req_t *req, int err);
   void (*error_reply)(kv__redis_hook_t *h, kv__redis_t *st, kv_req_t *req,
                       const kv_redis_reply_t *r);
+  /* put_many with a TTL: in, the absolute expiry to give every key (ms by
+   * the server's clock; 0: the server's TIME + the TTL); out (set before
+   * finish), the expiry given. ttl_many: out, the server's TIME (ms) its
+   * TTLs were computed against. So that the parts of one request split
+   * over nodes share one expiry and one clock (redis_cluster.c). */
+  int64_t put_at_in, put_at_out;
+  double ttl_time_ms;
 };
 /* redis.c: the Redis key of (c, k) in st's layout, written to buf when it
  * fits in cap bytes; returns its length either way. */

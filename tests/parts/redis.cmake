@@ -18,6 +18,8 @@ if(KV_HAVE_REDIS)
       ${KV_WITH_REDIS})
     kv_conformance(redis-cluster "redis+cluster://@SEEDS@"
       ${CMAKE_CURRENT_SOURCE_DIR}/servers/with-redis-cluster.sh)
+    kv_conformance(redis-cluster-keyslots "redis+cluster://@SEEDS@?slots=key"
+      ${CMAKE_CURRENT_SOURCE_DIR}/servers/with-redis-cluster.sh)
     kv_conformance(redis-cluster-tls "rediss+cluster://@SEEDS@?ca=@CA@"
       ${CMAKE_CURRENT_SOURCE_DIR}/servers/with-redis-cluster.sh --tls)
     kv_conformance(redis-sentinel "redis+sentinel://@SENTINELS@/kvprimary?db=3"

@@ -90,6 +90,46 @@ KV_RFX_UNUSED static int raw(fx_t *fx, kv_redis_req_t *req, int argc,
   return raw_on(fx, fx->store, req, argc, argv);
 }
 
+/* One put_many of n keys with a TTL of 100 s, then one ttl_many of them:
+ * every entry is there and reports the same TTL (one expiry for the
+ * batch, read against one clock), however the batch was split (chunks of
+ * 1,000 keys, a cluster's slots). */
+KV_RFX_UNUSED static void batch_ttl_one_expiry(fx_t *fx, int n) {
+  kv_req_t r;
+  const char **keys = calloc((size_t)n, sizeof *keys);
+  kv_buf_t *vals = calloc((size_t)n, sizeof *vals);
+  char *kbuf = calloc((size_t)n, 16);
+  assert_non_null(keys);
+  assert_non_null(vals);
+  assert_non_null(kbuf);
+  for (int i = 0; i < n; i++) {
+    snprintf(kbuf + 16 * i, 16, "b%d", i);
+    keys[i] = kbuf + 16 * i;
+    vals[i].base = kbuf + 16 * i;
+    vals[i].len = strlen(keys[i]);
+  }
+  assert_int_equal(RUN(fx, r,
+                       kv_put_many(fx->store, &r, "batch", keys, vals,
+                                   (size_t)n, 100, done_cb)),
+                   0);
+  kv_req_cleanup(&r);
+  assert_int_equal(
+      RUN(fx, r, kv_ttl_many(fx->store, &r, "batch", keys, (size_t)n, done_cb)),
+      0);
+  assert_int_equal(r.nresults, (size_t)n);
+  for (int i = 0; i < n; i++) {
+    assert_true(r.results[i].found);
+    if (r.results[i].ttl != r.results[0].ttl)
+      fail_msg("key %d: TTL %.3f, key 0: %.3f", i, r.results[i].ttl,
+               r.results[0].ttl);
+  }
+  assert_true(r.results[0].ttl > 98 && r.results[0].ttl <= 100);
+  kv_req_cleanup(&r);
+  free(keys);
+  free(vals);
+  free(kbuf);
+}
+
 /* The i-th (0-based) port of a space-separated list (KV_CLUSTER_PORTS),
  * or -1. */
 KV_RFX_UNUSED static int nth_port(const char *list, int i) {

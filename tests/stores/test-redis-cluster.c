@@ -262,6 +262,17 @@ static void test_placement_key_slots(void **state) {
   placement(*state, "?slots=key", 1);
 }
 
+/* slots=key: one put_many of 300 keys with a TTL falls in ~300 slots on 3
+ * primaries; the first part's expiry goes to every other part, and one
+ * ttl_many reads every part against the first part's clock: one TTL. */
+static void test_batch_ttl_key_slots(void **state) {
+  fx_t *fx = *state;
+  fx_open(fx, url_of("?slots=key"));
+  destroy_all(fx);
+  batch_ttl_one_expiry(fx, 300);
+  destroy_all(fx);
+}
+
 /* ---- Resharding under load ------------------------------------------------
  */
 
@@ -524,6 +535,8 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_placement_collection_slots, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_placement_key_slots, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_batch_ttl_key_slots, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_reshard_collection_slots, setup,
                                       teardown),

@@ -317,6 +317,18 @@ static void test_pipelining_one_write(void **state) {
   destroy_all(fx);
 }
 
+/* put_many of 2,500 keys with a TTL: three script calls (1,000 keys
+ * each), one expiry: the first call's, given to the other two. */
+static void test_put_many_one_expiry(void **state) {
+  fx_t *fx = *state;
+  char url[128];
+  format_url(url, sizeof url, "redis://127.0.0.1:%s/5", g_port);
+  fx_open(fx, url);
+  destroy_all(fx);
+  batch_ttl_one_expiry(fx, 2500);
+  destroy_all(fx);
+}
+
 static void test_ten_thousand_in_flight(void **state) {
   fx_t *fx = *state;
   enum { N = 10000 };
@@ -702,6 +714,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_sync_facade_after_pause, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_pipelining_one_write, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_put_many_one_expiry, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_ten_thousand_in_flight, setup,
                                       teardown),
