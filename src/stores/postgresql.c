@@ -724,11 +724,28 @@ static int batch_done(pg_store_t *st, pg_batch_t *b) {
   return 0;
 }
 
+/* A result that ends the session: the server shuts down or restarts
+ * (SQLSTATE class 57P: "terminating connection due to administrator
+ * command"), or a connection exception (class 08). The server sends it
+ * and closes; the results stop in the middle of the pipeline. */
+static int ends_session(const PGresult *res) {
+  const char *code = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+  return code != NULL &&
+         (strncmp(code, "57P", 3) == 0 || strncmp(code, "08", 2) == 0);
+}
+
 /* Results out of step with what was sent: the connection failed (libpq
- * reports it so), or something is badly wrong. */
-static void process_lost(pg_store_t *st) {
+ * reports it so, once it has read the end of the stream; or the server
+ * said it ends the session: `ended`, or in a result of the batch), or
+ * something is badly wrong. */
+static void process_lost(pg_store_t *st, int ended) {
   char msg[1024];
-  if (PQstatus(st->conn) == CONNECTION_BAD) {
+  pg_batch_t *b = st->fly_head;
+  for (size_t i = 0; b != NULL && !ended && i < b->n; i++)
+    ended = ends_session(b->res[i]);
+  if (PQstatus(st->conn) != CONNECTION_BAD)
+    (void)PQconsumeInput(st->conn); /* the end of the stream, if it came */
+  if (PQstatus(st->conn) == CONNECTION_BAD || ended) {
     trim_msg(msg, sizeof msg, PQerrorMessage(st->conn));
     conn_drop(st, KV_ECONN,
               strlen(msg) > 12 ? msg : "postgresql: connection lost");
@@ -748,7 +765,7 @@ static void process(pg_store_t *st) {
     if (b->cur < b->n) {
       if (res == NULL) {
         if (!b->got) { /* never between a statement's results */
-          process_lost(st);
+          process_lost(st, 0);
           return;
         }
         b->cur++;
@@ -757,7 +774,7 @@ static void process(pg_store_t *st) {
       }
       if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
         PQclear(res);
-        process_lost(st);
+        process_lost(st, 0);
         return;
       }
       if (b->res[b->cur] == NULL)
@@ -769,8 +786,9 @@ static void process(pg_store_t *st) {
     }
     if (res == NULL) break;
     if (PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
+      int ended = ends_session(res);
       PQclear(res);
-      process_lost(st);
+      process_lost(st, ended);
       return;
     }
     PQclear(res);
