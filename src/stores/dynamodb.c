@@ -621,7 +621,7 @@ static json_t *big_item(const kv_req_t *req, const char *k, size_t klen,
     uint64_t t = uv_hrtime();
     memcpy(rnd, &t, sizeof rnd);
   }
-  for (int i = 0; i < 8; i++) snprintf(g + 2 * i, 3, "%02x", rnd[i]);
+  kv__hex_encode(rnd, 8, g);
   json_object_set_new(item, "nc", num((int64_t)nc));
   json_object_set_new(item, "tl", num((int64_t)value->len));
   json_object_set_new(item, "g", json_pack("{s:s}", "S", g));

@@ -108,8 +108,7 @@ static const char **vec_ptrs(const vec_t *v, size_t from, size_t n) {
 static void sha_hex(const char *s, size_t n, char out[HEXLEN + 1]) {
   unsigned char md[KV__SHA256_LEN];
   kv__sha256(s, n, md);
-  for (int i = 0; i < KV__SHA256_LEN; i++)
-    snprintf(out + 2 * i, 3, "%02x", md[i]);
+  kv__hex_encode(md, KV__SHA256_LEN, out);
 }
 
 /* An encoded name: the inner name and, when hashed, the side entry. */
