@@ -834,6 +834,21 @@ static int sql_prepare(sql_conn_t *c, const char *table) {
 static int sql_exec_open(sqlite3 *db, const char *sql, char *text_out,
                          size_t text_len);
 
+/* Opening the writer: a statement that another process's open keeps busy
+ * for a moment (its switch to WAL, its CREATE TABLE) is tried again until
+ * busy_timeout has passed: SQLite's busy handler is not called in every
+ * such case ("database is locked" at once, seen with two processes opening
+ * one new file). */
+static int sql_exec_setup(kv_sqlite_t *d, const char *sql, char *text_out,
+                          size_t text_len) {
+  uint64_t deadline = uv_hrtime() + (uint64_t)d->busy_timeout * 1000000u;
+  for (;;) {
+    int rc = sql_exec_open(d->w.db, sql, text_out, text_len);
+    if ((rc & 0xff) != SQLITE_BUSY || uv_hrtime() >= deadline) return rc;
+    sqlite3_sleep(10);
+  }
+}
+
 /* The loop's connection: read-only, memory-mapped, never waiting for a
  * lock. Opened after the worker's, which made the file a WAL database with
  * the table. Returns 0 or an error with a detail. */
@@ -885,7 +900,7 @@ static int sql_open_db(kv_sqlite_t *d, const char *table, int quick,
     goto fail;
   }
   /* Reading the schema detects "file is not a database". */
-  rc = sql_exec_open(d->w.db, "SELECT count(*) FROM sqlite_schema", NULL, 0);
+  rc = sql_exec_setup(d, "SELECT count(*) FROM sqlite_schema", NULL, 0);
   if (rc != SQLITE_OK) goto fail_sqlite;
   state = sql_table_state(d, table, errbuf, errbuf_len);
   if (state < 0) {
@@ -893,7 +908,7 @@ static int sql_open_db(kv_sqlite_t *d, const char *table, int quick,
     goto fail;
   }
   if (quick) {
-    rc = sql_exec_open(d->w.db, "PRAGMA quick_check(1)", text, sizeof(text));
+    rc = sql_exec_setup(d, "PRAGMA quick_check(1)", text, sizeof(text));
     if (rc != SQLITE_OK) goto fail_sqlite;
     if (strcmp(text, "ok") != 0) {
       rc = kv__errbuf(errbuf, errbuf_len, KV_ECORRUPT,
@@ -901,7 +916,7 @@ static int sql_open_db(kv_sqlite_t *d, const char *table, int quick,
       goto fail;
     }
   }
-  rc = sql_exec_open(d->w.db, "PRAGMA journal_mode=WAL", text, sizeof(text));
+  rc = sql_exec_setup(d, "PRAGMA journal_mode=WAL", text, sizeof(text));
   if (rc != SQLITE_OK) goto fail_sqlite;
   if (strcmp(text, "wal") != 0) {
     rc = kv__errbuf(errbuf, errbuf_len, KV_EIO,
@@ -911,7 +926,7 @@ static int sql_open_db(kv_sqlite_t *d, const char *table, int quick,
     goto fail;
   }
   snprintf(sql, sizeof(sql), "PRAGMA synchronous=%s", sync);
-  rc = sql_exec_open(d->w.db, sql, NULL, 0);
+  rc = sql_exec_setup(d, sql, NULL, 0);
   if (rc != SQLITE_OK) goto fail_sqlite;
   if (state == 0) {
     snprintf(sql, sizeof(sql),
@@ -919,7 +934,7 @@ static int sql_open_db(kv_sqlite_t *d, const char *table, int quick,
              "key TEXT NOT NULL, value BLOB NOT NULL, expires_at INTEGER NOT "
              "NULL DEFAULT 0, PRIMARY KEY (collection, key)) WITHOUT ROWID",
              table);
-    rc = sql_exec_open(d->w.db, sql, NULL, 0);
+    rc = sql_exec_setup(d, sql, NULL, 0);
     if (rc != SQLITE_OK) goto fail_sqlite;
     /* Another process may have created it meanwhile, its own way. */
     state = sql_table_state(d, table, errbuf, errbuf_len);
