@@ -140,11 +140,28 @@ if [ "$started" != 1 ]; then
 fi
 endpoint=http://127.0.0.1:$port
 if [ "$proxy" = 1 ]; then
-  pport=$(free_port)
-  node "$here/throttle-proxy.js" "$kind" "$pport" "$port" "$dir/throttle-all" \
-    >"$dir/proxy.log" 2>&1 &
-  echo $! >"$dir/proxy.pid"
-  wait_port "$pport" || { cat "$dir/proxy.log" >&2; echo "with-cloud: proxy did not start" >&2; exit 1; }
+  # As for the server: the port may be taken before the proxy listens (it
+  # then exits with EADDRINUSE while someone else answers on the port), so
+  # the proxy must still be running once the port answers.
+  pstarted=0
+  for attempt in 1 2 3 4 5; do
+    pport=$(free_port)
+    node "$here/throttle-proxy.js" "$kind" "$pport" "$port" "$dir/throttle-all" \
+      >"$dir/proxy.log" 2>&1 &
+    echo $! >"$dir/proxy.pid"
+    if wait_port "$pport" && sleep 0.3 &&
+      kill -0 "$(cat "$dir/proxy.pid")" 2>/dev/null; then
+      pstarted=1
+      break
+    fi
+    kill "$(cat "$dir/proxy.pid")" 2>/dev/null || true
+    echo "with-cloud: port $pport: the proxy did not start (attempt $attempt)" >&2
+  done
+  if [ "$pstarted" != 1 ]; then
+    cat "$dir/proxy.log" >&2
+    echo "with-cloud: proxy did not start" >&2
+    exit 1
+  fi
   endpoint=http://127.0.0.1:$pport
 fi
 
