@@ -1343,7 +1343,7 @@ int kv_redis_command(kv_store_t *s, kv_redis_req_t *req, int argc,
   if (kv_store_is_closing(s))
     return raw_error(req, KV_ECLOSED, "the store is closing");
   if (s->methods != &kv__redis_methods) /* cluster, sentinel: redis_ha.c */
-    return kv__redis_ha_command(s, req, argc, argv, argvlen, cb);
+    return kv__redis_ha_command(s, req, argc, argv, argvlen);
   st = kv__redis_pick(STORE(s));
   rc = kv__redis_ready(st);
   if (rc != 0) return raw_error(req, rc, st->last_msg);

@@ -952,7 +952,7 @@ static void same_clock(fan_t *f, size_t i, kv_result_t *r) {
   }
 }
 
-static void fan_start_rest(kv__rcl_t *cl, fan_t *f);
+static void fan_start_from(kv__rcl_t *cl, fan_t *f, size_t first);
 
 static void fan_part_done(fan_t *f, size_t i, int err) {
   kv_req_t *sub = &f->parts[i].req, *req = f->parent;
@@ -1007,7 +1007,7 @@ static void fan_part_done(fan_t *f, size_t i, int err) {
   if (f->seq && i == 0) { /* put_many with a TTL: now the other parts */
     if (err == 0) {
       f->put_at = f->parts[0].ctx.hook.put_at_out;
-      fan_start_rest(cl, f);
+      fan_start_from(cl, f, 1);
     } else { /* they never start */
       for (size_t j = 1; j < f->nparts; j++)
         fan_unref(f);
@@ -1025,39 +1025,31 @@ static void fan_part_done(fan_t *f, size_t i, int err) {
   fan_unref(f);
 }
 
-/* Start parts from `first`; the parent completes when the last one is
- * done. */
-static void fan_start_from(kv__rcl_t *cl, fan_t *f, size_t first) {
-  for (size_t i = first; i < f->nparts; i++) {
-    int rc;
-    f->parts[i].ctx.hook.put_at_in = f->put_at;
-    rc = run(cl, &f->parts[i].req, &f->parts[i].ctx);
-    if (rc < 0) {
-      fan_fail(f, rc, kv_req_errmsg(&f->parts[i].req));
-      fan_part_done(f, i, rc);
-    }
+static void fan_run(kv__rcl_t *cl, fan_t *f, size_t i) {
+  int rc;
+  f->parts[i].ctx.hook.put_at_in = f->put_at;
+  rc = run(cl, &f->parts[i].req, &f->parts[i].ctx);
+  if (rc < 0) {
+    fan_fail(f, rc, kv_req_errmsg(&f->parts[i].req));
+    fan_part_done(f, i, rc);
   }
+}
+
+/* Start parts from `first`, then let go of the hold: the parent completes
+ * when the last one is done. */
+static void fan_start_from(kv__rcl_t *cl, fan_t *f, size_t first) {
+  for (size_t i = first; i < f->nparts; i++)
+    fan_run(cl, f, i);
   fan_unref(f);
 }
 
+/* put_many with a TTL (seq): the first part alone; fan_part_done starts
+ * the others, the hold staying until then. */
 static void fan_start(kv__rcl_t *cl, fan_t *f) {
-  if (!f->seq) {
+  if (f->seq)
+    fan_run(cl, f, 0);
+  else
     fan_start_from(cl, f, 0);
-    return;
-  }
-  /* the first part alone; fan_part_done starts the others (the hold
-   * stays until then) */
-  {
-    int rc = run(cl, &f->parts[0].req, &f->parts[0].ctx);
-    if (rc < 0) {
-      fan_fail(f, rc, kv_req_errmsg(&f->parts[0].req));
-      fan_part_done(f, 0, rc);
-    }
-  }
-}
-
-static void fan_start_rest(kv__rcl_t *cl, fan_t *f) {
-  fan_start_from(cl, f, 1);
 }
 
 /* One part per primary. */

@@ -81,10 +81,10 @@ int kv__redis_parse_addr(const char *a, size_t len, int default_port,
 uint64_t kv__redis_backoff_ms(int attempts);
 
 /* redis_ha.c */
-/* kv_redis_command on a cluster or sentinel store. */
+/* kv_redis_command on a cluster or sentinel store (req initialised and
+ * the command checked by the caller). */
 int kv__redis_ha_command(kv_store_t *s, kv_redis_req_t *req, int argc,
-                         const char **argv, const size_t *argvlen,
-                         kv_redis_cb cb);
+                         const char **argv, const size_t *argvlen);
 /* Raw commands still waiting for their reply on node complete now with
  * err: the store is closing (KV_ECANCELED), or the node is being replaced
  * after a failover (KV_ECONN: a blocking command must not hold the old

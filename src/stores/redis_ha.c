@@ -207,14 +207,12 @@ static void on_reply(kv__redis_t *st, const kv__redis_pend_t *p,
 }
 
 int kv__redis_ha_command(kv_store_t *s, kv_redis_req_t *req, int argc,
-                         const char **argv, const size_t *argvlen,
-                         kv_redis_cb cb) {
+                         const char **argv, const size_t *argvlen) {
   size_t n = (size_t)argc, bytes = 0, off;
   const char *msg = NULL;
   rcmd_t *c;
   char *data;
   int rc;
-  (void)cb; /* set by the caller (kv__redis_raw_init) */
   for (size_t i = 0; i < n; i++)
     bytes += (argvlen ? argvlen[i] : strlen(argv[i])) + 1;
   /* one block: the command, argv, argl, the bytes */

@@ -75,21 +75,19 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# owns_port PID PORT: PID (or a child of it) holds the socket listening on
+# owns_port PID PORT: the live process PID holds the socket listening on
 # PORT (/proc/net/tcp*: local port in hex, state 0A; the socket's inode
 # among the process's file descriptors). Someone else answering on a port
 # our server then fails to take (EADDRINUSE) is not our server.
 owns_port() {
-  local hex inodes pid p
+  local hex inodes p i
   hex=$(printf ':%04X' "$2")
   inodes=$(awk -v h="$hex" '$4 == "0A" && substr($2, length($2) - 4) == h {
     print $10 }' /proc/net/tcp /proc/net/tcp6 2>/dev/null)
   [ -n "$inodes" ] || return 1
-  for pid in "$1" $(pgrep -P "$1" 2>/dev/null); do
-    for p in /proc/"$pid"/fd/*; do
-      for i in $inodes; do
-        [ "$(readlink "$p" 2>/dev/null)" = "socket:[$i]" ] && return 0
-      done
+  for p in /proc/"$1"/fd/*; do
+    for i in $inodes; do
+      [ "$(readlink "$p" 2>/dev/null)" = "socket:[$i]" ] && return 0
     done
   done
   return 1
@@ -145,8 +143,7 @@ while kill -0 \$pid 2>/dev/null; do sleep 0.05; done
 exit 0
 EOS
 chmod 755 "$dir/start.sh" "$dir/stop.sh"
-if "$dir/start.sh" && sleep 0.5 && kill -0 "$(cat "$dir/server.pid")" 2>/dev/null &&
-  owns_port "$(cat "$dir/server.pid")" "$port"; then
+if "$dir/start.sh" && sleep 0.5 && owns_port "$(cat "$dir/server.pid")" "$port"; then
   started=1
   break
 fi
@@ -170,7 +167,6 @@ if [ "$proxy" = 1 ]; then
       >"$dir/proxy.log" 2>&1 &
     echo $! >"$dir/proxy.pid"
     if wait_port "$pport" && sleep 0.3 &&
-      kill -0 "$(cat "$dir/proxy.pid")" 2>/dev/null &&
       owns_port "$(cat "$dir/proxy.pid")" "$pport"; then
       pstarted=1
       break

@@ -37,8 +37,8 @@
 
 #include "redis-fixture.h"
 
-static const char *g_cli, *g_seeds, *g_ports, *g_pids, *g_dir;
-static int g_sentinel, g_primary, g_replica, g_primary_pid;
+static const char *g_cli, *g_seeds, *g_ports, *g_dir;
+static int g_sentinel, g_replica, g_primary_pid;
 
 /* Another store on fx's loop. */
 static kv_store_t *open_url(fx_t *fx, const char *url) {
@@ -757,7 +757,6 @@ int main(int argc, char **argv) {
       return 77;
     }
     g_sentinel = 1;
-    g_primary = atoi(p);
     g_replica = atoi(r);
     g_primary_pid = atoi(pid);
     if (strcmp(mode, "sentinel-kill") == 0)
@@ -770,10 +769,8 @@ int main(int argc, char **argv) {
   }
   g_seeds = getenv("KV_CLUSTER_SEEDS");
   g_ports = getenv("KV_CLUSTER_PORTS");
-  g_pids = getenv("KV_CLUSTER_PIDS");
   g_dir = getenv("KV_CLUSTER_DIR");
-  if (g_seeds == NULL || g_ports == NULL || g_pids == NULL || g_dir == NULL ||
-      g_cli == NULL) {
+  if (g_seeds == NULL || g_ports == NULL || g_dir == NULL || g_cli == NULL) {
     fprintf(stderr, "run under tests/servers/with-redis-cluster.sh\n");
     return 77;
   }
